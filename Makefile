@@ -1,0 +1,33 @@
+# pod-identity: `make test` is the test command (CI runs it through .ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache
+
+## test: everything CI checks: formatting, clippy -D warnings, and all tests (unit and real-apiserver).
+test: deps testbin fmt-check clippy unit
+
+## deps: install the system packages the tests need (apt, only what is missing).
+deps:
+	@scripts/install-deps.sh
+
+## testbin: build kube-apiserver, etcd, kubectl and helm from Go modules (cached in ~/.cache/pod-identity).
+testbin:
+	@scripts/testbin.sh >/dev/null
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+## crds: regenerate deploy/crds/ from the Rust types in crates/api.
+crds:
+	$(CARGO) run -q -p api --bin crdgen > deploy/crds/aadpodidentity.k8s.io.yaml
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,86 @@
+use super::*;
+
+#[test]
+fn reads_the_seed_spellings() {
+    let spec: AzureIdentitySpec = serde_json::from_value(serde_json::json!({
+        "type": 0,
+        "ResourceID": "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
+        "ClientID": "00000000-0000-0000-0000-000000000001",
+    }))
+    .unwrap();
+    assert_eq!(spec.identity_type(), Ok(IdentityType::UserAssignedMsi));
+    assert_eq!(
+        spec.resource_id(),
+        Some(
+            "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+        )
+    );
+    assert_eq!(spec.client_id(), Some("00000000-0000-0000-0000-000000000001"));
+
+    let binding: AzureIdentityBindingSpec =
+        serde_json::from_value(serde_json::json!({"AzureIdentity": "id1", "Selector": "app"})).unwrap();
+    assert_eq!(binding.azure_identity(), Some("id1"));
+    assert_eq!(binding.selector(), Some("app"));
+}
+
+#[test]
+fn camel_case_wins_and_empty_means_unset() {
+    let spec = AzureIdentitySpec {
+        client_id: Some("a".into()),
+        legacy_client_id: Some("b".into()),
+        resource_id: Some(String::new()),
+        legacy_resource_id: Some("r".into()),
+        ..Default::default()
+    };
+    assert_eq!(spec.client_id(), Some("a"));
+    assert_eq!(spec.resource_id(), Some("r"));
+}
+
+#[test]
+fn identity_type_defaults_to_zero_and_reports_unknown_codes() {
+    assert_eq!(
+        AzureIdentitySpec::default().identity_type(),
+        Ok(IdentityType::UserAssignedMsi)
+    );
+    let spec = AzureIdentitySpec {
+        type_: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(spec.identity_type(), Err(5));
+    for t in [
+        IdentityType::UserAssignedMsi,
+        IdentityType::ServicePrincipal,
+        IdentityType::ServicePrincipalCertificate,
+    ] {
+        assert_eq!(IdentityType::from_code(t.code()), Some(t));
+    }
+}
+
+#[test]
+fn exception_labels_accept_yaml_scalars() {
+    let spec: AzurePodIdentityExceptionSpec = serde_json::from_value(serde_json::json!({
+        "PodLabels": {"noaad": true, "tier": 3, "app": "web", "odd": {"x": 1}}
+    }))
+    .unwrap();
+    let labels: Vec<_> = spec.pod_labels().collect();
+    assert_eq!(labels, vec![("app", "web"), ("noaad", "true"), ("tier", "3")]);
+}
+
+#[test]
+fn assigned_identity_name_and_legacy_state() {
+    assert_eq!(AzureAssignedIdentity::object_name("p", "ns", "id"), "p-ns-id");
+    let aai = AzureAssignedIdentity::new("x", AzureAssignedIdentitySpec::default());
+    assert_eq!(aai.state(), AssignmentState::Assigned);
+}
+
+#[test]
+fn writes_only_camel_case() {
+    let spec = AzureIdentitySpec {
+        client_id: Some("c".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&spec).unwrap(),
+        serde_json::json!({"clientID": "c"})
+    );
+}

@@ -1,0 +1,325 @@
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+use crate::{Error, Result, Supervised, binaries, io_err, pki::Pki};
+
+/// A real etcd + kube-apiserver pair on loopback, with the aadpodidentity.k8s.io CRDs installed.
+///
+/// Dropping it stops both processes and removes its directory.
+pub struct ApiServer {
+    apiserver: Option<Supervised>,
+    etcd: Option<Supervised>,
+    apiserver_args: Vec<String>,
+    port: u16,
+    kubeconfig: PathBuf,
+    started_in: Duration,
+    // Declared last: removed after the processes have stopped.
+    dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    /// The server shared by all tests of this test binary. Started on first use;
+    /// its processes end when the test process does.
+    ///
+    /// Panics, failing the test loudly, when the server cannot start.
+    pub fn shared() -> &'static ApiServer {
+        // The outcome is kept, failure included, so that every test fails at once with the same message.
+        static SHARED: OnceLock<Result<ApiServer, String>> = OnceLock::new();
+        match SHARED.get_or_init(|| ApiServer::start().map_err(|e| e.to_string())) {
+            Ok(server) => server,
+            Err(e) => panic!("the test kube-apiserver could not start: {e}"),
+        }
+    }
+
+    /// Starts a private server. Blocks until it is ready and the CRDs are established.
+    pub fn start() -> Result<Self> {
+        let started = Instant::now();
+        let bins = binaries()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pod-identity-apiserver-")
+            .tempdir()
+            .map_err(io_err("creating the apiserver's temporary directory"))?;
+        let root = dir.path();
+        let pki = Pki::generate()?;
+        let write = |name: &str, body: &str| -> Result<PathBuf> {
+            let p = root.join(name);
+            std::fs::write(&p, body).map_err(io_err(format!("writing {}", p.display())))?;
+            Ok(p)
+        };
+        let ca = write("ca.crt", &pki.ca)?;
+        let serving_crt = write("apiserver.crt", &pki.serving.cert)?;
+        let serving_key = write("apiserver.key", &pki.serving.key)?;
+        let sa_key = write("sa.key", &pki.service_account_key)?;
+        let sa_pub = write("sa.pub", &pki.service_account_pub)?;
+
+        let (etcd_client, etcd_peer, port) = (free_port()?, free_port()?, free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let etcd_args = vec![
+            format!("--data-dir={}", root.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+            "--listen-metrics-urls=".to_owned(),
+            "--unsafe-no-fsync=true".to_owned(),
+            "--log-level=warn".to_owned(),
+        ];
+        let mut etcd = Supervised::spawn("etcd", &bins.etcd, &etcd_args, &root.join("etcd.log"))?;
+        wait_until(&mut etcd, Duration::from_secs(30), || {
+            Ok(http_ok(&format!("{etcd_url}/health")))
+        })?;
+
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--tls-cert-file={}", serving_crt.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", ca.display()),
+            "--authorization-mode=RBAC".to_owned(),
+            format!("--service-account-issuer=https://127.0.0.1:{port}/"),
+            format!("--service-account-key-file={}", sa_pub.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            "--allow-privileged=true".to_owned(),
+            "--disable-admission-plugins=ServiceAccount".to_owned(),
+            format!("--cert-dir={}", root.join("certs").display()),
+            "--v=1".to_owned(),
+        ];
+        let kubeconfig = root.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, port, &pki)?;
+        let mut server = Self {
+            apiserver: None,
+            etcd: Some(etcd),
+            apiserver_args,
+            port,
+            kubeconfig,
+            started_in: Duration::ZERO,
+            dir,
+        };
+        server.start_apiserver()?;
+        server.install_crds()?;
+        server.started_in = started.elapsed();
+        tracing::info!(port, elapsed = ?server.started_in, "test kube-apiserver ready");
+        Ok(server)
+    }
+
+    /// Starts (or restarts after [`ApiServer::stop_apiserver`]) the kube-apiserver process on the same port and data.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        let bins = binaries()?;
+        let mut proc = Supervised::spawn(
+            "kube-apiserver",
+            &bins.kube_apiserver,
+            &self.apiserver_args,
+            &self.dir.path().join("kube-apiserver.log"),
+        )?;
+        // A client per poll: a client is bound to the runtime it was made on, and each poll has its own.
+        wait_until(&mut proc, Duration::from_secs(90), || {
+            block_on(async { Ok(ready(&self.client().await?).await) })
+        })?;
+        self.apiserver = Some(proc);
+        Ok(())
+    }
+
+    /// Stops the kube-apiserver process (etcd keeps running), as an outage would.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// A new client with admin rights.
+    pub async fn client(&self) -> Result<Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix`, and returns a client and the name.
+    pub async fn namespace(&self, prefix: &str) -> Result<(Client, String)> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let client = self.client().await?;
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("a namespace literal is valid");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok((client, name))
+    }
+
+    /// Path of an admin kubeconfig for this server (for `kubectl`, and for processes under test).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The HTTPS port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How long [`ApiServer::start`] took, from nothing to established CRDs.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// A `kubectl` command for this server.
+    pub fn kubectl(&self) -> Result<std::process::Command> {
+        let mut cmd = std::process::Command::new(&binaries()?.kubectl);
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        Ok(cmd)
+    }
+
+    /// The kube-apiserver's log so far (last 8 KiB).
+    pub fn apiserver_log(&self) -> String {
+        self.apiserver
+            .as_ref()
+            .map(Supervised::log_tail)
+            .unwrap_or_default()
+    }
+
+    fn install_crds(&self) -> Result<()> {
+        block_on(async {
+            let client = self.client().await?;
+            let api = Api::<CustomResourceDefinition>::all(client);
+            let pp = PatchParams::apply("pod-identity-testbed").force();
+            for crd in api::crds() {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                api.patch(&name, &pp, &Patch::Apply(&crd)).await?;
+                let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+                tokio::time::timeout(Duration::from_secs(30), established)
+                    .await
+                    .map_err(|_| Error::NotReady("CRD establishment", name.clone()))?
+                    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        // The apiserver first, so it does not log a storm of etcd errors.
+        self.stop_apiserver();
+        if let Some(mut etcd) = self.etcd.take() {
+            etcd.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free loopback port"))?;
+    Ok(l.local_addr().map_err(io_err("reading a bound address"))?.port())
+}
+
+fn wait_until(proc: &mut Supervised, limit: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready()? {
+            return Ok(());
+        }
+        if !proc.is_running() || Instant::now() > deadline {
+            let name = if proc.name() == "etcd" {
+                "etcd"
+            } else {
+                "kube-apiserver"
+            };
+            return Err(Error::NotReady(name, proc.log_tail()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A minimal blocking HTTP GET, so readiness checks need no runtime.
+fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+}
+
+/// Runs a future to completion on a runtime of its own, in a thread of its own,
+/// so that the blocking constructors work from plain and async tests alike.
+fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime always builds")
+                .block_on(f)
+        })
+        .join()
+        .expect("testbed helper thread panicked")
+    })
+}
+
+async fn ready(client: &Client) -> bool {
+    let req = http::Request::get("/readyz")
+        .body(Vec::new())
+        .expect("a static request is valid");
+    tokio::time::timeout(Duration::from_secs(2), client.request_text(req))
+        .await
+        .is_ok_and(|r| r.is_ok_and(|body| body.trim() == "ok"))
+}
+
+fn write_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": format!("https://127.0.0.1:{port}"),
+            "certificate-authority-data": B64.encode(&pki.ca),
+        }}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate-data": B64.encode(&pki.admin.cert),
+            "client-key-data": B64.encode(&pki.admin.key),
+        }}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+        "current-context": "test",
+    });
+    // JSON is valid YAML, which is what kubectl and kube read.
+    std::fs::write(path, body.to_string()).map_err(io_err(format!("writing {}", path.display())))
+}

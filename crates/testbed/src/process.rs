@@ -1,0 +1,136 @@
+use std::{
+    fs::File,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{Result, io_err};
+
+/// A long-running process (etcd, kube-apiserver, a service under test) that
+/// cannot outlive the test process.
+///
+/// It runs under `sh`, which holds the read end of a pipe from us and kills
+/// the process as soon as that pipe closes: when this value is dropped, when
+/// a test panics, and when the test process exits or is killed. No signal
+/// handling or unsafe `pre_exec` is needed for that.
+#[derive(Debug)]
+pub struct Supervised {
+    name: String,
+    shell: Child,
+    lifeline: Option<ChildStdin>,
+    pid_file: PathBuf,
+    log: PathBuf,
+}
+
+const SUPERVISOR: &str = r#"pidf=$1; shift
+"$@" </dev/null &
+child=$!
+echo "$child" > "$pidf"
+read -r _ignored
+kill -TERM "$child" 2>/dev/null
+wait "$child""#;
+
+impl Supervised {
+    /// Starts `program args…`, sending its stdout and stderr to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_with(name, Command::new(program).args(args), log)
+    }
+
+    /// Starts a prepared command (its program, arguments and environment are
+    /// used; its stdio is replaced).
+    pub fn spawn_with(name: &str, cmd: &Command, log: &Path) -> Result<Self> {
+        let pid_file = log.with_extension("pid");
+        let out = File::create(log).map_err(io_err(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io_err("cloning a log handle"))?;
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(SUPERVISOR).arg("podid-supervise").arg(&pid_file);
+        sh.arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            sh.current_dir(dir);
+        }
+        let mut shell = sh
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_err(format!(
+                "starting {name} ({})",
+                cmd.get_program().to_string_lossy()
+            )))?;
+        let lifeline = shell.stdin.take();
+        Ok(Self {
+            name: name.to_owned(),
+            shell,
+            lifeline,
+            pid_file,
+            log: log.to_owned(),
+        })
+    }
+
+    /// The process's name, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pid of the supervised process itself (not of its shell), once it has started.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.shell.try_wait(), Ok(None))
+    }
+
+    /// The log so far (the last 8 KiB), for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        let start = log.len().saturating_sub(8192);
+        String::from_utf8_lossy(&log[start..]).into_owned()
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Asks the process to stop (SIGTERM), waits up to `grace`, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut l) = self.lifeline.take() {
+            // A newline wakes `read` at once; dropping the pipe does the same.
+            let _ = l.write_all(b"\n");
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        self.lifeline.take();
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
