@@ -10,10 +10,14 @@
 //! identity the choice is deterministic ([`choose`]) instead of cache order.
 #![forbid(unsafe_code)]
 
+mod assign;
 mod exception;
 mod pod;
 mod select;
 
+pub use assign::{
+    BadProviderId, ComputeKind, ComputeTarget, Desired, Plan, TargetChange, desired, plan, target_change,
+};
 pub use exception::is_excepted;
 pub use pod::PodFacts;
 pub use select::{Candidate, Choice, IdentityRequest, NotChosen, candidates, choose};

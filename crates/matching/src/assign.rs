@@ -1,0 +1,236 @@
+//! MIC's decisions: which `AzureAssignedIdentity` objects should exist, how they
+//! differ from those that do, and which user-assigned identities each VM or
+//! scale set must carry or may lose.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, IdentityType};
+
+use crate::{PodFacts, Policy, candidates};
+
+/// The VM or VM scale set behind a node, from the node's `spec.providerID`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComputeTarget {
+    pub subscription: String,
+    pub resource_group: String,
+    pub kind: ComputeKind,
+    /// The VM's or the scale set's name.
+    pub name: String,
+}
+
+/// Whether a target is a plain VM or a scale set (whose instances share its identities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComputeKind {
+    VirtualMachine,
+    ScaleSet,
+}
+
+/// A `providerID` that names no Azure VM or scale-set instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadProviderId(pub String);
+
+impl std::fmt::Display for BadProviderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "providerID {:?} is not azure:///subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/(virtualMachines/<vm>|virtualMachineScaleSets/<vmss>/virtualMachines/<instance>)",
+            self.0
+        )
+    }
+}
+
+impl ComputeTarget {
+    /// Reads a node's providerID. Unlike upstream, which assumed the VM was named
+    /// like the node and lived in the cluster's resource group, the VM, its group
+    /// and its subscription all come from here.
+    pub fn from_provider_id(provider_id: &str) -> Result<Self, BadProviderId> {
+        let bad = || BadProviderId(provider_id.to_owned());
+        let path = provider_id.strip_prefix("azure://").ok_or_else(bad)?;
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let eq = |i: usize, want: &str| parts.get(i).is_some_and(|p| p.eq_ignore_ascii_case(want));
+        if !(eq(0, "subscriptions")
+            && eq(2, "resourceGroups")
+            && eq(4, "providers")
+            && eq(5, "Microsoft.Compute"))
+        {
+            return Err(bad());
+        }
+        let (kind, name) = match parts.len() {
+            8 if eq(6, "virtualMachines") => (ComputeKind::VirtualMachine, parts[7]),
+            10 if eq(6, "virtualMachineScaleSets") && eq(8, "virtualMachines") => {
+                (ComputeKind::ScaleSet, parts[7])
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Self {
+            subscription: parts[1].to_owned(),
+            resource_group: parts[3].to_owned(),
+            kind,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The ARM resource id of the VM or scale set.
+    pub fn arm_id(&self) -> String {
+        let kind = match self.kind {
+            ComputeKind::VirtualMachine => "virtualMachines",
+            ComputeKind::ScaleSet => "virtualMachineScaleSets",
+        };
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/{kind}/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+/// One `AzureAssignedIdentity` that should exist: a pod, on a node, using an identity through a binding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired<'a> {
+    /// `<pod>-<podNamespace>-<identity>`, upstream's name.
+    pub name: String,
+    /// The pod's namespace, where the object lives (upstream put them all in `default`).
+    pub namespace: String,
+    pub pod: &'a PodFacts,
+    pub node: &'a str,
+    pub binding: &'a AzureIdentityBinding,
+    pub identity: &'a AzureIdentity,
+}
+
+impl Desired<'_> {
+    /// The lower-cased resource id when this identity must be put on the node's VM or scale set
+    /// (type 0 only; service principals need no assignment).
+    pub fn arm_identity(&self) -> Option<String> {
+        (self.identity.spec.identity_type() == Ok(IdentityType::UserAssignedMsi))
+            .then(|| self.identity.spec.resource_id().map(str::to_ascii_lowercase))
+            .flatten()
+    }
+}
+
+/// Every assignment the cluster's pods need. Pods without a node, host-network pods and
+/// finished pods (`Succeeded`, `Failed`: they can ask for no token) need none.
+pub fn desired<'a>(
+    policy: &Policy,
+    pods: impl IntoIterator<Item = &'a PodFacts>,
+    bindings: &'a [AzureIdentityBinding],
+    identities: &'a [AzureIdentity],
+) -> Vec<Desired<'a>> {
+    let mut out = Vec::new();
+    for pod in pods {
+        let Some(node) = pod.node.as_deref().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if pod.host_network || matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        for c in candidates(policy, pod, bindings, identities) {
+            let identity_name = c.identity.metadata.name.as_deref().unwrap_or_default();
+            out.push(Desired {
+                name: AzureAssignedIdentity::object_name(&pod.name, &pod.namespace, identity_name),
+                namespace: pod.namespace.clone(),
+                pod,
+                node,
+                binding: c.binding,
+                identity: c.identity,
+            });
+        }
+    }
+    out
+}
+
+/// What to do to the `AzureAssignedIdentity` objects.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan<'a, 'e> {
+    /// Assignments with no object yet.
+    pub create: Vec<Desired<'a>>,
+    /// Objects whose identity, binding or node changed: rewritten in place and assigned again.
+    pub update: Vec<(&'e AzureAssignedIdentity, Desired<'a>)>,
+    /// Objects nothing needs any more.
+    pub delete: Vec<&'e AzureAssignedIdentity>,
+    /// Objects that match but are still `Created`: their assignment must be retried.
+    pub retry: Vec<(&'e AzureAssignedIdentity, Desired<'a>)>,
+}
+
+/// Compares the desired assignments with the existing objects, by name and namespace.
+///
+/// An object is unchanged when it records the same pod, node, identity and binding, at the
+/// same `resourceVersion`s (upstream's rule: an edited identity is assigned afresh).
+pub fn plan<'a, 'e>(desired: Vec<Desired<'a>>, existing: &'e [AzureAssignedIdentity]) -> Plan<'a, 'e> {
+    let key = |ns: Option<&str>, name: Option<&str>| {
+        (
+            ns.unwrap_or_default().to_owned(),
+            name.unwrap_or_default().to_owned(),
+        )
+    };
+    let mut by_key: BTreeMap<(String, String), &'e AzureAssignedIdentity> = existing
+        .iter()
+        .map(|a| {
+            (
+                key(a.metadata.namespace.as_deref(), a.metadata.name.as_deref()),
+                a,
+            )
+        })
+        .collect();
+    let mut plan = Plan::default();
+    for d in desired {
+        match by_key.remove(&key(Some(&d.namespace), Some(&d.name))) {
+            None => plan.create.push(d),
+            Some(a) if !same(a, &d) => plan.update.push((a, d)),
+            Some(a) if a.state() == api::AssignmentState::Created => plan.retry.push((a, d)),
+            Some(_) => {}
+        }
+    }
+    plan.delete = by_key.into_values().collect();
+    plan
+}
+
+fn same(a: &AzureAssignedIdentity, d: &Desired<'_>) -> bool {
+    let rv = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (m.name.clone(), m.namespace.clone(), m.resource_version.clone())
+    };
+    a.spec.pod == d.pod.name
+        && a.spec.pod_namespace == d.pod.namespace
+        && a.spec.node_name == d.node
+        && a.spec.azure_identity_ref.as_ref().map(|i| rv(&i.metadata)) == Some(rv(&d.identity.metadata))
+        && a.spec.azure_binding_ref.as_ref().map(|b| rv(&b.metadata)) == Some(rv(&d.binding.metadata))
+}
+
+/// The identity changes one VM or scale set needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetChange {
+    /// Lower-cased resource ids to add.
+    pub add: BTreeSet<String>,
+    /// Lower-cased resource ids to remove.
+    pub remove: BTreeSet<String>,
+}
+
+impl TargetChange {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Decides what one VM or scale set must gain and lose.
+///
+/// `needed`: identities some remaining pod on this target uses. `released`: identities this
+/// controller assigned for pods that are gone. `current`: what Azure says the target carries.
+/// An identity is removed only when it was released, is still present, no remaining pod on
+/// the target needs it, and it is not protected (`--immutable-user-msis`, the cluster's own
+/// identity). Identities someone else put on the VM are never touched.
+pub fn target_change(
+    needed: &BTreeSet<String>,
+    released: &BTreeSet<String>,
+    current: &BTreeSet<String>,
+    protected: &BTreeSet<String>,
+) -> TargetChange {
+    TargetChange {
+        add: needed.difference(current).cloned().collect(),
+        remove: released
+            .iter()
+            .filter(|id| current.contains(*id) && !needed.contains(*id) && !protected.contains(*id))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

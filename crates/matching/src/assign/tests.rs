@@ -1,0 +1,190 @@
+use super::*;
+use crate::fixtures::{binding, identity, pod};
+
+const A: &str = "00000000-0000-0000-0000-00000000000a";
+
+fn on(node: &str, mut p: PodFacts) -> PodFacts {
+    p.node = Some(node.into());
+    p
+}
+
+#[test]
+fn provider_ids_name_the_vm_or_scale_set() {
+    let vmss = ComputeTarget::from_provider_id(
+        "azure:///subscriptions/sub-1/resourceGroups/MC_rg_aks_westeurope/providers/Microsoft.Compute/virtualMachineScaleSets/aks-nodepool1-123-vmss/virtualMachines/3",
+    )
+    .unwrap();
+    assert_eq!(vmss.kind, ComputeKind::ScaleSet);
+    assert_eq!(vmss.name, "aks-nodepool1-123-vmss");
+    assert_eq!(vmss.resource_group, "MC_rg_aks_westeurope");
+    assert_eq!(
+        vmss.arm_id(),
+        "/subscriptions/sub-1/resourceGroups/MC_rg_aks_westeurope/providers/Microsoft.Compute/virtualMachineScaleSets/aks-nodepool1-123-vmss"
+    );
+    let vm = ComputeTarget::from_provider_id(
+        "azure:///subscriptions/s/resourcegroups/other-rg/providers/microsoft.compute/virtualmachines/vm-7",
+    )
+    .unwrap();
+    assert_eq!(
+        (vm.kind, vm.name.as_str(), vm.resource_group.as_str()),
+        (ComputeKind::VirtualMachine, "vm-7", "other-rg")
+    );
+    for bad in [
+        "",
+        "aws:///us-east-1a/i-0123",
+        "azure:///subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v",
+        "azure:///subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/ss",
+        "kind://docker/kind/kind-control-plane",
+    ] {
+        assert!(ComputeTarget::from_provider_id(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn desired_assignments_follow_the_matching_rules() {
+    let ids = [identity("ns", "id", A)];
+    let bindings = [binding("ns", "b", "id", "app", 1)];
+    let mut finished = on("n1", pod("ns", "done", Some("app")));
+    finished.phase = Some("Succeeded".into());
+    let mut host = on("n1", pod("ns", "host", Some("app")));
+    host.host_network = true;
+    let pods = [
+        on("n1", pod("ns", "web-0", Some("app"))),
+        pod("ns", "unscheduled", Some("app")).tap(|p| p.node = None),
+        finished,
+        host,
+        on("n1", pod("other", "rogue", Some("app"))),
+        on("n2", pod("ns", "plain", None)),
+    ];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].name.as_str(), d[0].namespace.as_str(), d[0].node),
+        ("web-0-ns-id", "ns", "n1")
+    );
+    assert_eq!(
+        d[0].arm_identity().as_deref(),
+        Some(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.managedidentity/userassignedidentities/id"
+        )
+    );
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+impl<T> Tap for T {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+fn recorded(d: &Desired<'_>, state: Option<api::AssignmentState>) -> AzureAssignedIdentity {
+    let mut a = AzureAssignedIdentity::new(
+        &d.name,
+        api::AzureAssignedIdentitySpec {
+            azure_identity_ref: Some(d.identity.clone()),
+            azure_binding_ref: Some(d.binding.clone()),
+            pod: d.pod.name.clone(),
+            pod_namespace: d.pod.namespace.clone(),
+            node_name: d.node.to_owned(),
+            replicas: None,
+        },
+    );
+    a.metadata.namespace = Some(d.namespace.clone());
+    a.status = state.map(|s| api::AzureAssignedIdentityStatus {
+        status: Some(s),
+        available_replicas: Some(1),
+    });
+    a
+}
+
+#[test]
+fn the_plan_creates_updates_retries_and_deletes() {
+    let ids = [identity("ns", "id", A)];
+    let bindings = [binding("ns", "b", "id", "app", 1)];
+    let pods = [
+        on("n1", pod("ns", "new", Some("app"))),
+        on("n1", pod("ns", "moved", Some("app"))),
+        on("n1", pod("ns", "stuck", Some("app"))),
+        on("n1", pod("ns", "fine", Some("app"))),
+    ];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    let mut moved = recorded(&d[1], Some(api::AssignmentState::Assigned));
+    moved.spec.node_name = "n0".into();
+    let existing = [
+        moved,
+        recorded(&d[2], Some(api::AssignmentState::Created)),
+        recorded(&d[3], Some(api::AssignmentState::Assigned)),
+        recorded(&d[3], None).tap(|a| a.metadata.name = Some("gone-ns-id".into())),
+    ];
+    let p = plan(d, &existing);
+    assert_eq!(
+        p.create.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["new-ns-id"]
+    );
+    assert_eq!(
+        p.update
+            .iter()
+            .map(|(_, d)| (d.name.as_str(), d.node))
+            .collect::<Vec<_>>(),
+        [("moved-ns-id", "n1")]
+    );
+    assert_eq!(
+        p.retry.iter().map(|(_, d)| d.name.as_str()).collect::<Vec<_>>(),
+        ["stuck-ns-id"]
+    );
+    assert_eq!(
+        p.delete
+            .iter()
+            .map(|a| a.metadata.name.as_deref().unwrap())
+            .collect::<Vec<_>>(),
+        ["gone-ns-id"]
+    );
+}
+
+#[test]
+fn an_edited_identity_is_assigned_afresh() {
+    let mut edited = identity("ns", "id", A);
+    edited.metadata.resource_version = Some("2".into());
+    let ids = [edited];
+    let bindings = [binding("ns", "b", "id", "app", 1)];
+    let pods = [on("n1", pod("ns", "web", Some("app")))];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    let mut old = recorded(&d[0], Some(api::AssignmentState::Assigned));
+    old.spec
+        .azure_identity_ref
+        .as_mut()
+        .unwrap()
+        .metadata
+        .resource_version = Some("1".into());
+    let existing = [old];
+    let p = plan(d, &existing);
+    assert_eq!(p.update.len(), 1);
+    assert!(p.create.is_empty() && p.delete.is_empty());
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn identities_are_removed_only_when_released_unused_and_unprotected() {
+    let change = target_change(
+        &set(&["a", "b"]),
+        &set(&["b", "c", "d", "e"]),
+        &set(&["b", "c", "d", "x"]),
+        &set(&["d"]),
+    );
+    // a is needed and missing; b is still needed by another pod; c is released and unused;
+    // d is protected; e was already gone; x was put there by someone else.
+    assert_eq!(
+        change,
+        TargetChange {
+            add: set(&["a"]),
+            remove: set(&["c"])
+        }
+    );
+    assert!(target_change(&set(&["a"]), &set(&[]), &set(&["a"]), &set(&[])).is_empty());
+}
