@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache
+.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache bench
 
 ## test: everything CI checks: formatting, clippy -D warnings, and all tests (unit and real-apiserver).
 test: deps testbin fmt-check clippy unit
@@ -11,6 +11,8 @@ test: deps testbin fmt-check clippy unit
 ## deps: install the system packages the tests need (apt, only what is missing).
 deps:
 	@scripts/install-deps.sh
+	@scripts/python-venv.sh >/dev/null
+	@scripts/azurite.sh install >/dev/null
 
 ## testbin: build kube-apiserver, etcd, kubectl and helm from Go modules (cached in ~/.cache/pod-identity).
 testbin:
@@ -31,3 +33,9 @@ crds:
 
 fmt:
 	$(CARGO) fmt --all
+
+## bench: run the benchmarks; each merges its figures into target/bench/summary.json, then the table is printed.
+## BENCH_SECONDS sets the measuring time of each (default 10). See BENCHMARKS.md.
+BENCH_SECONDS ?= 10
+bench:
+	$(CARGO) run --release --locked -q -p bench -- emulator --seconds $(BENCH_SECONDS)

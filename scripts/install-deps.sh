@@ -7,6 +7,15 @@ set -euo pipefail
 declare -A NEED=(
   [curl]=curl
   [git]=git
+  # azure-emulator tests: Python SDK venv (scripts/python-venv.sh), Azurite (scripts/azurite.sh)
+  [python3]=python3
+  [node]=nodejs
+  [npm]=npm
+  # nmi: the network-namespace test of the iptables interception (tests/netns.rs)
+  [iptables]=iptables
+  [iptables-restore]=iptables
+  [socat]=socat
+  [nsenter]=util-linux
 )
 
 missing=()
@@ -16,6 +25,10 @@ done
 for tool in go cargo; do
   command -v "$tool" >/dev/null 2>&1 || { echo "[deps] FATAL: $tool is not installed; this machine kind provides it" >&2; exit 1; }
 done
+# `python3 -m venv` needs ensurepip, which Debian ships separately in python3-venv.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

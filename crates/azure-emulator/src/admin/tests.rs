@@ -1,0 +1,71 @@
+use super::*;
+
+fn fault(action: FaultAction, count: Option<u64>, rate: Option<f64>, target: Option<&str>) -> Fault {
+    Fault {
+        endpoint: EndpointKind::Imds,
+        target: target.map(String::from),
+        action,
+        count,
+        rate,
+    }
+}
+
+#[test]
+fn count_limited_faults_expire() {
+    let f = Faults::default();
+    f.add(fault(FaultAction::Reset, Some(2), None, None));
+    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_some());
+    assert!(
+        f.pick(EndpointKind::Arm, &["vm"]).is_none(),
+        "other endpoint kinds are untouched"
+    );
+    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_some());
+    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_none());
+    assert!(f.list().is_empty());
+}
+
+#[test]
+fn targets_and_rates_filter() {
+    let f = Faults::default();
+    f.add(fault(FaultAction::Latency { ms: 1 }, None, None, Some("node-a")));
+    assert!(f.pick(EndpointKind::Imds, &["vm-b", "node-b"]).is_none());
+    assert!(f.pick(EndpointKind::Imds, &["vm-a", "NODE-A"]).is_some());
+    f.clear();
+    f.add(fault(FaultAction::Reset, None, Some(0.0), None));
+    assert!((0..100).all(|_| f.pick(EndpointKind::Imds, &[]).is_none()));
+}
+
+#[test]
+fn call_log_keeps_the_newest_entries() {
+    let log = CallLog::default();
+    for i in 0..(LOG_CAPACITY + 10) {
+        log.record(CallRecord {
+            seq: 0,
+            at_ms: 0,
+            endpoint: EndpointKind::Arm,
+            target: String::new(),
+            method: "GET".into(),
+            path: format!("/{i}"),
+            status: 200,
+            fault: None,
+        });
+    }
+    let all = log.since(0);
+    assert_eq!(all.len(), LOG_CAPACITY);
+    assert_eq!(all[0].seq, 11);
+    assert_eq!(log.since(all.last().unwrap().seq).len(), 0);
+}
+
+#[test]
+fn fault_json_is_flat() {
+    let f: Fault =
+        serde_json::from_str(r#"{"endpoint":"arm","kind":"status","status":503,"count":3}"#).unwrap();
+    assert_eq!(
+        f.action,
+        FaultAction::Status {
+            status: 503,
+            retry_after_secs: None
+        }
+    );
+    assert_eq!(f.count, Some(3));
+}

@@ -1,0 +1,406 @@
+//! A thin ARM client for VM and scale-set identities: GET, delta PATCH with
+//! long-running-operation polling, `Retry-After` honoured per subscription,
+//! exponential backoff with jitter for 5xx and timeouts. Tokens come from Entra
+//! (a service principal) or from IMDS (the controller's managed identity).
+
+mod body;
+
+pub use body::{
+    ArmError, IdentityState, MAX_IDENTITIES_PER_REQUEST, UserIdentity, identity_ids_in, patch_bodies,
+    retry_after,
+};
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use matching::ComputeTarget;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::{sync::Mutex, time::Instant};
+
+use crate::metrics::Metrics;
+
+/// The api-version used for `Microsoft.Compute` reads and writes (the identity dictionary form).
+pub const COMPUTE_API_VERSION: &str = "2023-09-01";
+const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
+
+/// Why an ARM call failed, once retries are spent.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// ARM answered with an error (after retries, for retryable ones).
+    #[error("{operation} {status}: {} {}", .error.code, .error.message)]
+    Arm {
+        operation: &'static str,
+        status: u16,
+        error: ArmError,
+    },
+    /// The long-running operation ended in `Failed` or `Canceled`.
+    #[error("{operation}: the operation ended {status}: {} {}", .error.code, .error.message)]
+    Operation {
+        operation: &'static str,
+        status: String,
+        error: ArmError,
+    },
+    /// No answer at all.
+    #[error("{operation}: {message}")]
+    Transport {
+        operation: &'static str,
+        message: String,
+    },
+    /// No token for ARM.
+    #[error("getting a token for ARM: {0}")]
+    Token(String),
+}
+
+impl CallError {
+    /// The ARM error, when ARM gave one.
+    pub fn arm_error(&self) -> Option<&ArmError> {
+        match self {
+            Self::Arm { error, .. } | Self::Operation { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// How MIC authenticates to ARM.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A service principal with a client secret (`aadClientId`/`aadClientSecret` in azure.json).
+    ClientSecret {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        secret: String,
+    },
+    /// The node's managed identity through IMDS (`useManagedIdentityExtension`), optionally user-assigned.
+    ManagedIdentity { imds: String, client_id: Option<String> },
+}
+
+/// Retry limits; the defaults suit production, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+    pub poll_interval: Duration,
+    pub operation_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+/// The ARM client. Cheap to clone.
+#[derive(Clone)]
+pub struct ArmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: String,
+    credential: Credential,
+    retry: RetryPolicy,
+    token: Mutex<Option<(String, SystemTime)>>,
+    /// Per subscription: no call before this instant (set by 429 `Retry-After`), for reads and writes alike.
+    gates: Mutex<HashMap<String, Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ArmClient {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: &str,
+        credential: Credential,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint: endpoint.trim_end_matches('/').to_owned(),
+                credential,
+                retry,
+                token: Mutex::new(None),
+                gates: Mutex::new(HashMap::new()),
+                metrics,
+            }),
+        }
+    }
+
+    fn url(&self, target: &ComputeTarget) -> String {
+        format!(
+            "{}{}?api-version={COMPUTE_API_VERSION}",
+            self.inner.endpoint,
+            target.arm_id()
+        )
+    }
+
+    fn operation(target: &ComputeTarget, write: bool) -> &'static str {
+        match (target.kind, write) {
+            (matching::ComputeKind::ScaleSet, false) => "vmss_get",
+            (matching::ComputeKind::ScaleSet, true) => "vmss_update",
+            (matching::ComputeKind::VirtualMachine, false) => "vm_get",
+            (matching::ComputeKind::VirtualMachine, true) => "vm_update",
+        }
+    }
+
+    /// Reads the identities of a VM or scale set.
+    pub async fn get(&self, target: &ComputeTarget) -> Result<IdentityState, CallError> {
+        let op = Self::operation(target, false);
+        let (_, body) = self
+            .call(op, &target.subscription, Method::GET, &self.url(target), None)
+            .await?;
+        Ok(IdentityState::from_resource(&body))
+    }
+
+    /// Sends one PATCH body and waits for its long-running operation to finish.
+    pub async fn patch(&self, target: &ComputeTarget, body: &Value) -> Result<(), CallError> {
+        let op = Self::operation(target, true);
+        let (headers, _) = self
+            .call(
+                op,
+                &target.subscription,
+                Method::PATCH,
+                &self.url(target),
+                Some(body),
+            )
+            .await?;
+        let Some(poll) = headers
+            .get("azure-asyncoperation")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.inner.retry.operation_timeout;
+        let mut wait = hinted(&headers).unwrap_or(self.inner.retry.poll_interval);
+        loop {
+            tokio::time::sleep(wait.min(self.inner.retry.poll_interval)).await;
+            let (headers, status) = self
+                .call("operation_get", &target.subscription, Method::GET, &poll, None)
+                .await?;
+            match status["status"].as_str().unwrap_or("InProgress") {
+                "Succeeded" => return Ok(()),
+                s @ ("Failed" | "Canceled") => {
+                    let error = ArmError::parse(200, &status.to_string());
+                    return Err(CallError::Operation {
+                        operation: op,
+                        status: s.to_owned(),
+                        error,
+                    });
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(CallError::Transport {
+                        operation: op,
+                        message: format!(
+                            "operation still running after {:?}",
+                            self.inner.retry.operation_timeout
+                        ),
+                    });
+                }
+                _ => wait = hinted(&headers).unwrap_or(self.inner.retry.poll_interval),
+            }
+        }
+    }
+
+    /// One ARM request with throttling and retries. 429 waits for `Retry-After` (shared by the
+    /// subscription, so no other call there goes out before it); 5xx and transport errors back off
+    /// exponentially with jitter. The error returned is the last one, so a retry that succeeds
+    /// reports success (upstream reported the first error even then).
+    async fn call(
+        &self,
+        operation: &'static str,
+        subscription: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
+        let retry = &self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.wait_gate(subscription).await;
+            let token = self.token().await?;
+            let started = Instant::now();
+            let mut req = self.inner.http.request(method.clone(), url).bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let outcome = req.send().await;
+            self.inner.metrics.arm_duration(operation, started.elapsed());
+            let failure = match outcome {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let text = resp.text().await.unwrap_or_default();
+                    if status.is_success() {
+                        self.inner.metrics.arm_call(operation, "ok");
+                        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        return Ok((headers, value));
+                    }
+                    let error = ArmError::parse(status.as_u16(), &text);
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.inner.metrics.arm_call(operation, "throttled");
+                        let wait = hinted(&headers).unwrap_or(Duration::from_secs(10));
+                        self.close_gate(subscription, wait).await;
+                    } else if status == StatusCode::UNAUTHORIZED {
+                        self.inner.metrics.arm_call(operation, "unauthorized");
+                        *self.inner.token.lock().await = None;
+                    } else if status.is_server_error() {
+                        self.inner.metrics.arm_call(operation, "server_error");
+                    } else {
+                        self.inner.metrics.arm_call(operation, "client_error");
+                        return Err(CallError::Arm {
+                            operation,
+                            status: status.as_u16(),
+                            error,
+                        });
+                    }
+                    CallError::Arm {
+                        operation,
+                        status: status.as_u16(),
+                        error,
+                    }
+                }
+                Err(e) => {
+                    self.inner.metrics.arm_call(operation, "transport_error");
+                    CallError::Transport {
+                        operation,
+                        message: e.to_string(),
+                    }
+                }
+            };
+            if attempt >= retry.attempts {
+                return Err(failure);
+            }
+            self.inner.metrics.arm_retry(operation);
+            let throttled = matches!(&failure, CallError::Arm { status: 429, .. });
+            if !throttled {
+                tokio::time::sleep(backoff(retry, attempt)).await;
+            }
+            tracing::debug!(operation, attempt, error = %failure, "retrying ARM call");
+        }
+    }
+
+    async fn wait_gate(&self, subscription: &str) {
+        let until = self.inner.gates.lock().await.get(subscription).copied();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    async fn close_gate(&self, subscription: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut gates = self.inner.gates.lock().await;
+        let gate = gates.entry(subscription.to_owned()).or_insert(until);
+        *gate = (*gate).max(until);
+    }
+
+    async fn token(&self) -> Result<String, CallError> {
+        let mut cached = self.inner.token.lock().await;
+        if let Some((token, expires)) = cached.as_ref()
+            && SystemTime::now() + Duration::from_secs(300) < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, expires) = fetch_token(&self.inner.http, &self.inner.credential).await?;
+        *cached = Some((token.clone(), expires));
+        Ok(token)
+    }
+}
+
+fn hinted(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    retry_after(headers.get("retry-after")?.to_str().ok()?, SystemTime::now())
+}
+
+/// Exponential backoff with full jitter: a random wait up to `base * 2^(attempt-1)`, capped.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let ceiling = policy
+        .base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(policy.max);
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+async fn fetch_token(
+    http: &reqwest::Client,
+    credential: &Credential,
+) -> Result<(String, SystemTime), CallError> {
+    let err = |e: &dyn std::fmt::Display| CallError::Token(e.to_string());
+    let resp = match credential {
+        Credential::ClientSecret {
+            authority,
+            tenant,
+            client_id,
+            secret,
+        } => {
+            let url = format!("{}/{tenant}/oauth2/token", authority.trim_end_matches('/'));
+            http.post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_secret", secret),
+                    ("resource", MANAGEMENT_RESOURCE),
+                ])
+                .send()
+                .await
+        }
+        Credential::ManagedIdentity { imds, client_id } => {
+            let url = format!("{}/metadata/identity/oauth2/token", imds.trim_end_matches('/'));
+            let mut query = vec![("api-version", "2018-02-01"), ("resource", MANAGEMENT_RESOURCE)];
+            if let Some(c) = client_id {
+                query.push(("client_id", c));
+            }
+            http.get(url)
+                .header("Metadata", "true")
+                .query(&query)
+                .send()
+                .await
+        }
+    }
+    .map_err(|e| err(&e))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| err(&e))?;
+    if !status.is_success() {
+        return Err(CallError::Token(format!("{status}: {body}")));
+    }
+    let token = body["access_token"]
+        .as_str()
+        .ok_or_else(|| err(&"no access_token in the answer"))?;
+    // v1 answers carry numbers as strings; expires_in is enough either way.
+    let secs = match &body["expires_in"] {
+        Value::String(s) => s.parse().unwrap_or(3600),
+        v => v.as_u64().unwrap_or(3600),
+    };
+    Ok((token.to_owned(), SystemTime::now() + Duration::from_secs(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        for attempt in 1..10 {
+            let d = backoff(&p, attempt);
+            let ceiling = p.base.saturating_mul(1 << (attempt - 1)).min(p.max);
+            assert!(
+                d <= ceiling && d >= ceiling / 2,
+                "attempt {attempt}: {d:?} vs {ceiling:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! MIC, the Managed Identity Controller. It matches pods carrying
+//! `aadpodidbinding` to `AzureIdentityBinding`s and `AzureIdentity`s (with the
+//! shared rules of the `matching` crate), records each (pod, identity) as an
+//! `AzureAssignedIdentity`, and puts user-assigned identities on the VM or
+//! scale set behind each pod's node through ARM, removing them when no pod
+//! there needs them any more. NMI serves a pod's token only once MIC has
+//! marked its assignment `Assigned`.
+//!
+//! The decisions live in `matching` (pure) and [`arm::patch_bodies`] (pure); this
+//! crate is the I/O around them: watches, Kubernetes writes, ARM calls, leader
+//! election, metrics.
+#![forbid(unsafe_code)]
+
+pub mod arm;
+pub mod cloud;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+
+/// MIC's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("ARM: {0}")]
+    Arm(#[from] arm::CallError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}

@@ -1,0 +1,491 @@
+//! MIC against a real kube-apiserver and the Azure emulator.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use api::AssignmentState::{Assigned, Created};
+use support::{Cluster, resource_id, settings, world};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The seed's walkthrough: one identity, one binding, labelled pods on a scale set.
+#[tokio::test]
+async fn the_seed_walkthrough_assigns_and_releases_the_identity() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("demo").await;
+    c.identity("demo", "myapp-identity", 1).await;
+    c.binding("demo", "myapp-azure-identity-binding", "myapp-identity", "myapp")
+        .await;
+    c.start_mic(settings()).await;
+
+    c.pod("demo", "web-0", "a-0", Some("myapp")).await;
+    c.pod("demo", "web-1", "a-1", Some("myapp")).await;
+    c.pod("demo", "plain", "a-0", None).await;
+    c.wait_assigned(
+        &[
+            ("web-0-demo-myapp-identity", Assigned),
+            ("web-1-demo-myapp-identity", Assigned),
+        ],
+        LIMIT,
+    )
+    .await;
+    // Both instances of the scale set serve the identity; one PATCH did it.
+    assert_eq!(c.on_node("a-0"), [resource_id(1)]);
+    assert_eq!(c.on_node("a-1"), [resource_id(1)]);
+    assert_eq!(c.arm_writes(), BTreeMap::from([("ss-a".to_owned(), 1)]));
+    let events = c.events("demo", "web-0").await;
+    assert!(
+        events.iter().any(|e| e.starts_with("IdentityAssigned")),
+        "{events:?}"
+    );
+
+    // One pod goes: the other still needs the identity, so it stays on the scale set.
+    c.delete_pod("demo", "web-0").await;
+    c.wait_assigned(&[("web-1-demo-myapp-identity", Assigned)], LIMIT)
+        .await;
+    assert_eq!(c.on_node("a-0"), [resource_id(1)]);
+    // The last one goes: the identity is removed, and so is the record.
+    c.delete_pod("demo", "web-1").await;
+    c.wait_assigned(&[], LIMIT).await;
+    wait_until(
+        || c.on_node("a-0").is_empty(),
+        "the identity leaves the scale set",
+    )
+    .await
+    .unwrap();
+    c.stop_mic().await;
+}
+
+/// Three nodes in two scale sets, many pods: exactly one PATCH per scale set.
+#[tokio::test]
+async fn one_patch_per_scale_set_for_a_burst_of_pods() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("burst").await;
+    for n in 1..=3 {
+        c.identity("burst", &format!("id{n}"), n).await;
+        c.binding("burst", &format!("b{n}"), &format!("id{n}"), "app")
+            .await;
+    }
+    // The pods exist before MIC starts, as after a MIC restart or a deployment scaling up.
+    let mut want = Vec::new();
+    for (i, node) in ["a-0", "a-1", "b-0"].iter().enumerate() {
+        c.pod("burst", &format!("p{i}"), node, Some("app")).await;
+        for n in 1..=3 {
+            want.push((format!("p{i}-burst-id{n}"), Assigned));
+        }
+    }
+    c.start_mic(settings()).await;
+    let want: Vec<(&str, _)> = want.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    c.wait_assigned(&want, LIMIT).await;
+    assert_eq!(
+        c.arm_writes(),
+        BTreeMap::from([("ss-a".to_owned(), 1), ("ss-b".to_owned(), 1)])
+    );
+    assert_eq!(c.on_node("b-0"), [resource_id(1), resource_id(2), resource_id(3)]);
+    c.stop_mic().await;
+}
+
+/// A scale set whose operations take 20 s does not hold up another one.
+#[tokio::test]
+async fn a_slow_scale_set_does_not_delay_another() {
+    let mut c = Cluster::start(world(&BTreeMap::from([("ss-a", 20_000)]))).await;
+    c.namespace("slow").await;
+    c.identity("slow", "id1", 1).await;
+    c.binding("slow", "b", "id1", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("slow", "on-a", "a-0", Some("app")).await;
+    c.pod("slow", "on-b", "b-0", Some("app")).await;
+    c.wait_assigned(
+        &[("on-a-slow-id1", Created), ("on-b-slow-id1", Assigned)],
+        Duration::from_secs(10),
+    )
+    .await;
+    // B is done while A's operation is still running.
+    assert!(c.on_node("a-0").is_empty());
+    c.wait_assigned(&[("on-a-slow-id1", Assigned), ("on-b-slow-id1", Assigned)], LIMIT)
+        .await;
+    c.stop_mic().await;
+}
+
+/// MIC may not assign id5 (no "Managed Identity Operator" role): that one stays Created with
+/// an event naming the ARM error, and the rest of the batch is assigned.
+#[tokio::test]
+async fn an_unauthorized_identity_does_not_block_the_batch() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("authz").await;
+    c.identity("authz", "allowed", 2).await;
+    c.identity("authz", "forbidden", 5).await;
+    c.binding("authz", "b1", "allowed", "app").await;
+    c.binding("authz", "b2", "forbidden", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("authz", "web", "b-0", Some("app")).await;
+    c.wait_assigned(
+        &[("web-authz-allowed", Assigned), ("web-authz-forbidden", Created)],
+        LIMIT,
+    )
+    .await;
+    assert_eq!(c.on_node("b-0"), [resource_id(2)]);
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = c.events("authz", "web").await;
+        if events
+            .iter()
+            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed")),
+        "{events:?}"
+    );
+    c.stop_mic().await;
+}
+
+/// Namespaced by default: a binding in one namespace does not reach a pod in another.
+#[tokio::test]
+async fn bindings_do_not_cross_namespaces() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("team-a").await;
+    c.namespace("team-b").await;
+    c.identity("team-a", "id1", 1).await;
+    c.binding("team-a", "b", "id1", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("team-b", "rogue", "c-0", Some("app")).await;
+    c.pod("team-a", "web", "c-0", Some("app")).await;
+    c.wait_assigned(&[("web-team-a-id1", Assigned)], LIMIT).await;
+    assert!(c.assigned(Some("team-b")).await.is_empty());
+    assert_eq!(c.on_node("c-0"), [resource_id(1)]);
+    c.stop_mic().await;
+}
+
+/// An identity listed in `--immutable-user-msis` stays on the VM when its last pod goes.
+#[tokio::test]
+async fn immutable_identities_are_never_removed() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("imm").await;
+    c.identity("imm", "id3", 3).await;
+    c.binding("imm", "b", "id3", "app").await;
+    let mut s = settings();
+    s.protected_client_ids = [support::client_id(3)].into();
+    c.start_mic(s).await;
+    c.pod("imm", "web", "c-0", Some("app")).await;
+    c.wait_assigned(&[("web-imm-id3", Assigned)], LIMIT).await;
+    c.delete_pod("imm", "web").await;
+    c.wait_assigned(&[], LIMIT).await;
+    assert_eq!(c.on_node("c-0"), [resource_id(3)]);
+    assert_eq!(c.arm_writes(), BTreeMap::from([("vm-c".to_owned(), 1)]));
+    c.stop_mic().await;
+}
+
+/// A deleted node's assignments are cleaned up without ARM calls.
+#[tokio::test]
+async fn a_deleted_nodes_assignments_go_without_arm_calls() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("gone").await;
+    c.identity("gone", "id1", 1).await;
+    c.binding("gone", "b", "id1", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("gone", "web", "b-0", Some("app")).await;
+    c.wait_assigned(&[("web-gone-id1", Assigned)], LIMIT).await;
+    let writes = c.arm_writes();
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(c.client.clone())
+        .delete("b-0", &Default::default())
+        .await
+        .unwrap();
+    c.wait_assigned(&[], LIMIT).await;
+    assert_eq!(c.arm_writes(), writes);
+    c.stop_mic().await;
+}
+
+async fn wait_until(mut ok: impl FnMut() -> bool, what: &str) -> Result<(), String> {
+    for _ in 0..300 {
+        if ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("timed out waiting until {what}"))
+}
+
+/// A storm of 429s: MIC waits as `Retry-After` says, per subscription, and converges with
+/// one accepted write.
+#[tokio::test]
+async fn an_arm_429_storm_is_ridden_out_as_retry_after_says() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("storm").await;
+    c.identity("storm", "id1", 1).await;
+    c.binding("storm", "b", "id1", "app").await;
+    c.azure.admin().inject(azure_emulator::Fault {
+        endpoint: azure_emulator::EndpointKind::Arm,
+        target: Some("ss-b".into()),
+        action: azure_emulator::FaultAction::Status {
+            status: 429,
+            retry_after_secs: Some(1),
+        },
+        count: Some(4),
+        rate: None,
+    });
+    c.start_mic(settings()).await;
+    c.pod("storm", "web", "b-0", Some("app")).await;
+    c.wait_assigned(&[("web-storm-id1", Assigned)], LIMIT).await;
+    assert_eq!(c.arm_writes(), BTreeMap::from([("ss-b".to_owned(), 1)]));
+    // After each 429, no ARM call went out before its Retry-After (1 s) had passed.
+    let arm: Vec<_> = c
+        .azure
+        .admin()
+        .calls()
+        .into_iter()
+        .filter(|r| r.endpoint == azure_emulator::EndpointKind::Arm)
+        .collect();
+    assert_eq!(arm.iter().filter(|r| r.status == 429).count(), 4);
+    for pair in arm.windows(2) {
+        if pair[0].status == 429 {
+            let gap = pair[1].at_ms - pair[0].at_ms;
+            assert!(
+                gap >= 950,
+                "a call went out {gap} ms after a 429 asking for 1 s: {pair:?}"
+            );
+        }
+    }
+    c.stop_mic().await;
+}
+
+/// 5xx answers are retried with backoff; the real final outcome (success) is reported.
+#[tokio::test]
+async fn server_errors_are_retried_and_success_is_reported() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("flaky").await;
+    c.identity("flaky", "id1", 1).await;
+    c.binding("flaky", "b", "id1", "app").await;
+    c.azure.admin().inject(azure_emulator::Fault {
+        endpoint: azure_emulator::EndpointKind::Arm,
+        target: None,
+        action: azure_emulator::FaultAction::Status {
+            status: 503,
+            retry_after_secs: None,
+        },
+        count: Some(3),
+        rate: None,
+    });
+    c.start_mic(settings()).await;
+    c.pod("flaky", "web", "c-0", Some("app")).await;
+    c.wait_assigned(&[("web-flaky-id1", Assigned)], LIMIT).await;
+    let events = c.events("flaky", "web").await;
+    assert!(
+        events.iter().all(|e| !e.starts_with("IdentityAssignmentFailed")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("IdentityAssigned")),
+        "{events:?}"
+    );
+    c.stop_mic().await;
+}
+
+/// Edits: a pod recreated on another node, an identity pointed at another Azure identity,
+/// a binding deleted.
+#[tokio::test]
+async fn moves_and_edits_are_followed() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("edit").await;
+    c.identity("edit", "id", 1).await;
+    c.binding("edit", "b", "id", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("edit", "web", "a-0", Some("app")).await;
+    c.wait_assigned(&[("web-edit-id", Assigned)], LIMIT).await;
+
+    // The pod comes back on another node (a StatefulSet pod keeps its name).
+    c.delete_pod("edit", "web").await;
+    c.pod("edit", "web", "b-0", Some("app")).await;
+    c.wait_assigned(&[("web-edit-id", Assigned)], LIMIT).await;
+    wait_until(
+        || c.on_node("b-0") == [resource_id(1)] && c.on_node("a-0").is_empty(),
+        "the identity follows the pod",
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: a-0 {:?}, b-0 {:?}, writes {:?}",
+            c.on_node("a-0"),
+            c.on_node("b-0"),
+            c.arm_writes()
+        )
+    });
+
+    // The AzureIdentity now names another Azure identity.
+    let api = kube::Api::<api::AzureIdentity>::namespaced(c.client.clone(), "edit");
+    let patch = serde_json::json!({"spec": {
+        "resourceID": resource_id(2).replace("resourcegroups", "resourceGroups"),
+        "clientID": support::client_id(2)}});
+    api.patch("id", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_until(
+        || c.on_node("b-0") == [resource_id(2)],
+        "the new identity replaces the old",
+    )
+    .await
+    .unwrap();
+    c.wait_assigned(&[("web-edit-id", Assigned)], LIMIT).await;
+
+    // The binding goes: so do the assignment and the identity.
+    kube::Api::<api::AzureIdentityBinding>::namespaced(c.client.clone(), "edit")
+        .delete("b", &Default::default())
+        .await
+        .unwrap();
+    c.wait_assigned(&[], LIMIT).await;
+    wait_until(|| c.on_node("b-0").is_empty(), "the identity leaves")
+        .await
+        .unwrap();
+    c.stop_mic().await;
+}
+
+/// Someone removes an identity behind MIC's back: the periodic repair puts it back.
+#[tokio::test]
+async fn drift_is_repaired() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("drift").await;
+    c.identity("drift", "id1", 1).await;
+    c.binding("drift", "b", "id1", "app").await;
+    let mut s = settings();
+    s.drift_interval = Duration::from_secs(2);
+    c.start_mic(s).await;
+    c.pod("drift", "web", "c-0", Some("app")).await;
+    c.wait_assigned(&[("web-drift-id1", Assigned)], LIMIT).await;
+
+    let token = c
+        .azure
+        .admin()
+        .app_token("mic", "https://management.azure.com/")
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(c.azure.ca_cert_pem().unwrap().as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let vm = format!(
+        "{}/subscriptions/{}/resourceGroups/node-rg/providers/Microsoft.Compute/virtualMachines/vm-c?api-version=2023-09-01",
+        c.azure.arm_url(),
+        support::SUB
+    );
+    let body = serde_json::json!({"identity": {"type": "SystemAssigned", "userAssignedIdentities": null}});
+    let resp = http
+        .patch(&vm)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    wait_until(|| c.on_node("c-0").is_empty(), "the identity is gone")
+        .await
+        .unwrap();
+    wait_until(|| c.on_node("c-0") == [resource_id(1)], "the identity is back")
+        .await
+        .unwrap();
+    c.stop_mic().await;
+}
+
+/// Two MIC processes: the leader is killed (SIGKILL, no goodbye); the standby takes over
+/// within 15 s, repeats no PATCH, loses no AzureAssignedIdentity, and serves new pods.
+#[tokio::test]
+async fn a_standby_takes_over_when_the_leader_dies() {
+    let c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("ha").await;
+    c.identity("ha", "id1", 1).await;
+    c.identity("ha", "id2", 2).await;
+    c.binding("ha", "b1", "id1", "one").await;
+    c.binding("ha", "b2", "id2", "two").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = dir.path().join("azure.json");
+    std::fs::write(
+        &cloud,
+        serde_json::json!({
+            "cloud": "AzurePublicCloud", "tenantId": support::TENANT, "subscriptionId": support::SUB,
+            "resourceGroup": "node-rg", "aadClientId": support::MIC_CLIENT_ID, "aadClientSecret": "mic-secret",
+            "useManagedIdentityExtension": false, "vmType": "vmss"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, c.azure.ca_cert_pem().unwrap()).unwrap();
+    let mic = |name: &str| {
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={}", c.server.kubeconfig().display()),
+            format!("--cloudconfig={}", cloud.display()),
+            format!("--arm-endpoint={}", c.azure.arm_url()),
+            format!("--aad-endpoint={}", c.azure.entra_url()),
+            format!("--ca-file={}", ca.display()),
+            format!("--leader-election-instance={name}"),
+            "--leader-election-duration=6s".into(),
+            "--http-probe-port=0".into(),
+            "--prometheus-port=0".into(),
+            "--arm-poll-interval=200ms".into(),
+        ];
+        testbed::Supervised::spawn(
+            name,
+            std::path::Path::new(env!("CARGO_BIN_EXE_mic")),
+            &args,
+            &dir.path().join(format!("{name}.log")),
+        )
+        .unwrap()
+    };
+    let mut first = mic("mic-1");
+    c.pod("ha", "one", "a-0", Some("one")).await;
+    c.wait_assigned(&[("one-ha-id1", Assigned)], LIMIT).await;
+    let mut second = mic("mic-2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = c.arm_writes();
+    first.kill();
+    let killed = tokio::time::Instant::now();
+    c.pod("ha", "two", "a-1", Some("two")).await;
+    c.wait_assigned(
+        &[("one-ha-id1", Assigned), ("two-ha-id2", Assigned)],
+        Duration::from_secs(15),
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(second.is_running(), "the standby died: {}", second.log_tail());
+    // The new leader patched once, for the new identity only.
+    assert_eq!(
+        c.arm_writes(),
+        BTreeMap::from([("ss-a".to_owned(), writes["ss-a"] + 1)])
+    );
+    assert_eq!(c.on_node("a-0"), [resource_id(1), resource_id(2)]);
+    eprintln!("failover to the standby and a new assignment took {took:?}");
+}
+
+/// The apiserver is down for 30 s: MIC's watches resume, nothing is lost or repeated, and
+/// new pods are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mic_rides_out_an_apiserver_outage() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("outage").await;
+    c.identity("outage", "id1", 1).await;
+    c.binding("outage", "b", "id1", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("outage", "before", "b-0", Some("app")).await;
+    c.wait_assigned(&[("before-outage-id1", Assigned)], LIMIT).await;
+    let writes = c.arm_writes();
+
+    tokio::task::block_in_place(|| c.server.stop_apiserver());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    tokio::task::block_in_place(|| c.server.start_apiserver()).expect("the apiserver restarts");
+
+    c.pod("outage", "after", "c-0", Some("app")).await;
+    c.wait_assigned(
+        &[("before-outage-id1", Assigned), ("after-outage-id1", Assigned)],
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut want = writes.clone();
+    want.insert("vm-c".into(), 1);
+    assert_eq!(c.arm_writes(), want, "only the new VM was patched");
+    c.stop_mic().await;
+}
