@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache bench
+.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache bench manifests up down demo
 
 ## test: everything CI checks: formatting, clippy -D warnings, and all tests (unit and real-apiserver).
 test: deps testbin fmt-check clippy unit
@@ -39,3 +39,21 @@ fmt:
 BENCH_SECONDS ?= 10
 bench:
 	$(CARGO) run --release --locked -q -p bench -- emulator --seconds $(BENCH_SECONDS)
+
+## up: start the local sandbox (real etcd + kube-apiserver, the Azure emulator, Azurite, MIC, one NMI per node), as root.
+up: deps testbin
+	@scripts/sandbox.sh up
+
+## down: stop the sandbox and remove every process, network namespace and temporary file it made.
+down:
+	@scripts/sandbox.sh down
+
+## demo: the seed walkthrough on the sandbox; ends with DEMO PASSED or DEMO FAILED. CLEAN=1 tears the sandbox down afterwards.
+demo: deps testbin
+	@CLEAN=$(CLEAN) scripts/demo.sh
+
+## manifests: copy deploy/crds/ into the Helm chart's crds/ and render deploy/manifests/*.yaml from the
+## chart (helm template, with the helm testbin builds). The chart test fails when they drift.
+manifests:
+	cp deploy/crds/aadpodidentity.k8s.io.yaml deploy/charts/pod-identity/crds/aadpodidentity.k8s.io.yaml
+	scripts/manifests.sh deploy/manifests

@@ -190,7 +190,12 @@ impl Emulator {
     pub async fn start(world: World) -> Result<RunningEmulator> {
         let shared = Arc::new(Shared::new(world)?);
         let w = &shared.world;
-        for addr in [w.arm.listen, w.entra.listen, w.admin.listen] {
+        let served = if w.allow_non_loopback {
+            vec![w.admin.listen]
+        } else {
+            vec![w.arm.listen, w.entra.listen, w.admin.listen]
+        };
+        for addr in served {
             if !addr.ip().is_loopback() {
                 return Err(Error::Config(format!(
                     "{addr} is not a loopback address; the emulator serves loopback only"
@@ -265,9 +270,9 @@ impl Emulator {
         }
         let mut imds_eps = Vec::new();
         for (key, idx, listen) in wanted {
-            if !listen.ip().is_loopback() {
+            if !listen.ip().is_loopback() && !shared.world.allow_non_loopback {
                 return Err(Error::Config(format!(
-                    "IMDS address {listen} is not a loopback address"
+                    "IMDS address {listen} is not a loopback address (allow_non_loopback is off)"
                 )));
             }
             let (instance, node, resource_id, name) = {

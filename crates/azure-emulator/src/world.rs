@@ -34,6 +34,11 @@ pub struct World {
     pub admin: AdminSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Let ARM, Entra and IMDS listen on addresses other than loopback. Only for a network of
+    /// namespaces of your own (the sandbox): on a shared network anyone could mint tokens. The
+    /// admin API stays on loopback regardless.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 fn default_location() -> String {

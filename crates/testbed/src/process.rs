@@ -30,6 +30,11 @@ child=$!
 echo "$child" > "$pidf"
 read -r _ignored
 kill -TERM "$child" 2>/dev/null
+# A process that does not stop within 10 s of SIGTERM (kube-apiserver waiting for an etcd
+# that is already gone) is killed.
+i=0
+while kill -0 "$child" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+kill -KILL "$child" 2>/dev/null
 wait "$child""#;
 
 impl Supervised {

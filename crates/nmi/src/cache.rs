@@ -1,0 +1,228 @@
+//! The token cache: one entry per (identity, resource), refreshed ahead of expiry, filled by a
+//! single upstream call however many requests arrive at once, and bounded in size.
+//!
+//! The cache stores tokens, not decisions: callers look a token up only after deciding, against
+//! current state, that the pod may use the identity.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use api::{AzureIdentity, IdentityType};
+
+use crate::{
+    Error,
+    metrics::Metrics,
+    token::{Token, TokenSource, now},
+};
+
+/// What a cached token is for. Managed identities are keyed by client id alone, since IMDS gives
+/// the same token to every AzureIdentity naming that client id; service principals by the object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    identity: String,
+    resource: String,
+}
+
+impl CacheKey {
+    pub fn of(identity: &AzureIdentity, resource: &str) -> Self {
+        let spec = &identity.spec;
+        let client = spec.client_id().unwrap_or_default().to_ascii_lowercase();
+        let identity = match spec.identity_type() {
+            Ok(IdentityType::UserAssignedMsi) => format!("msi:{client}"),
+            _ => {
+                let secret = spec.client_password();
+                format!(
+                    "sp:{}:{}/{}:{}:{}:{:?}:{:?}:{:?}",
+                    spec.type_.unwrap_or(0),
+                    identity.metadata.namespace.as_deref().unwrap_or_default(),
+                    identity.metadata.name.as_deref().unwrap_or_default(),
+                    client,
+                    spec.tenant_id().unwrap_or_default(),
+                    spec.ad_endpoint,
+                    secret.and_then(|s| s.name.as_deref()),
+                    identity.metadata.uid,
+                )
+            }
+        };
+        Self {
+            identity,
+            resource: resource.to_owned(),
+        }
+    }
+}
+
+/// How long tokens are kept and when they are refreshed.
+#[derive(Clone, Copy, Debug)]
+pub struct CachePolicy {
+    /// A token with less than this left is never handed out: MSAL treats tokens with under five
+    /// minutes left as expired and would ask again at once.
+    pub min_remaining: Duration,
+    /// A token with less than this left is still handed out, and refreshed in the background.
+    pub refresh_ahead: Duration,
+    /// Most entries kept; the least recently used goes first.
+    pub max_entries: usize,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            min_remaining: Duration::from_secs(6 * 60),
+            refresh_ahead: Duration::from_secs(30 * 60),
+            max_entries: 4096,
+        }
+    }
+}
+
+struct Slot {
+    token: RwLock<Option<Token>>,
+    /// Held while calling upstream, so that concurrent misses make one call.
+    fetching: tokio::sync::Mutex<()>,
+    /// Bumped after each upstream call; a waiter that sees it move knows the call it waited for is done.
+    generation: AtomicU64,
+    last_error: Mutex<Option<Arc<Error>>>,
+    refreshing: AtomicBool,
+    last_used: AtomicU64,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            token: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    fn usable(&self, now: u64, min_remaining: u64) -> Option<Token> {
+        self.token
+            .read()
+            .expect("lock")
+            .as_ref()
+            .filter(|t| t.expires_on > now + min_remaining)
+            .cloned()
+    }
+}
+
+/// A token, and whether it came from the cache (no upstream call made for this request).
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub token: Token,
+    pub hit: bool,
+}
+
+pub struct TokenCache<S> {
+    source: Arc<S>,
+    policy: CachePolicy,
+    slots: Mutex<HashMap<CacheKey, Arc<Slot>>>,
+    metrics: Metrics,
+}
+
+impl<S: TokenSource> TokenCache<S> {
+    pub fn new(source: Arc<S>, policy: CachePolicy, metrics: Metrics) -> Self {
+        Self {
+            source,
+            policy,
+            slots: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn source(&self) -> &Arc<S> {
+        &self.source
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&self, key: &CacheKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("lock");
+        if let Some(s) = slots.get(key) {
+            return s.clone();
+        }
+        if slots.len() >= self.policy.max_entries.max(1) {
+            let oldest = slots
+                .iter()
+                .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                slots.remove(&k);
+            }
+        }
+        let slot = Arc::new(Slot::new());
+        slots.insert(key.clone(), slot.clone());
+        self.metrics.cache_entries.set(slots.len() as i64);
+        slot
+    }
+
+    /// A token for `identity` and `resource`. The caller must already have authorized the request.
+    pub async fn get(
+        self: &Arc<Self>,
+        identity: &AzureIdentity,
+        resource: &str,
+    ) -> Result<Cached, Arc<Error>> {
+        let key = CacheKey::of(identity, resource);
+        let slot = self.slot(&key);
+        let now = now();
+        slot.last_used.store(now, Ordering::Relaxed);
+        let min = self.policy.min_remaining.as_secs();
+        if let Some(token) = slot.usable(now, min) {
+            if token.expires_on <= now + self.policy.refresh_ahead.as_secs()
+                && !slot.refreshing.swap(true, Ordering::AcqRel)
+            {
+                let (this, slot, identity, resource) =
+                    (self.clone(), slot.clone(), identity.clone(), resource.to_owned());
+                tokio::spawn(async move {
+                    let _guard = slot.fetching.lock().await;
+                    let _ = this.fill(&slot, &identity, &resource).await;
+                    slot.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(Cached { token, hit: true });
+        }
+        let seen = slot.generation.load(Ordering::Acquire);
+        let _guard = slot.fetching.lock().await;
+        if let Some(token) = slot.usable(crate::token::now(), min) {
+            return Ok(Cached { token, hit: true });
+        }
+        // The call this request waited for failed: share its answer rather than call again, so a
+        // crowd of requests meeting an IMDS 429 makes one more call, not one each.
+        if slot.generation.load(Ordering::Acquire) != seen
+            && let Some(e) = slot.last_error.lock().expect("lock").clone()
+        {
+            return Err(e);
+        }
+        self.fill(&slot, identity, resource)
+            .await
+            .map(|token| Cached { token, hit: false })
+    }
+
+    async fn fill(&self, slot: &Slot, identity: &AzureIdentity, resource: &str) -> Result<Token, Arc<Error>> {
+        let result = self.source.fetch(identity, resource).await.map_err(Arc::new);
+        match &result {
+            Ok(t) => {
+                *slot.token.write().expect("lock") = Some(t.clone());
+                *slot.last_error.lock().expect("lock") = None;
+            }
+            Err(e) => *slot.last_error.lock().expect("lock") = Some(e.clone()),
+        }
+        slot.generation.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! Command-line flags. Upstream's names are kept wherever they still mean something.
+
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+use crate::state::Mode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// NMI, the node agent of pod identity: answers pods' IMDS token requests with the identity bound to them.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "nmi", version)]
+pub struct Flags {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Name of this node; only its pods (and, in standard mode, its AzureAssignedIdentities) are watched.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node: String,
+
+    /// Address NMI listens on for pods' requests; also the iptables DNAT target (0.0.0.0 means 127.0.0.1 there).
+    #[arg(long = "nmi-listen-address", default_value = "127.0.0.1")]
+    pub listen_address: IpAddr,
+
+    /// Port NMI listens on for pods' requests.
+    #[arg(long = "nmi-port", default_value_t = 2579)]
+    pub port: u16,
+
+    /// IP of the node's Instance Metadata Service.
+    #[arg(long = "metadata-ip", default_value = "169.254.169.254")]
+    pub metadata_ip: IpAddr,
+
+    /// Port of the node's Instance Metadata Service.
+    #[arg(long = "metadata-port", default_value_t = 80)]
+    pub metadata_port: u16,
+
+    /// Port serving /healthz (liveness) and /readyz (rules in place and caches synced).
+    #[arg(long = "http-probe-port", default_value_t = 8085)]
+    pub probe_port: u16,
+
+    /// Address of the probe and metrics listeners (kubelet and Prometheus reach them on the node's IP).
+    #[arg(long = "ops-listen-address", default_value = "0.0.0.0")]
+    pub ops_listen_address: IpAddr,
+
+    /// Port serving Prometheus metrics at /metrics.
+    #[arg(long = "prometheus-port", default_value_t = 9090)]
+    pub prometheus_port: u16,
+
+    /// standard: MIC assigns identities and NMI waits for its AzureAssignedIdentity; managed: identities are pre-assigned to the VMs.
+    #[arg(
+        long = "operation-mode",
+        value_enum,
+        ignore_case = true,
+        default_value = "standard"
+    )]
+    pub mode: Mode,
+
+    /// Kept for compatibility: NMI is namespaced by default, so this changes nothing.
+    #[arg(long = "forceNamespaced", env = "FORCENAMESPACED", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    pub force_namespaced: bool,
+
+    /// Let a pod match bindings and identities of other namespaces (upstream's default; a risk).
+    #[arg(long = "allow-cross-namespace", default_value_t = false)]
+    pub allow_cross_namespace: bool,
+
+    /// Honour AzurePodIdentityExceptions only in these namespaces (comma-separated); default: every namespace.
+    #[arg(long = "exception-namespaces", value_delimiter = ',')]
+    pub exception_namespaces: Option<Vec<String>>,
+
+    /// Answer /metadata/instance* with 403 instead of passing it to IMDS.
+    #[arg(long = "block-instance-metadata", default_value_t = false)]
+    pub block_instance_metadata: bool,
+
+    /// Require the `Metadata: true` header, as IMDS does.
+    #[arg(long = "metadata-header-required", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    pub metadata_header_required: bool,
+
+    /// While waiting for MIC times out, answer 503 with `Retry-After` instead of 404.
+    #[arg(long = "set-retry-after-header", default_value_t = false)]
+    pub set_retry_after_header: bool,
+
+    /// Longest a request is held while MIC assigns its identity (woken by the AzureAssignedIdentity watch).
+    #[arg(long = "identity-wait", value_parser = parse_secs, default_value = "20")]
+    pub identity_wait: Duration,
+
+    /// Longest a request from an unknown IP is held while the pod watch catches up.
+    #[arg(long = "pod-wait", value_parser = parse_secs, default_value = "2")]
+    pub pod_wait: Duration,
+
+    /// Timeout of each call to IMDS or Entra, and of pass-through requests.
+    #[arg(long = "upstream-timeout", value_parser = parse_secs, default_value = "10")]
+    pub upstream_timeout: Duration,
+
+    /// Most (identity, resource) tokens cached.
+    #[arg(long = "token-cache-size", default_value_t = 4096)]
+    pub token_cache_size: usize,
+
+    /// Entra ID authority host for service principals without an adEndpoint.
+    #[arg(long = "entra-endpoint", default_value = "https://login.microsoftonline.com/")]
+    pub entra_endpoint: String,
+
+    /// Extra PEM CA certificates trusted for Entra ID (e.g. a test emulator's).
+    #[arg(long = "entra-ca-file")]
+    pub entra_ca_file: Option<PathBuf>,
+
+    /// Install and repair the iptables interception rules.
+    #[arg(long = "manage-iptables", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    pub manage_iptables: bool,
+
+    /// Seconds between checks (and repairs) of the iptables rules.
+    #[arg(long = "ipt-update-interval-sec", default_value_t = 60)]
+    pub ipt_update_interval_sec: u64,
+
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Kubeconfig to use instead of the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Remove the iptables interception rules (uninstall only: without them pods reach IMDS directly).
+    Cleanup,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{s}` is not a number of seconds"))
+}
+
+impl Flags {
+    pub fn policy(&self) -> matching::Policy {
+        matching::Policy {
+            namespaced: !self.allow_cross_namespace,
+            exception_namespaces: self.exception_namespaces.as_ref().map(|v| {
+                v.iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+            }),
+        }
+    }
+
+    /// Settings that cannot work together.
+    pub fn check(&self) -> Result<(), String> {
+        if self.command.is_none() && self.node.is_empty() {
+            return Err("--node (or NODE_NAME) is required".into());
+        }
+        if self.mode == Mode::Managed && self.allow_cross_namespace {
+            return Err("managed mode is namespaced: --allow-cross-namespace cannot be used with it".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_upstream_ports_and_namespaced() {
+        let f = Flags::try_parse_from(["nmi", "--node", "n"]).unwrap();
+        assert_eq!((f.port, f.metadata_port, f.prometheus_port), (2579, 80, 9090));
+        assert_eq!(f.metadata_ip.to_string(), "169.254.169.254");
+        assert!(f.policy().namespaced);
+        assert!(f.metadata_header_required);
+        assert_eq!(f.mode, Mode::Standard);
+        assert!(f.check().is_ok());
+    }
+
+    #[test]
+    fn upstream_spellings_parse() {
+        let f = Flags::try_parse_from([
+            "nmi",
+            "--node=n",
+            "--operation-mode=Managed",
+            "--forceNamespaced",
+            "--metadata-header-required=false",
+            "--exception-namespaces=kube-system,ops",
+            "--identity-wait=1.5",
+        ])
+        .unwrap();
+        assert_eq!(f.mode, Mode::Managed);
+        assert!(f.force_namespaced);
+        assert!(!f.metadata_header_required);
+        assert_eq!(f.identity_wait, Duration::from_millis(1500));
+        let allowed = f.policy().exception_namespaces.unwrap();
+        assert!(allowed.contains("ops") && allowed.contains("kube-system"));
+    }
+
+    #[test]
+    fn cross_namespace_needs_the_explicit_flag_and_not_managed_mode() {
+        let f = Flags::try_parse_from(["nmi", "--node=n", "--allow-cross-namespace"]).unwrap();
+        assert!(!f.policy().namespaced);
+        let f = Flags::try_parse_from([
+            "nmi",
+            "--node=n",
+            "--allow-cross-namespace",
+            "--operation-mode=managed",
+        ])
+        .unwrap();
+        assert!(f.check().is_err());
+        assert!(Flags::try_parse_from(["nmi"]).unwrap().check().is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The `nmi` binary: flags, logging, and wiring of the library's parts.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use nmi::{
+    cache::{CachePolicy, TokenCache},
+    flags::{Command, Flags, LogFormat},
+    iptables,
+    metrics::Metrics,
+    server::{self, Nmi},
+    state::State,
+    token::{Azure, AzureConfig},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_logging(flags.log_format);
+    flags.check().map_err(anyhow::Error::msg)?;
+    if let Some(Command::Cleanup) = flags.command {
+        iptables::cleanup(&iptables::System::default()).await?;
+        tracing::info!(chain = iptables::CHAIN, "iptables interception rules removed");
+        return Ok(());
+    }
+    run(flags).await
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
+    let config = match &flags.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let client = kube_client(&flags)
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let state = Arc::new(State::new(flags.node.clone(), flags.mode, flags.policy()));
+    state.spawn_watches(client.clone());
+
+    let imds = format!(
+        "http://{}",
+        SocketAddr::new(flags.metadata_ip, flags.metadata_port)
+    );
+    let extra_roots_pem = match &flags.entra_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let azure = Azure::new(
+        AzureConfig {
+            imds: imds.clone(),
+            entra: flags.entra_endpoint.clone(),
+            extra_roots_pem,
+            timeout: flags.upstream_timeout,
+        },
+        Some(client),
+        metrics.clone(),
+    )?;
+    let http = azure.http().clone();
+    let cache = Arc::new(TokenCache::new(
+        Arc::new(azure),
+        CachePolicy {
+            max_entries: flags.token_cache_size,
+            ..CachePolicy::default()
+        },
+        metrics.clone(),
+    ));
+    let nmi = Nmi::new(
+        state.clone(),
+        cache,
+        server::Config {
+            metadata_header_required: flags.metadata_header_required,
+            block_instance_metadata: flags.block_instance_metadata,
+            set_retry_after_header: flags.set_retry_after_header,
+            identity_wait: flags.identity_wait,
+            pod_wait: flags.pod_wait,
+            imds,
+        },
+        metrics.clone(),
+        http,
+    );
+
+    let rules_in_place = Arc::new(AtomicBool::new(!flags.manage_iptables));
+    if flags.manage_iptables {
+        let target = iptables::Target::new(flags.listen_address, flags.port);
+        let flag = rules_in_place.clone();
+        let interval = Duration::from_secs(flags.ipt_update_interval_sec.max(1));
+        tokio::spawn(async move {
+            iptables::keep(&iptables::System::default(), target, interval, |ok| {
+                flag.store(ok, Ordering::Release)
+            })
+            .await
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = |addr: SocketAddr, router: axum::Router, name: &'static str| {
+        let mut stop = stop_rx.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the {name} listener on {addr}"))?;
+            tracing::info!(%addr, name, "listening");
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .with_context(|| format!("serving {name}"))
+        }
+    };
+    let main = serve(
+        SocketAddr::new(flags.listen_address, flags.port),
+        server::router(nmi),
+        "nmi",
+    );
+    let probes = serve(
+        SocketAddr::new(flags.ops_listen_address, flags.probe_port),
+        server::probe_router(state, rules_in_place),
+        "probes",
+    );
+    let metrics_srv = serve(
+        SocketAddr::new(flags.ops_listen_address, flags.prometheus_port),
+        server::metrics_router(metrics),
+        "metrics",
+    );
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        // The iptables rules stay: while NMI is down, pods' IMDS traffic goes nowhere rather than
+        // to IMDS with the node's identities.
+        tracing::info!("shutting down; iptables interception rules are left in place");
+        let _ = stop_tx.send(true);
+    });
+    tokio::try_join!(main, probes, metrics_srv)?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics, served on their own port. Names follow upstream (`aadpodidentity_*`) where
+//! a metric means the same; the cache and refusal metrics are new.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation_type: String,
+    pub status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuedLabels {
+    pub cache_hit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// NMI's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub nmi_operations: Histograms<OperationLabels>,
+    pub imds_operations: Histograms<StatusLabels>,
+    pub tokens_issued: Family<IssuedLabels, Counter>,
+    pub refusals: Family<ReasonLabels, Counter>,
+    pub cache_entries: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("aadpodidentity");
+        let nmi_operations =
+            Histograms::<OperationLabels>::new_with_constructor(latency as fn() -> Histogram);
+        let imds_operations = Histograms::<StatusLabels>::new_with_constructor(latency as fn() -> Histogram);
+        let tokens_issued = Family::<IssuedLabels, Counter>::default();
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        let cache_entries = Gauge::default();
+        registry.register(
+            "nmi_operations_duration_seconds",
+            "Time NMI took to answer a request, by route and status code",
+            nmi_operations.clone(),
+        );
+        registry.register(
+            "imds_operations_duration_seconds",
+            "Time IMDS took to answer NMI's token requests, by status code",
+            imds_operations.clone(),
+        );
+        registry.register(
+            "nmi_tokens_issued",
+            "Tokens handed to pods, by whether the token came from NMI's cache",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "nmi_refusals",
+            "Token requests NMI refused, by reason",
+            refusals.clone(),
+        );
+        registry.register(
+            "nmi_token_cache_entries",
+            "Entries in NMI's token cache",
+            cache_entries.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            nmi_operations,
+            imds_operations,
+            tokens_issued,
+            refusals,
+            cache_entries,
+        }
+    }
+
+    pub fn operation(&self, operation: &str, status: u16, took: Duration) {
+        self.nmi_operations
+            .get_or_create(&OperationLabels {
+                operation_type: operation.to_owned(),
+                status_code: status.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn imds_operation(&self, status: &str, took: Duration) {
+        self.imds_operations
+            .get_or_create(&StatusLabels {
+                status_code: status.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn issued(&self, cache_hit: bool) {
+        self.tokens_issued
+            .get_or_create(&IssuedLabels {
+                cache_hit: cache_hit.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,630 @@
+//! The HTTP side: the pod-facing router (token endpoint, `/host/token`, instance-metadata
+//! blocking, pass-through to IMDS), and the probe and metrics servers.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use api::AzureIdentity;
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, State as AxumState},
+    http::{HeaderMap, Request, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use matching::{IdentityRequest, NotChosen, PodFacts};
+use serde::Serialize;
+
+use crate::{
+    Error,
+    cache::{Cached, TokenCache},
+    metrics::Metrics,
+    request::{self, Route, TokenQuery},
+    response::{self, TokenBody},
+    state::{Decision, PodLookup, State},
+    token::{TokenSource, now},
+};
+
+/// How the pod-facing server behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub metadata_header_required: bool,
+    pub block_instance_metadata: bool,
+    /// On a timed-out wait for MIC: 503 + `Retry-After` instead of 404.
+    pub set_retry_after_header: bool,
+    pub identity_wait: Duration,
+    pub pod_wait: Duration,
+    /// `http://<metadata-ip>:<metadata-port>`, for pass-through requests and exceptions.
+    pub imds: String,
+}
+
+/// What the handlers share.
+pub struct Nmi<S> {
+    pub state: Arc<State>,
+    pub cache: Arc<TokenCache<S>>,
+    pub config: Config,
+    pub metrics: Metrics,
+    /// For pass-through requests; has the upstream timeout and no proxy.
+    pub http: reqwest::Client,
+    /// Principal (object) ids learned from tokens, by lower-case client id.
+    principals: RwLock<HashMap<String, String>>,
+}
+
+/// `Retry-After` upstream used with `--set-retry-after-header`.
+const RETRY_AFTER_WAITING: Duration = Duration::from_secs(20);
+/// Largest request body passed through to IMDS.
+const MAX_BODY: usize = 1 << 20;
+
+impl<S: TokenSource> Nmi<S> {
+    pub fn new(
+        state: Arc<State>,
+        cache: Arc<TokenCache<S>>,
+        config: Config,
+        metrics: Metrics,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            cache,
+            config,
+            metrics,
+            http,
+            principals: RwLock::default(),
+        })
+    }
+
+    fn principal_of(&self, client_id: &str) -> Option<String> {
+        self.principals
+            .read()
+            .expect("lock")
+            .get(&client_id.to_ascii_lowercase())
+            .cloned()
+    }
+
+    fn learn(&self, identity: &AzureIdentity, cached: &Cached) {
+        if let (Some(client), Some(oid)) = (identity.spec.client_id(), &cached.token.principal_id) {
+            self.principals
+                .write()
+                .expect("lock")
+                .insert(client.to_ascii_lowercase(), oid.clone());
+        }
+    }
+}
+
+/// The pod-facing router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router<S: TokenSource>(nmi: Arc<Nmi<S>>) -> Router {
+    Router::new().fallback(dispatch::<S>).with_state(nmi)
+}
+
+async fn dispatch<S: TokenSource>(
+    AxumState(nmi): AxumState<Arc<Nmi<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let route = request::classify(&path);
+    let response = match route {
+        Route::Token => {
+            if let Some(refusal) = header_check(&nmi.config, req.headers()) {
+                refusal
+            } else {
+                match request::parse_token_query(req.uri().query()) {
+                    Err(e) => bad_request(&nmi.metrics, &e.to_string()),
+                    Ok(q) => token_for_ip(&nmi, peer.ip(), q, req).await,
+                }
+            }
+        }
+        Route::Invalid => {
+            nmi.metrics.refused("invalid_path");
+            response::error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request")
+        }
+        Route::HostToken => host_token(&nmi, peer.ip(), req).await,
+        Route::Instance if nmi.config.block_instance_metadata => response::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Request blocked by AAD Pod Identity NMI",
+        ),
+        Route::Instance | Route::Other => match header_check(&nmi.config, req.headers()) {
+            Some(refusal) => refusal,
+            None => pass_through(&nmi, req).await,
+        },
+    };
+    let operation = match route {
+        Route::Token => "token",
+        Route::Invalid => "invalid",
+        Route::HostToken => "host_token",
+        Route::Instance => "instance",
+        Route::Other => "pass_through",
+    };
+    let status = response.status().as_u16();
+    nmi.metrics.operation(operation, status, started.elapsed());
+    tracing::debug!(status, took = ?started.elapsed(), path, remote = %peer.ip(), "request");
+    response
+}
+
+fn header_check(config: &Config, headers: &HeaderMap) -> Option<Response> {
+    // IMDS's own rule: the value must be exactly `true`.
+    let ok = headers.get("metadata").is_some_and(|v| v.as_bytes() == b"true");
+    (config.metadata_header_required && !ok).then(response::metadata_header_missing)
+}
+
+fn bad_request(metrics: &Metrics, description: &str) -> Response {
+    metrics.refused("bad_request");
+    response::error(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
+/// Who a token request is for.
+enum Caller {
+    /// A pod, found by the request's source IP.
+    Ip(IpAddr),
+    /// `/host/token`: a host process names the pod.
+    Named { namespace: String, name: String },
+}
+
+impl Caller {
+    fn describe(&self) -> String {
+        match self {
+            Self::Ip(ip) => format!("IP {ip}"),
+            Self::Named { namespace, name } => format!("pod {namespace}/{name}"),
+        }
+    }
+}
+
+/// A request NMI will not answer with a token, as the response to give.
+struct Refusal(Response);
+
+impl<S: TokenSource> Nmi<S> {
+    fn lookup(&self, caller: &Caller) -> PodLookup {
+        match caller {
+            Caller::Ip(ip) => self.state.pods.by_ip(&ip.to_string()),
+            Caller::Named { namespace, name } => self
+                .state
+                .pods
+                .by_name(namespace, name)
+                .map_or(PodLookup::NotFound, PodLookup::Found),
+        }
+    }
+
+    /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just started.
+    async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        let mut changes = self.state.subscribe();
+        loop {
+            match self.lookup(caller) {
+                PodLookup::Found(pod) => return Ok(pod),
+                PodLookup::Ambiguous(pods) => {
+                    self.metrics.refused("ambiguous_ip");
+                    return Err(Refusal(response::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        &format!(
+                            "failed to match pod IP: {} is claimed by several pods ({}); refusing",
+                            caller.describe(),
+                            pods.join(", ")
+                        ),
+                    )));
+                }
+                PodLookup::NotFound => {
+                    let timed_out = tokio::select! {
+                        r = changes.changed() => r.is_err(),
+                        () = tokio::time::sleep_until(deadline) => true,
+                    };
+                    if timed_out {
+                        self.metrics.refused("no_pod");
+                        return Err(Refusal(response::error(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            &format!(
+                                "no Pending or Running pod on node {} matches {}",
+                                self.state.node,
+                                caller.describe()
+                            ),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides, waiting for MIC (woken by the AzureAssignedIdentity watch) up to `--identity-wait`.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+    ) -> Result<(Arc<PodFacts>, Arc<AzureIdentity>, String), Refusal> {
+        let deadline = tokio::time::Instant::now() + self.config.identity_wait;
+        let mut changes = self.state.subscribe();
+        let mut pod = pod;
+        let mut learned = false;
+        let mut learn_failure: Option<Arc<Error>> = None;
+        loop {
+            match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
+                Decision::Use {
+                    identity,
+                    binding,
+                    out_of,
+                } => {
+                    if out_of > 1 && query.identity == IdentityRequest::Default {
+                        tracing::info!(
+                            pod = %pod.name, namespace = %pod.namespace, binding,
+                            identity = identity.metadata.name.as_deref().unwrap_or_default(),
+                            out_of,
+                            "request names no identity; chose the identity of the oldest binding"
+                        );
+                    }
+                    return Ok((pod, identity, binding));
+                }
+                Decision::LearnPrincipals(identities) if !learned => {
+                    learned = true;
+                    for identity in identities {
+                        match self.cache.get(&identity, &query.resource).await {
+                            Ok(cached) => self.learn(&identity, &cached),
+                            Err(e) => learn_failure = Some(e),
+                        }
+                    }
+                    continue;
+                }
+                Decision::LearnPrincipals(_) => {
+                    // An identity whose principal could not be learned may be the one asked for:
+                    // a transient failure must stay retryable rather than become a refusal.
+                    return Err(match learn_failure {
+                        Some(e) => Refusal(upstream_error(&self.metrics, &e)),
+                        None => self.forbidden(&pod, &NotChosen::NotBound(query.identity.clone())),
+                    });
+                }
+                Decision::Refused(why) => return Err(self.forbidden(&pod, &why)),
+                Decision::Waiting { identity } => {
+                    let timed_out = tokio::select! {
+                        r = changes.changed() => r.is_err(),
+                        () = tokio::time::sleep_until(deadline) => true,
+                    };
+                    if timed_out {
+                        self.metrics.refused("not_assigned");
+                        let text = format!(
+                            "identity {identity} is not yet assigned to pod {}/{} on node {} (waiting for MIC); retry later",
+                            pod.namespace, pod.name, self.state.node
+                        );
+                        return Err(Refusal(if self.config.set_retry_after_header {
+                            response::with_retry_after(
+                                response::error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "service_unavailable",
+                                    &text,
+                                ),
+                                RETRY_AFTER_WAITING,
+                            )
+                        } else {
+                            response::error(StatusCode::NOT_FOUND, "not_found", &text)
+                        }));
+                    }
+                }
+            }
+            // The pod itself may have gone (or its IP moved) while waiting.
+            pod = self.find_pod(caller).await?;
+        }
+    }
+
+    fn forbidden(&self, pod: &PodFacts, why: &NotChosen) -> Refusal {
+        let text = match why {
+            NotChosen::Unbound => {
+                self.metrics.refused("unbound");
+                format!(
+                    "pod {}/{} is not bound to any AzureIdentity (label {}, bindings of its namespace)",
+                    pod.namespace,
+                    pod.name,
+                    api::v1::BINDING_LABEL
+                )
+            }
+            NotChosen::NotBound(r) => {
+                self.metrics.refused("not_bound");
+                let what = match r {
+                    IdentityRequest::Default => "the default identity".to_owned(),
+                    IdentityRequest::ClientId(c) => format!("client_id {c}"),
+                    IdentityRequest::ObjectId(o) => format!("object_id {o}"),
+                    IdentityRequest::ResourceId(m) => format!("msi_res_id {m}"),
+                };
+                format!(
+                    "pod {}/{} is not bound to the identity with {what}",
+                    pod.namespace, pod.name
+                )
+            }
+        };
+        Refusal(response::error(StatusCode::FORBIDDEN, "forbidden", &text))
+    }
+
+    /// Finds, authorizes and fetches; re-checks authorization after the fetch, since the pod or its
+    /// binding may have gone while NMI talked to Azure.
+    async fn issue(&self, caller: &Caller, query: &TokenQuery) -> Result<Issued, Refusal> {
+        let pod = self.find_pod(caller).await?;
+        let (pod, identity, binding) = self.authorize(caller, pod, query).await?;
+        let cached = self
+            .cache
+            .get(&identity, &query.resource)
+            .await
+            .map_err(|e| Refusal(upstream_error(&self.metrics, &e)))?;
+        self.learn(&identity, &cached);
+        let still = match self.lookup(caller) {
+            PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
+                match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
+                    Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if !still {
+            self.metrics.refused("changed_during_fetch");
+            return Err(Refusal(response::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!(
+                    "pod {}/{} lost its binding to {} while its token was fetched",
+                    pod.namespace,
+                    pod.name,
+                    identity.metadata.name.as_deref().unwrap_or_default()
+                ),
+            )));
+        }
+        let client_id = identity.spec.client_id().unwrap_or_default().to_owned();
+        tracing::info!(
+            target: "nmi::audit",
+            pod = %pod.name,
+            namespace = %pod.namespace,
+            identity = %format!("{}/{}", identity.metadata.namespace.as_deref().unwrap_or_default(), identity.metadata.name.as_deref().unwrap_or_default()),
+            binding,
+            client_id,
+            resource = %query.resource,
+            source = %caller.describe(),
+            cache_hit = cached.hit,
+            "token issued"
+        );
+        self.metrics.issued(cached.hit);
+        Ok(Issued { cached, client_id })
+    }
+}
+
+struct Issued {
+    cached: Cached,
+    client_id: String,
+}
+
+async fn token_for_ip<S: TokenSource>(
+    nmi: &Nmi<S>,
+    ip: IpAddr,
+    query: TokenQuery,
+    req: Request<Body>,
+) -> Response {
+    let caller = Caller::Ip(ip);
+    let pod = match nmi.find_pod(&caller).await {
+        Ok(p) => p,
+        Err(Refusal(r)) => return r,
+    };
+    if nmi.state.is_excepted(&pod) {
+        tracing::info!(
+            target: "nmi::audit",
+            pod = %pod.name, namespace = %pod.namespace, resource = %query.resource, source = %ip,
+            "excepted pod: passed through to the node's identity"
+        );
+        nmi.metrics.issued(false);
+        return pass_through(nmi, req).await;
+    }
+    match nmi.issue(&caller, &query).await {
+        Ok(issued) => {
+            let body = TokenBody::new(&issued.cached.token, &issued.client_id, &query.resource, now());
+            response::json(StatusCode::OK, &body)
+        }
+        Err(Refusal(r)) => r,
+    }
+}
+
+#[derive(Serialize)]
+struct HostTokenBody<'a> {
+    token: TokenBody<'a>,
+    clientid: &'a str,
+}
+
+async fn host_token<S: TokenSource>(nmi: &Nmi<S>, peer: IpAddr, req: Request<Body>) -> Response {
+    let headers = req.headers().clone();
+    let query_string = req.uri().query().map(str::to_owned);
+    drop(req);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (Some(namespace), Some(name)) = (header("podns"), header("podname")) else {
+        return bad_request(&nmi.metrics, "missing 'podname' and 'podns' from request header");
+    };
+    if !peer.is_loopback() {
+        nmi.metrics.refused("host_token_not_loopback");
+        return response::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "request remote address is not from a host",
+        );
+    }
+    let query = match request::parse_token_query(query_string.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(&nmi.metrics, &e.to_string()),
+    };
+    match nmi.issue(&Caller::Named { namespace, name }, &query).await {
+        Ok(issued) => response::json(
+            StatusCode::OK,
+            &HostTokenBody {
+                token: TokenBody::new(&issued.cached.token, &issued.client_id, &query.resource, now()),
+                clientid: &issued.client_id,
+            },
+        ),
+        Err(Refusal(r)) => r,
+    }
+}
+
+/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
+/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
+/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop").
+pub fn upstream_error(metrics: &Metrics, e: &Error) -> Response {
+    metrics.refused("upstream");
+    let text = e.to_string();
+    match e {
+        Error::Upstream {
+            status, retry_after, ..
+        } => {
+            let (code, name) = match *status {
+                429 => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+                404 | 410 => (
+                    StatusCode::from_u16(*status).expect("a valid status"),
+                    "service_unavailable",
+                ),
+                s if s >= 500 => (
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "service_unavailable",
+                ),
+                _ => (StatusCode::FORBIDDEN, "forbidden"),
+            };
+            let r = response::error(code, name, &text);
+            match retry_after {
+                Some(after) => response::with_retry_after(r, *after),
+                None => r,
+            }
+        }
+        Error::Http { .. } | Error::Kube(_) => {
+            response::error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", &text)
+        }
+        Error::BadUpstreamBody { .. } => response::error(StatusCode::BAD_GATEWAY, "bad_gateway", &text),
+        _ => response::error(StatusCode::FORBIDDEN, "forbidden", &text),
+    }
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Passes a request to IMDS unchanged but for `X-Forwarded-For` (IMDS refuses requests that carry
+/// it) and hop-by-hop headers, with a timeout.
+async fn pass_through<S>(nmi: &Nmi<S>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{}{path_and_query}", nmi.config.imds);
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body too large",
+            );
+        }
+    };
+    let mut out = nmi.http.request(parts.method, url).body(body);
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if !HOP_BY_HOP.contains(&n) && n != "x-forwarded-for" && n != "forwarded" {
+            out = out.header(name, value);
+        }
+    }
+    let answer = match out.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                &format!("IMDS did not answer: {e}"),
+            );
+        }
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = match answer.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return response::error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                &format!("reading IMDS's answer: {e}"),
+            );
+        }
+    };
+    let mut response = (status, bytes).into_response();
+    // IMDS's own headers replace the defaults of a bytes body (content-type), rather than
+    // joining them: a doubled content-type makes the SDKs refuse the answer. The length is
+    // the body's, set already.
+    for name in headers.keys() {
+        if name != header::CONTENT_LENGTH {
+            response.headers_mut().remove(name);
+        }
+    }
+    for (name, value) in &headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
+/// Liveness and readiness. `/healthz` says `Active` once the rules are in place (as upstream);
+/// `/readyz` is 200 only when the rules are in place and every watch has synced.
+pub fn probe_router(state: Arc<State>, rules_in_place: Arc<AtomicBool>) -> Router {
+    let rules = rules_in_place.clone();
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let active = rules.load(Ordering::Acquire);
+                async move { if active { "Active" } else { "Not Active" } }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = rules_in_place.load(Ordering::Acquire) && state.is_synced();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
+
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.encode();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests;

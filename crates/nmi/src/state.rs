@@ -1,0 +1,489 @@
+//! The cluster state NMI decides with, mirrored from watches: this node's pods (indexed by IP),
+//! bindings, identities, exceptions and, in standard mode, this node's AzureAssignedIdentities.
+//! Every change bumps a counter that requests waiting for MIC listen to.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Debug,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use api::{
+    AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
+};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Resource,
+    runtime::{WatchStreamExt, watcher},
+};
+use matching::{IdentityRequest, NotChosen, PodFacts, Policy};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// `<namespace>/<name>`.
+pub type Key = (String, String);
+
+fn key_of<K: Resource>(o: &K) -> Key {
+    let m = o.meta();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Where NMI gets identities from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// MIC assigns identities to the node; NMI also requires an `Assigned` AzureAssignedIdentity.
+    Standard,
+    /// Identities are pre-assigned to the VMs by the operator; no MIC, no AzureAssignedIdentity.
+    Managed,
+}
+
+/// Receives a watch's events.
+trait Sink<T>: Send + Sync {
+    fn apply(&self, key: Key, item: T);
+    fn delete(&self, key: &Key);
+    fn replace(&self, items: Vec<(Key, T)>);
+}
+
+/// A plain mirror of one kind, keyed by namespace and name.
+pub struct Mirror<T> {
+    items: RwLock<HashMap<Key, Arc<T>>>,
+    ready: AtomicBool,
+}
+
+impl<T> Default for Mirror<T> {
+    fn default() -> Self {
+        Self {
+            items: RwLock::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T: Send + Sync> Sink<T> for Mirror<T> {
+    fn apply(&self, key: Key, item: T) {
+        self.items.write().expect("lock").insert(key, Arc::new(item));
+    }
+    fn delete(&self, key: &Key) {
+        self.items.write().expect("lock").remove(key);
+    }
+    fn replace(&self, items: Vec<(Key, T)>) {
+        *self.items.write().expect("lock") = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+impl<T> Mirror<T> {
+    /// Runs `f` over the current items.
+    pub fn with<R>(&self, f: impl FnOnce(&HashMap<Key, Arc<T>>) -> R) -> R {
+        f(&self.items.read().expect("lock"))
+    }
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        self.items
+            .read()
+            .expect("lock")
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+    pub fn len(&self) -> usize {
+        self.items.read().expect("lock").len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// This node's pods, and which of them may be the source of a request from an IP.
+#[derive(Default)]
+pub struct PodIndex {
+    inner: RwLock<PodIndexInner>,
+    ready: AtomicBool,
+}
+
+#[derive(Default)]
+struct PodIndexInner {
+    by_key: HashMap<Key, Arc<PodFacts>>,
+    by_ip: HashMap<String, BTreeSet<Key>>,
+}
+
+impl PodIndexInner {
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.by_key.remove(key)
+            && let Some(ip) = &old.ip
+            && let Some(set) = self.by_ip.get_mut(ip)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_ip.remove(ip);
+            }
+        }
+    }
+    fn insert(&mut self, key: Key, pod: PodFacts) {
+        self.remove(&key);
+        // Only a Pending or Running pod with its own network namespace can be a request's source;
+        // a finished pod's IP may already belong to another pod.
+        if pod.is_addressable()
+            && let Some(ip) = pod.ip.clone().filter(|ip| !ip.is_empty())
+        {
+            self.by_ip.entry(ip).or_default().insert(key.clone());
+        }
+        self.by_key.insert(key, Arc::new(pod));
+    }
+}
+
+impl Sink<PodFacts> for PodIndex {
+    fn apply(&self, key: Key, item: PodFacts) {
+        self.inner.write().expect("lock").insert(key, item);
+    }
+    fn delete(&self, key: &Key) {
+        self.inner.write().expect("lock").remove(key);
+    }
+    fn replace(&self, items: Vec<(Key, PodFacts)>) {
+        let mut fresh = PodIndexInner::default();
+        for (k, v) in items {
+            fresh.insert(k, v);
+        }
+        *self.inner.write().expect("lock") = fresh;
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Who sent a request, by source IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodLookup {
+    Found(Arc<PodFacts>),
+    /// No Pending or Running pod of this node has the IP.
+    NotFound,
+    /// Several pods claim the IP; NMI cannot tell which one is asking, so it refuses.
+    Ambiguous(Vec<String>),
+}
+
+impl PodIndex {
+    pub fn by_ip(&self, ip: &str) -> PodLookup {
+        let inner = self.inner.read().expect("lock");
+        match inner.by_ip.get(ip) {
+            None => PodLookup::NotFound,
+            Some(keys) if keys.len() == 1 => {
+                let key = keys.iter().next().expect("one key");
+                inner
+                    .by_key
+                    .get(key)
+                    .map_or(PodLookup::NotFound, |p| PodLookup::Found(p.clone()))
+            }
+            Some(keys) => PodLookup::Ambiguous(keys.iter().map(|(ns, n)| format!("{ns}/{n}")).collect()),
+        }
+    }
+
+    /// A pod by name, for `/host/token`; only pods a request could come from.
+    pub fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodFacts>> {
+        let inner = self.inner.read().expect("lock");
+        inner
+            .by_key
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .filter(|p| p.is_addressable())
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("lock").by_key.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// What the watched state says about a pod's request for an identity.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The pod may use this identity now.
+    Use {
+        identity: Arc<AzureIdentity>,
+        binding: String,
+        out_of: usize,
+    },
+    /// The pod is bound to this identity, but MIC has not yet assigned it to the node.
+    Waiting {
+        identity: String,
+    },
+    /// The request names an object id whose owner among the pod's identities is not yet known:
+    /// these identities' principal ids must be learned first.
+    LearnPrincipals(Vec<Arc<AzureIdentity>>),
+    Refused(NotChosen),
+}
+
+/// All the mirrored state and the rules NMI applies to it.
+pub struct State {
+    pub node: String,
+    pub mode: Mode,
+    pub policy: Policy,
+    pub pods: PodIndex,
+    pub bindings: Mirror<AzureIdentityBinding>,
+    pub identities: Mirror<AzureIdentity>,
+    pub exceptions: Mirror<AzurePodIdentityException>,
+    pub assigned: Mirror<AzureAssignedIdentity>,
+    changes: watch::Sender<u64>,
+}
+
+impl State {
+    pub fn new(node: impl Into<String>, mode: Mode, policy: Policy) -> Self {
+        Self {
+            node: node.into(),
+            mode,
+            policy,
+            pods: PodIndex::default(),
+            bindings: Mirror::default(),
+            identities: Mirror::default(),
+            exceptions: Mirror::default(),
+            assigned: Mirror::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// A receiver that sees every later change of any mirrored kind.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Whether every watch has listed its objects at least once.
+    pub fn is_synced(&self) -> bool {
+        self.pods.is_ready()
+            && self.bindings.is_ready()
+            && self.identities.is_ready()
+            && self.exceptions.is_ready()
+            && (self.mode == Mode::Managed || self.assigned.is_ready())
+    }
+
+    /// Whether an exception sends this pod to the node's own identity.
+    pub fn is_excepted(&self, pod: &PodFacts) -> bool {
+        self.exceptions
+            .with(|e| matching::is_excepted(&self.policy, pod, e.values().map(|a| a.as_ref())))
+    }
+
+    /// Decides a pod's request against the current state. `principal_of(client_id)` gives the
+    /// principal ids NMI has learned from tokens.
+    pub fn decide(
+        &self,
+        pod: &PodFacts,
+        request: &IdentityRequest,
+        principal_of: impl Fn(&str) -> Option<String>,
+    ) -> Decision {
+        let bindings = self.bindings.items.read().expect("lock");
+        let identities = self.identities.items.read().expect("lock");
+        let candidates = matching::candidates(
+            &self.policy,
+            pod,
+            bindings.values().map(|b| b.as_ref()),
+            identities.values().map(|i| i.as_ref()),
+        );
+        let chosen = matching::choose(&candidates, request, |c| c.client_id().and_then(&principal_of));
+        let choice = match chosen {
+            Ok(c) => c,
+            Err(NotChosen::NotBound(IdentityRequest::ObjectId(_))) => {
+                let unknown: Vec<_> = candidates
+                    .iter()
+                    .filter(|c| c.client_id().is_some_and(|id| principal_of(id).is_none()))
+                    .filter_map(|c| find_arc(&identities, c.identity))
+                    .collect();
+                if unknown.is_empty() {
+                    return Decision::Refused(chosen.expect_err("refused above"));
+                }
+                return Decision::LearnPrincipals(unknown);
+            }
+            Err(e) => return Decision::Refused(e),
+        };
+        let identity =
+            find_arc(&identities, choice.candidate.identity).expect("a candidate comes from the mirror");
+        let binding = choice.candidate.binding.metadata.name.clone().unwrap_or_default();
+        let id_name = identity.metadata.name.clone().unwrap_or_default();
+        if self.mode == Mode::Standard && !self.is_assigned(pod, &identity) {
+            return Decision::Waiting { identity: id_name };
+        }
+        Decision::Use {
+            identity,
+            binding,
+            out_of: choice.out_of,
+        }
+    }
+
+    /// Whether MIC reports this pod's use of this identity as assigned on this node.
+    fn is_assigned(&self, pod: &PodFacts, identity: &AzureIdentity) -> bool {
+        let id_ns = identity.metadata.namespace.as_deref();
+        let id_name = identity.metadata.name.as_deref();
+        self.assigned.with(|aais| {
+            aais.values().any(|a| {
+                let r = a.spec.azure_identity_ref.as_ref();
+                a.spec.pod == pod.name
+                    && a.spec.pod_namespace == pod.namespace
+                    && a.spec.node_name == self.node
+                    && a.state() == AssignmentState::Assigned
+                    && r.is_some_and(|r| {
+                        r.metadata.name.as_deref() == id_name
+                            && r.metadata.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
+                            // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
+                            && r.spec.client_id().map(str::to_ascii_lowercase)
+                                == identity.spec.client_id().map(str::to_ascii_lowercase)
+                    })
+            })
+        })
+    }
+
+    /// Spawns the watches that keep this state current. They run until the runtime stops.
+    pub fn spawn_watches(self: &Arc<Self>, client: kube::Client) {
+        let node = self.node.clone();
+        let pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        spawn_watch(
+            self.clone(),
+            Api::<Pod>::all(client.clone()),
+            pods,
+            |s| &s.pods,
+            |p: Pod| PodFacts::from(&p),
+        );
+        let all = watcher::Config::default;
+        spawn_watch(
+            self.clone(),
+            Api::all(client.clone()),
+            all(),
+            |s| &s.bindings,
+            |b: AzureIdentityBinding| b,
+        );
+        spawn_watch(
+            self.clone(),
+            Api::all(client.clone()),
+            all(),
+            |s| &s.identities,
+            |i: AzureIdentity| i,
+        );
+        spawn_watch(
+            self.clone(),
+            Api::all(client.clone()),
+            all(),
+            |s| &s.exceptions,
+            |e: AzurePodIdentityException| e,
+        );
+        if self.mode == Mode::Standard {
+            let by_node = all().labels(&format!("{}={node}", api::v1::NODE_NAME_LABEL));
+            spawn_watch(
+                self.clone(),
+                Api::all(client),
+                by_node,
+                |s| &s.assigned,
+                |a: AzureAssignedIdentity| a,
+            );
+        }
+    }
+
+    /// Applies one pod as its watch would.
+    #[cfg(test)]
+    pub fn apply_pod(&self, pod: &Pod) {
+        self.pods.apply(key_of(pod), PodFacts::from(pod));
+        self.changed();
+    }
+}
+
+fn find_arc(map: &HashMap<Key, Arc<AzureIdentity>>, identity: &AzureIdentity) -> Option<Arc<AzureIdentity>> {
+    map.get(&key_of(identity)).cloned()
+}
+
+fn spawn_watch<K, T, S>(
+    state: Arc<State>,
+    api: Api<K>,
+    config: watcher::Config,
+    sink: fn(&State) -> &S,
+    convert: fn(K) -> T,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    T: Send + 'static,
+    S: Sink<T> + 'static,
+{
+    tokio::spawn(async move {
+        let kind = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        let mut buffer: Vec<(Key, T)> = Vec::new();
+        while let Some(event) = stream.next().await {
+            tracing::trace!(kind, event = ?event.as_ref().map(|e| match e {
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(key_of(o)),
+                _ => None,
+            }), "watch event");
+            match event {
+                Ok(watcher::Event::Apply(o)) => {
+                    let key = key_of(&o);
+                    sink(&state).apply(key, convert(o));
+                }
+                Ok(watcher::Event::Delete(o)) => sink(&state).delete(&key_of(&o)),
+                Ok(watcher::Event::Init) => {
+                    buffer.clear();
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(o)) => {
+                    buffer.push((key_of(&o), convert(o)));
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    sink(&state).replace(std::mem::take(&mut buffer));
+                    tracing::debug!(kind, "watch listed");
+                }
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying");
+                    continue;
+                }
+            }
+            state.changed();
+        }
+    });
+}
+
+/// Test support: builds state from plain objects, as if the watches had listed them.
+#[cfg(test)]
+impl State {
+    pub fn replace_all(
+        &self,
+        pods: Vec<Pod>,
+        bindings: Vec<AzureIdentityBinding>,
+        identities: Vec<AzureIdentity>,
+        exceptions: Vec<AzurePodIdentityException>,
+        assigned: Vec<AzureAssignedIdentity>,
+    ) {
+        self.pods
+            .replace(pods.iter().map(|p| (key_of(p), PodFacts::from(p))).collect());
+        self.bindings
+            .replace(bindings.into_iter().map(|o| (key_of(&o), o)).collect());
+        self.identities
+            .replace(identities.into_iter().map(|o| (key_of(&o), o)).collect());
+        self.exceptions
+            .replace(exceptions.into_iter().map(|o| (key_of(&o), o)).collect());
+        self.assigned
+            .replace(assigned.into_iter().map(|o| (key_of(&o), o)).collect());
+        self.changed();
+    }
+
+    /// Removes a pod as a watch would.
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        self.pods.delete(&(namespace.to_owned(), name.to_owned()));
+        self.changed();
+    }
+
+    /// Adds or replaces an AzureAssignedIdentity as a watch would.
+    pub fn apply_assigned(&self, aai: AzureAssignedIdentity) {
+        self.assigned.apply(key_of(&aai), aai);
+        self.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The `nmi` binary as a DaemonSet would run it (minus iptables, which `tests/netns.rs` covers):
+//! flags, probes, metrics, a token through the emulator's IMDS, the audit line, graceful shutdown.
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use azure_emulator::{Emulator, World};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use testbed::{ApiServer, Supervised};
+
+const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
+const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
+const SUB: &str = "11111111-2222-3333-4444-555555555555";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, v: Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(v).unwrap();
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+async fn eventually<F: Future<Output = bool>>(what: &str, nmi: &Supervised, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; NMI's log:\n{}",
+            nmi.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
+    let server = ApiServer::shared();
+    let (client, ns) = server.namespace("nmi-bin").await.unwrap();
+    let node = format!("node-{ns}");
+    let world = World::from_yaml(&format!(
+        r#"
+tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
+identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
+vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
+"#
+    ))
+    .unwrap();
+    let emulator = Emulator::start(world).await.unwrap();
+    let imds = emulator.imds_addr(&node).unwrap();
+    let (port, probe, metrics) = (free_port(), free_port(), free_port());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmi"));
+    cmd.args([
+        format!("--node={node}"),
+        format!("--nmi-port={port}"),
+        "--ops-listen-address=127.0.0.1".into(),
+        format!("--http-probe-port={probe}"),
+        format!("--prometheus-port={metrics}"),
+        format!("--metadata-ip={}", imds.ip()),
+        format!("--metadata-port={}", imds.port()),
+        "--operation-mode=managed".into(),
+        "--manage-iptables=false".into(),
+        "--log-format=json".into(),
+        format!("--kubeconfig={}", server.kubeconfig().display()),
+    ]);
+    let mut nmi = Supervised::spawn_with("nmi", &cmd, log.path()).unwrap();
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            match http.get(url).send().await {
+                Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(_) => None,
+            }
+        }
+    };
+    eventually("NMI is ready", &nmi, || async {
+        get(format!("http://127.0.0.1:{probe}/readyz")).await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    assert_eq!(
+        get(format!("http://127.0.0.1:{probe}/healthz")).await,
+        Some((200, "Active".into()))
+    );
+
+    create::<api::AzureIdentity>(
+        &client,
+        &ns,
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
+               "metadata": {"name": "app-identity"},
+               "spec": {"type": 0, "clientID": CLIENT, "resourceID": format!("/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")}}),
+    )
+    .await;
+    create::<api::AzureIdentityBinding>(
+        &client,
+        &ns,
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+               "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
+    )
+    .await;
+    create::<Pod>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "p", "labels": {"aadpodidbinding": "app"}},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "c"}]}}),
+    )
+    .await;
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.20.1"}})),
+        )
+        .await
+        .unwrap();
+
+    let pod_http = reqwest::Client::builder()
+        .local_address("127.0.20.1".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let url = format!(
+        "http://{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com/",
+        SocketAddr::from(([127, 0, 0, 1], port))
+    );
+    let probe_answer = pod_http.get(&url).send().await.unwrap();
+    assert_eq!(probe_answer.status(), 400, "the SDK probe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        let r = pod_http
+            .get(&url)
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no token: {}\n{}",
+            r.text().await.unwrap(),
+            nmi.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(token["client_id"], CLIENT);
+    let access_token = token["access_token"].as_str().unwrap().to_owned();
+
+    let text = get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        text.contains("aadpodidentity_nmi_tokens_issued_total{cache_hit=\"false\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aadpodidentity_imds_operations_duration_seconds_count{status_code=\"200\"} 1"),
+        "{text}"
+    );
+
+    let started = Instant::now();
+    nmi.stop(Duration::from_secs(10));
+    assert!(!nmi.is_running());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM stops NMI promptly"
+    );
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    let audit = logged
+        .lines()
+        .find(|l| l.contains("token issued"))
+        .unwrap_or_else(|| panic!("no audit line in:\n{logged}"));
+    for field in [
+        "\"pod\":\"p\"",
+        &format!("\"namespace\":\"{ns}\""),
+        "\"cache_hit\":false",
+        "127.0.20.1",
+    ] {
+        assert!(
+            audit.contains(field),
+            "{field} missing from the audit line {audit}"
+        );
+    }
+    assert!(
+        !logged.contains(&access_token),
+        "token text never reaches the log"
+    );
+    assert!(
+        logged.contains("iptables interception rules are left in place"),
+        "{logged}"
+    );
+}

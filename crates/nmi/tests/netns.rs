@@ -1,0 +1,543 @@
+//! Real interception, in network namespaces (needs root, `ip`, `iptables`, `socat`, `nsenter`,
+//! `curl`; `scripts/install-deps.sh` installs them, and the test fails, not skips, without them).
+//!
+//! A "node" namespace runs the `nmi` binary with its iptables rules; two "pod" namespaces, joined
+//! to it by veth pairs, hold the pods' IPs and route everything through the node. In the node
+//! namespace, 169.254.169.254:80 is the emulator's IMDS for the node (a socat forwarder back to the
+//! test's namespace, as is the apiserver), so without the rules a pod reaches IMDS directly, as on
+//! a real VM. The bound pod runs the seed's Python code (`ManagedIdentityCredential()` with no
+//! environment override, `BlobServiceClient` against Azurite, which checks the bearer token). The
+//! root namespace's netfilter rules and routes are never touched.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use azure_emulator::{Emulator, EndpointKind, World};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use testbed::{ApiServer, Supervised};
+
+const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
+const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
+const SUB: &str = "11111111-2222-3333-4444-555555555555";
+const TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com/";
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn require_prerequisites() {
+    let uid = ok("id", &["-u"]);
+    assert_eq!(uid.trim(), "0", "the network-namespace test needs root");
+    for tool in ["ip", "iptables", "iptables-restore", "socat", "nsenter", "curl"] {
+        assert!(
+            run("sh", &["-c", &format!("command -v {tool}")]).status.success(),
+            "{tool} is missing; run scripts/install-deps.sh as root"
+        );
+    }
+}
+
+/// Network namespaces, deleted (with their veths and rules) on drop, even when the test fails.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+fn ok_in(ns: &str, args: &[&str]) -> String {
+    let out = in_ns(ns, args);
+    assert!(
+        out.status.success(),
+        "`{}` in {ns} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Forwards `listen` in `ns` to `target` in the test's own namespace.
+fn forwarder(ns: &str, listen: &str, target: &str, log: &Path) -> Supervised {
+    let (ip, port) = listen.rsplit_once(':').unwrap();
+    let (tip, tport) = target.rsplit_once(':').unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns".to_owned(),
+        "exec".to_owned(),
+        ns.to_owned(),
+        "socat".to_owned(),
+        format!("TCP-LISTEN:{port},bind={ip},fork,reuseaddr"),
+        format!(
+            "SYSTEM:nsenter --net=/proc/{}/ns/net socat STDIO TCP4\\:{tip}\\:{tport}",
+            std::process::id()
+        ),
+    ]);
+    Supervised::spawn_with("forwarder", &cmd, log).unwrap()
+}
+
+/// A pod's request for a token, with curl: `Some((status, body))`, or `None` when nothing answered.
+fn curl_token(ns: &str) -> Option<(u16, String)> {
+    let out = in_ns(
+        ns,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Metadata: true",
+            TOKEN_URL,
+        ],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    Some((code.trim().parse().unwrap(), body.to_owned()))
+}
+
+/// The seed's Python code path: `ManagedIdentityCredential()` with no environment override.
+fn python_token(python: &Path, ns: &str) -> Output {
+    let code = "from azure.identity import ManagedIdentityCredential\n\
+                print(ManagedIdentityCredential().get_token('https://storage.azure.com/.default').token)";
+    let mut all: Vec<String> = ["netns", "exec", ns, "env", "-i", "PATH=/usr/bin:/bin"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    all.push(python.display().to_string());
+    all.extend(["-c".to_owned(), code.to_owned()]);
+    Command::new("ip").args(&all).output().unwrap()
+}
+
+/// The seed's application: reads and writes a blob in Azurite as the pod's own identity.
+fn python_blob(python: &Path, ns: &str, ca: &Path, account_url: &str) -> Output {
+    let code = "import sys\n\
+                from azure.identity import ManagedIdentityCredential\n\
+                from azure.storage.blob import BlobServiceClient\n\
+                svc = BlobServiceClient(account_url=sys.argv[1], credential=ManagedIdentityCredential())\n\
+                c = svc.get_container_client('seed')\n\
+                try:\n    c.create_container()\n\
+                except Exception as e:\n    \
+                if 'ContainerAlreadyExists' not in str(e): raise\n\
+                c.upload_blob('hello.txt', b'hello from the pod', overwrite=True)\n\
+                print(c.download_blob('hello.txt').readall().decode())";
+    Command::new("ip")
+        .args(["netns", "exec", ns, "env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(format!("REQUESTS_CA_BUNDLE={}", ca.display()))
+        .arg(python)
+        .args(["-c", code, account_url])
+        .output()
+        .unwrap()
+}
+
+fn script(name: &str, args: &[&str]) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/").to_owned() + name;
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(
+        out.status.success(),
+        "{path} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn oid(jwt: &str) -> String {
+    let payload = jwt.trim().split('.').nth(1).unwrap();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    claims["oid"].as_str().unwrap().to_owned()
+}
+
+fn chain(node: &str) -> (Vec<String>, Option<String>) {
+    let chain = in_ns(node, &["iptables", "-w", "-t", "nat", "-S", "aad-metadata"]);
+    let rules = String::from_utf8_lossy(&chain.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let pre = ok_in(node, &["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]);
+    (
+        rules,
+        pre.lines().find(|l| l.starts_with("-A ")).map(str::to_owned),
+    )
+}
+
+fn expected_chain() -> Vec<String> {
+    vec![
+        "-N aad-metadata".to_owned(),
+        "-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:2579".to_owned(),
+        "-A aad-metadata -j RETURN".to_owned(),
+    ]
+}
+
+fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn python() -> PathBuf {
+    PathBuf::from(script("python-venv.sh", &[]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interception_in_network_namespaces_is_fail_closed() {
+    require_prerequisites();
+    let python = python();
+    let server = ApiServer::shared();
+    let (client, ns) = server.namespace("nmi-netns").await.unwrap();
+    let node = format!("node-{ns}");
+    let emulator = Emulator::start(
+        World::from_yaml(&format!(
+            r#"
+tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
+identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
+vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
+"#
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let imds = emulator.imds_addr(&node).unwrap();
+    let imds_calls = || {
+        emulator
+            .admin()
+            .calls()
+            .iter()
+            .filter(|c| c.endpoint == EndpointKind::Imds)
+            .count()
+    };
+
+    // Namespaces and links.
+    let id = std::process::id() % 100_000;
+    let (nn, pa, pb) = (format!("nmi-n{id}"), format!("nmi-a{id}"), format!("nmi-b{id}"));
+    for n in [&nn, &pa, &pb] {
+        let _ = run("ip", &["netns", "del", n]);
+    }
+    let _namespaces = Namespaces(vec![nn.clone(), pa.clone(), pb.clone()]);
+    for n in [&nn, &pa, &pb] {
+        ok("ip", &["netns", "add", n]);
+        ok("ip", &["-n", n, "link", "set", "lo", "up"]);
+    }
+    for (pod_ns, subnet, tag) in [(&pa, "10.200.1", "a"), (&pb, "10.200.2", "b")] {
+        let (host_end, pod_end) = (format!("nmi{tag}h{id}"), format!("nmi{tag}p{id}"));
+        ok(
+            "ip",
+            &[
+                "-n", &nn, "link", "add", &host_end, "type", "veth", "peer", "name", &pod_end, "netns",
+                pod_ns,
+            ],
+        );
+        ok(
+            "ip",
+            &[
+                "-n",
+                &nn,
+                "addr",
+                "add",
+                &format!("{subnet}.1/24"),
+                "dev",
+                &host_end,
+            ],
+        );
+        ok("ip", &["-n", &nn, "link", "set", &host_end, "up"]);
+        ok(
+            "ip",
+            &[
+                "-n",
+                pod_ns,
+                "addr",
+                "add",
+                &format!("{subnet}.2/24"),
+                "dev",
+                &pod_end,
+            ],
+        );
+        ok("ip", &["-n", pod_ns, "link", "set", &pod_end, "up"]);
+        ok(
+            "ip",
+            &[
+                "-n",
+                pod_ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{subnet}.1"),
+            ],
+        );
+    }
+    ok(
+        "ip",
+        &["-n", &nn, "addr", "add", "169.254.169.254/32", "dev", "lo"],
+    );
+    // DNAT to 127.0.0.1 from PREROUTING needs route_localnet, as kube-proxy sets on real nodes.
+    ok_in(&nn, &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let _fwd_api = forwarder(
+        &nn,
+        &format!("127.0.0.1:{}", server.port()),
+        &format!("127.0.0.1:{}", server.port()),
+        &dir.path().join("fwd-api.log"),
+    );
+    let _fwd_imds = forwarder(
+        &nn,
+        "169.254.169.254:80",
+        &imds.to_string(),
+        &dir.path().join("fwd-imds.log"),
+    );
+
+    // Cluster objects: pod A bound, pod B not.
+    let create = |v: Value| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let kind = v["kind"].as_str().unwrap_or("Pod").to_owned();
+            match kind.as_str() {
+                "AzureIdentity" => {
+                    let o: api::AzureIdentity = serde_json::from_value(v).unwrap();
+                    Api::namespaced(client, &ns)
+                        .create(&PostParams::default(), &o)
+                        .await
+                        .map(|_| ())
+                }
+                "AzureIdentityBinding" => {
+                    let o: api::AzureIdentityBinding = serde_json::from_value(v).unwrap();
+                    Api::namespaced(client, &ns)
+                        .create(&PostParams::default(), &o)
+                        .await
+                        .map(|_| ())
+                }
+                _ => {
+                    let o: Pod = serde_json::from_value(v).unwrap();
+                    Api::namespaced(client, &ns)
+                        .create(&PostParams::default(), &o)
+                        .await
+                        .map(|_| ())
+                }
+            }
+            .unwrap()
+        }
+    };
+    create(json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
+        "metadata": {"name": "app-identity"},
+        "spec": {"type": 0, "clientID": CLIENT, "resourceID": format!("/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")}}))
+    .await;
+    create(
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+        "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
+    )
+    .await;
+    for (name, ip, labels) in [
+        ("a", "10.200.1.2", json!({"aadpodidbinding": "app"})),
+        ("b", "10.200.2.2", json!({})),
+    ] {
+        create(
+            json!({"kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "c"}]}}),
+        )
+        .await;
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    // Without rules the pod reaches IMDS directly, so what follows is the rules' doing.
+    let before = imds_calls();
+    let direct = curl_token(&pa).expect("without the rules a pod reaches IMDS");
+    assert_eq!(direct.0, 200, "{direct:?}");
+    assert_eq!(imds_calls(), before + 1);
+
+    // NMI in the node namespace.
+    let nmi_log = dir.path().join("nmi.log");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &nn, env!("CARGO_BIN_EXE_nmi")]).args([
+        format!("--node={node}"),
+        format!("--kubeconfig={}", server.kubeconfig().display()),
+        "--operation-mode=managed".into(),
+        "--ops-listen-address=127.0.0.1".into(),
+        "--ipt-update-interval-sec=1".into(),
+    ]);
+    let mut nmi = Supervised::spawn_with("nmi", &cmd, &nmi_log).unwrap();
+    let log = || std::fs::read_to_string(&nmi_log).unwrap_or_default();
+    wait(
+        "NMI is ready (rules in place, watches synced)",
+        30,
+        || {
+            in_ns(
+                &nn,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1:8085/readyz",
+                ],
+            )
+            .stdout
+                == b"200"
+        },
+        log,
+    );
+    assert_eq!(
+        chain(&nn),
+        (expected_chain(), Some("-A PREROUTING -j aad-metadata".to_owned()))
+    );
+
+    // The bound pod's SDK gets its own identity's token through NMI; the unbound pod is refused.
+    let before = imds_calls();
+    let sdk = python_token(&python, &pa);
+    assert!(
+        sdk.status.success(),
+        "the SDK failed: {}\n{}",
+        String::from_utf8_lossy(&sdk.stderr),
+        log()
+    );
+    assert_eq!(oid(&String::from_utf8_lossy(&sdk.stdout)), PRINCIPAL);
+    let refused = curl_token(&pb).expect("NMI answers the unbound pod");
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(!refused.1.contains("access_token"));
+    let sdk = python_token(&python, &pb);
+    assert!(!sdk.status.success(), "the unbound pod's SDK must fail");
+    assert_eq!(
+        imds_calls(),
+        before + 1,
+        "only NMI's one call for the bound pod reached IMDS"
+    );
+
+    // The seed's code: a blob in Azurite (which checks the bearer token), read with the pod's own
+    // identity. (The unbound pod's SDK was refused its token above; its storage client would only
+    // add a minute and a half of retries.)
+    script("azurite.sh", &["install"]);
+    let (cert, key) = emulator
+        .issue_server_cert(&[], &["10.200.1.1".parse().unwrap()])
+        .unwrap();
+    std::fs::write(dir.path().join("azurite.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("azurite.key"), key).unwrap();
+    std::fs::create_dir_all(dir.path().join("azurite")).unwrap();
+    let azurite_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let azurite_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/azurite.sh");
+    let mut azurite_cmd = Command::new(azurite_script);
+    azurite_cmd.args([
+        "run".to_owned(),
+        dir.path().join("azurite").display().to_string(),
+        azurite_port.to_string(),
+        dir.path().join("azurite.crt").display().to_string(),
+        dir.path().join("azurite.key").display().to_string(),
+    ]);
+    let mut azurite =
+        Supervised::spawn_with("azurite", &azurite_cmd, &dir.path().join("azurite.log")).unwrap();
+    wait(
+        "Azurite listens",
+        60,
+        || std::net::TcpStream::connect(("127.0.0.1", azurite_port)).is_ok(),
+        || azurite.log_tail(),
+    );
+    let _fwd_azurite = forwarder(
+        &nn,
+        "10.200.1.1:10000",
+        &format!("127.0.0.1:{azurite_port}"),
+        &dir.path().join("fwd-azurite.log"),
+    );
+    let ca = emulator.ca_cert_path().unwrap().to_path_buf();
+    let account = "https://10.200.1.1:10000/devstoreaccount1";
+    let blob = python_blob(&python, &pa, &ca, account);
+    assert!(
+        blob.status.success(),
+        "the seed's blob read failed: {}\n{}",
+        String::from_utf8_lossy(&blob.stderr),
+        log()
+    );
+    assert_eq!(String::from_utf8_lossy(&blob.stdout).trim(), "hello from the pod");
+    azurite.stop(Duration::from_secs(5));
+
+    // Tampering is repaired.
+    ok_in(&nn, &["iptables", "-w", "-t", "nat", "-F", "aad-metadata"]);
+    ok_in(
+        &nn,
+        &[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-D",
+            "PREROUTING",
+            "-j",
+            "aad-metadata",
+        ],
+    );
+    wait(
+        "NMI repairs its rules",
+        10,
+        || chain(&nn) == (expected_chain(), Some("-A PREROUTING -j aad-metadata".to_owned())),
+        log,
+    );
+
+    // NMI stops: the rules stay, and the pod can reach neither NMI nor IMDS.
+    nmi.stop(Duration::from_secs(10));
+    assert!(!nmi.is_running());
+    assert_eq!(chain(&nn).0, expected_chain(), "the rules outlive NMI");
+    let before = imds_calls();
+    assert_eq!(curl_token(&pa), None, "with NMI stopped nothing answers the pod");
+    assert_eq!(imds_calls(), before, "and IMDS saw nothing");
+
+    // `nmi cleanup` (uninstall) removes them; then IMDS is reachable again.
+    ok_in(&nn, &[env!("CARGO_BIN_EXE_nmi"), "cleanup"]);
+    assert_eq!(chain(&nn), (vec![], None));
+    assert_eq!(curl_token(&pa).map(|r| r.0), Some(200));
+}

@@ -1,0 +1,435 @@
+#!/usr/bin/env bash
+# The pod-identity sandbox: a whole cluster on one machine, in network namespaces of its own.
+#
+#   scripts/sandbox.sh up        build what is missing, start everything (idempotent)
+#   scripts/sandbox.sh down      stop every process, remove every namespace and the state dir
+#   scripts/sandbox.sh status    what runs
+#   scripts/sandbox.sh kubectl … kubectl against the sandbox's kube-apiserver
+#   scripts/sandbox.sh pod run [--namespace NS] --name NAME --node NODE [--label K=V]… -- CMD…
+#                                run CMD in a sandbox pod (see README "Run your own code")
+#   scripts/sandbox.sh demo      the seed walkthrough, step by step (make demo)
+#
+# Topology (nothing touches the root namespace's routes or netfilter rules):
+#   pi-hub   a bridge joining the others
+#   pi-cp    10.250.0.2: etcd, kube-apiserver, the Azure emulator (ARM, Entra, one IMDS per
+#            VM instance), Azurite (https, --oauth basic), MIC
+#   pi-node-a-0, pi-node-a-1 (scale set ss-a), pi-node-c-0 (VM vm-c): 10.250.0.1x, each with
+#            its NMI and its iptables rules; pods' traffic to 169.254.169.254 is DNATed to NMI
+#   pi-p-…   one namespace per pod, 10.244.<node>.<n>, routed through its node's namespace
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${POD_IDENTITY_SANDBOX:-/tmp/pod-identity-sandbox}
+CACHE=${POD_IDENTITY_CACHE:-$HOME/.cache/pod-identity}
+CP_IP=10.250.0.2
+SUB=0b1f6471-1bf0-4dda-aec3-cb9272f09590
+TENANT=72f988bf-86f1-41af-91ab-2d7cd011db47
+MIC_CLIENT_ID=5c8f2a10-0000-4000-8000-00000000000a
+NODES=(a-0 a-1 c-0)
+declare -A NODE_IP=([a-0]=10.250.0.11 [a-1]=10.250.0.12 [c-0]=10.250.0.13)
+declare -A NODE_NET=([a-0]=1 [a-1]=2 [c-0]=3)
+declare -A NODE_IMDS=([a-0]=18001 [a-1]=18002 [c-0]=18003)
+declare -A NODE_PROVIDER=(
+  [a-0]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachineScaleSets/ss-a/virtualMachines/0"
+  [a-1]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachineScaleSets/ss-a/virtualMachines/1"
+  [c-0]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachines/vm-c"
+)
+ARM_PORT=8443
+ENTRA_PORT=8444
+ADMIN_PORT=8090
+AZURITE_PORT=10000
+
+log() { printf '[sandbox] %s\n' "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "the sandbox creates network namespaces and iptables rules inside them: run as root"
+  for c in ip iptables openssl python3 curl; do
+    command -v "$c" >/dev/null 2>&1 || die "$c is missing (make deps installs it)"
+  done
+}
+
+# ---------------------------------------------------------------------------- build
+build() {
+  log "building mic, nmi and azure-emulator (release; the first build takes minutes)..."
+  (cd "$ROOT" && cargo build --release --locked -p mic -p nmi -p azure-emulator >&2)
+  BIN="$ROOT/target/release"
+  eval "$("$ROOT/scripts/testbin.sh" kube-apiserver etcd kubectl)"
+  PY=$("$ROOT/scripts/python-venv.sh" | tail -n 1)
+  [ -x "$PY" ] || die "the Python venv is missing ($PY)"
+  AZURITE_BIN=$("$ROOT/scripts/azurite.sh" install | sed -n 's/^AZURITE=//p')
+  cat > "$STATE/env" <<EOF
+BIN=$BIN
+KUBE_APISERVER=$KUBE_APISERVER
+ETCD=$ETCD
+KUBECTL=$KUBECTL
+PY=$PY
+AZURITE_BIN=$AZURITE_BIN
+EOF
+}
+
+load_env() {
+  [ -f "$STATE/env" ] || die "the sandbox is not up: run 'make up'"
+  # shellcheck disable=SC1091
+  . "$STATE/env"
+}
+
+# ---------------------------------------------------------------------------- processes
+# start NAME NETNS CMD… : runs CMD in NETNS in the background, its log in $STATE/logs/NAME.log
+start() {
+  local name=$1 ns=$2; shift 2
+  mkdir -p "$STATE/logs" "$STATE/pids"
+  nohup ip netns exec "$ns" "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name"
+}
+
+alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+
+wait_for() { # wait_for WHAT SECONDS CMD…
+  local what=$1 secs=$2; shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || { log "$what did not come up in ${secs}s"; return 1; }
+    sleep 0.3
+  done
+}
+
+stop_all() {
+  [ -d "$STATE/pids" ] || return 0
+  local f pid
+  for f in "$STATE"/pids/*; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for f in "$STATE"/pids/*; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+# ---------------------------------------------------------------------------- network
+veth_to_hub() { # veth_to_hub NETNS SHORTNAME IP
+  local ns=$1 short=$2 addr=$3
+  ip link add "h-$short" type veth peer name "e-$short"
+  ip link set "h-$short" netns pi-hub
+  ip link set "e-$short" netns "$ns"
+  nsx pi-hub ip link set "h-$short" master br0 up
+  nsx "$ns" ip link set "e-$short" name eth0
+  nsx "$ns" ip addr add "$addr/24" dev eth0
+  nsx "$ns" ip link set eth0 up
+  nsx "$ns" ip link set lo up
+}
+
+network_up() {
+  ip netns add pi-hub
+  nsx pi-hub ip link add br0 type bridge
+  nsx pi-hub ip link set br0 up
+  nsx pi-hub ip link set lo up
+  ip netns add pi-cp
+  veth_to_hub pi-cp cp "$CP_IP"
+  local n
+  for n in "${NODES[@]}"; do
+    ip netns add "pi-node-$n"
+    veth_to_hub "pi-node-$n" "$n" "${NODE_IP[$n]}"
+    nsx "pi-node-$n" sysctl -qw net.ipv4.ip_forward=1
+    # NMI listens on 127.0.0.1: DNAT from PREROUTING to loopback needs route_localnet.
+    nsx "pi-node-$n" sysctl -qw net.ipv4.conf.all.route_localnet=1
+    # Pods reach the control plane (Azurite) through their node, as through a CNI's SNAT.
+    nsx "pi-node-$n" iptables -t nat -A POSTROUTING -s "10.244.${NODE_NET[$n]}.0/24" -o eth0 -j MASQUERADE
+  done
+}
+
+network_down() {
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^pi-' || true); do
+    # Processes still inside keep a namespace alive: end them first.
+    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+}
+
+# ---------------------------------------------------------------------------- certificates
+pki() {
+  local d="$STATE/pki"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
+      -days 30 -subj "/CN=pod-identity sandbox CA" >/dev/null 2>&1
+    issue() { # issue NAME SUBJECT SAN EKU
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" >/dev/null 2>&1
+      printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$3" "$4" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 30 \
+        -extfile "$1.ext" >/dev/null 2>&1
+    }
+    issue apiserver "/CN=kube-apiserver" "IP:$CP_IP,IP:127.0.0.1,DNS:localhost" serverAuth
+    issue admin "/O=system:masters/CN=sandbox-admin" "DNS:sandbox-admin" clientAuth
+    issue azurite "/CN=azurite" "IP:$CP_IP,IP:127.0.0.1,DNS:localhost" serverAuth
+    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
+    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+kubeconfig() { # kubeconfig SERVER_IP FILE
+  cat >"$2" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster:
+    server: https://$1:6443
+    certificate-authority-data: $(base64 -w0 "$STATE/pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 "$STATE/pki/admin.crt")
+    client-key-data: $(base64 -w0 "$STATE/pki/admin.key")
+contexts:
+- name: sandbox
+  context: {cluster: sandbox, user: admin}
+current-context: sandbox
+EOF
+}
+
+# ---------------------------------------------------------------------------- services
+world() {
+  cat >"$STATE/world.yaml" <<EOF
+# The sandbox's Azure: one subscription, a scale set of two instances and a VM.
+tenant_id: $TENANT
+location: westeurope
+allow_non_loopback: true
+subscriptions:
+  - id: $SUB
+    resource_groups: [mc-sandbox, myresourcegroup]
+vms:
+  - {name: vm-c, resource_group: mc-sandbox, node: c-0, system_assigned: true, imds: "$CP_IP:${NODE_IMDS[c-0]}"}
+vmss:
+  - name: ss-a
+    resource_group: mc-sandbox
+    system_assigned: true
+    instances:
+      - {name: ss-a_0, node: a-0, imds: "$CP_IP:${NODE_IMDS[a-0]}"}
+      - {name: ss-a_1, node: a-1, imds: "$CP_IP:${NODE_IMDS[a-1]}"}
+service_principals:
+  # The cluster's service principal, as in the seed: MIC acts with it.
+  - {name: aks-cluster-sp, client_id: $MIC_CLIENT_ID, client_secret: sandbox-cluster-secret}
+arm: {listen: "$CP_IP:$ARM_PORT"}
+entra: {listen: "$CP_IP:$ENTRA_PORT"}
+admin: {listen: "127.0.0.1:$ADMIN_PORT"}
+tls: {enabled: true, dir: "$STATE/emulator-tls"}
+EOF
+}
+
+kctl() { nsx pi-cp "$KUBECTL" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+up() {
+  need_root
+  if [ -f "$STATE/up" ] && alive kube-apiserver && alive mic; then
+    log "already up"
+    usage_hint
+    return 0
+  fi
+  down quiet
+  mkdir -p "$STATE"
+  local t0=$SECONDS
+  build
+  load_env
+  log "creating network namespaces..."
+  network_up
+  pki
+  kubeconfig 127.0.0.1 "$STATE/kubeconfig"
+  kubeconfig "$CP_IP" "$STATE/kubeconfig-nodes"
+
+  log "starting etcd and kube-apiserver..."
+  start etcd pi-cp "$ETCD" --data-dir="$STATE/etcd" --listen-client-urls=http://127.0.0.1:2379 \
+    --advertise-client-urls=http://127.0.0.1:2379 --listen-peer-urls=http://127.0.0.1:2380 \
+    --listen-metrics-urls= --unsafe-no-fsync=true --log-level=warn
+  wait_for etcd 30 nsx pi-cp curl -sf http://127.0.0.1:2379/health
+  start kube-apiserver pi-cp "$KUBE_APISERVER" --etcd-servers=http://127.0.0.1:2379 --secure-port=6443 \
+    --bind-address=0.0.0.0 --advertise-address="$CP_IP" \
+    --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
+    --client-ca-file="$STATE/pki/ca.crt" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/pki/sa.pub" \
+    --service-account-signing-key-file="$STATE/pki/sa.key" --service-cluster-ip-range=10.96.0.0/24 \
+    --allow-privileged=true --disable-admission-plugins=ServiceAccount --cert-dir="$STATE/pki/apiserver-certs"
+  wait_for kube-apiserver 90 nsx pi-cp curl -sf --cacert "$STATE/pki/ca.crt" https://127.0.0.1:6443/readyz
+  kctl apply -f "$ROOT/deploy/crds/aadpodidentity.k8s.io.yaml" >/dev/null
+  kctl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+
+  log "starting the Azure emulator and Azurite..."
+  world
+  start azure-emulator pi-cp "$BIN/azure-emulator" --config "$STATE/world.yaml"
+  wait_for azure-emulator 30 test -s "$STATE/emulator-tls/ca.pem"
+  wait_for azure-emulator 30 nsx pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/nodes"
+  mkdir -p "$STATE/azurite"
+  start azurite pi-cp "$AZURITE_BIN" --blobHost "$CP_IP" --blobPort "$AZURITE_PORT" --location "$STATE/azurite" \
+    --silent --skipApiVersionCheck --disableTelemetry --oauth basic --loose \
+    --cert "$STATE/pki/azurite.crt" --key "$STATE/pki/azurite.key"
+  wait_for azurite 60 nsx pi-cp curl -s --cacert "$STATE/pki/ca.crt" -o /dev/null "https://$CP_IP:$AZURITE_PORT/devstoreaccount1?comp=list"
+  seed_blob
+
+  log "registering nodes..."
+  local n
+  for n in "${NODES[@]}"; do
+    kctl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $n
+  labels: {kubernetes.io/hostname: $n, kubernetes.io/os: linux}
+spec:
+  providerID: ${NODE_PROVIDER[$n]}
+EOF
+    kctl patch node "$n" --subresource=status --type=merge -p \
+      "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"${NODE_IP[$n]}\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"Sandbox\",\"message\":\"a network namespace\"}]}}" >/dev/null
+  done
+
+  log "starting MIC..."
+  cat >"$STATE/azure.json" <<EOF
+{"cloud": "AzurePublicCloud", "tenantId": "$TENANT", "subscriptionId": "$SUB", "resourceGroup": "mc-sandbox",
+ "aadClientId": "$MIC_CLIENT_ID", "aadClientSecret": "sandbox-cluster-secret", "useManagedIdentityExtension": false, "vmType": "vmss"}
+EOF
+  start mic pi-cp env MIC_POD_NAMESPACE=default "$BIN/mic" --kubeconfig "$STATE/kubeconfig" \
+    --cloudconfig "$STATE/azure.json" --arm-endpoint "https://$CP_IP:$ARM_PORT" \
+    --aad-endpoint "https://$CP_IP:$ENTRA_PORT" --ca-file "$STATE/emulator-tls/ca.pem" \
+    --leader-election-instance mic-0 --arm-poll-interval 500ms
+  wait_for mic 60 nsx pi-cp curl -sf http://127.0.0.1:8080/readyz
+
+  log "starting one NMI per node..."
+  for n in "${NODES[@]}"; do
+    start "nmi-$n" "pi-node-$n" "$BIN/nmi" --node "$n" --kubeconfig "$STATE/kubeconfig-nodes" \
+      --metadata-ip "$CP_IP" --metadata-port "${NODE_IMDS[$n]}" \
+      --entra-endpoint "https://$CP_IP:$ENTRA_PORT/" --entra-ca-file "$STATE/emulator-tls/ca.pem"
+  done
+  for n in "${NODES[@]}"; do
+    wait_for "nmi-$n" 60 nsx "pi-node-$n" curl -sf http://127.0.0.1:8085/readyz
+  done
+  touch "$STATE/up"
+  log "up in $((SECONDS - t0))s"
+  usage_hint
+}
+
+seed_blob() {
+  # The blob the demo's pod reads, written with the storage account key (Azurite's well-known one).
+  nsx pi-cp env REQUESTS_CA_BUNDLE="$STATE/pki/ca.crt" "$PY" - <<EOF
+from azure.storage.blob import BlobServiceClient
+key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+svc = BlobServiceClient("https://$CP_IP:$AZURITE_PORT/devstoreaccount1", credential={"account_name": "devstoreaccount1", "account_key": key})
+c = svc.get_container_client("demo")
+if not c.exists():
+    c.create_container()
+c.upload_blob("hello.txt", b"Hello from Azurite, read with this pod's own identity!\n", overwrite=True)
+EOF
+}
+
+usage_hint() {
+  cat >&2 <<EOF
+
+The sandbox is up. Use kubectl through the wrapper:
+  scripts/sandbox.sh kubectl get nodes,azureidentities,azureassignedidentities -A
+Run your own code in a pod (it can call 169.254.169.254 like any pod on AKS):
+  scripts/sandbox.sh pod run --namespace default --name my-pod --node a-0 --label aadpodidbinding=<selector> -- \\
+      $CACHE/venv/bin/python my_script.py
+Logs: $STATE/logs/   Stop it all: make down
+EOF
+}
+
+down() {
+  local quiet=${1:-}
+  stop_all
+  network_down
+  rm -rf "$STATE"
+  [ -n "$quiet" ] || log "down: no sandbox process, namespace or state left"
+}
+
+status() {
+  local f
+  for f in "$STATE"/pids/*; do
+    [ -e "$f" ] || { log "nothing runs"; return 0; }
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "running  $(basename "$f")"; else echo "stopped  $(basename "$f")"; fi
+  done
+  ip netns list | grep '^pi-' || true
+}
+
+# ---------------------------------------------------------------------------- pods
+# pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--host-network] -- CMD…
+pod_run() {
+  need_root
+  load_env
+  local ns=default name="" node="" labels=() cmd=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --namespace) ns=$2; shift 2 ;;
+      --name) name=$2; shift 2 ;;
+      --node) node=$2; shift 2 ;;
+      --label) labels+=("$2"); shift 2 ;;
+      --) shift; cmd=("$@"); break ;;
+      *) die "pod run: unknown argument $1" ;;
+    esac
+  done
+  [ -n "$name" ] && [ -n "$node" ] && [ ${#cmd[@]} -gt 0 ] || die "usage: pod run [--namespace NS] --name NAME --node NODE [--label K=V]... -- CMD..."
+  [ -n "${NODE_NET[$node]:-}" ] || die "unknown node $node (nodes: ${NODES[*]})"
+  local label_json="" kv
+  for kv in "${labels[@]}"; do label_json+="\"${kv%%=*}\": \"${kv#*=}\","; done
+  label_json="{${label_json%,}}"
+  kctl get namespace "$ns" >/dev/null 2>&1 || kctl create namespace "$ns" >/dev/null
+
+  # An address on the node's pod network, never reused while a pod holds it.
+  mkdir -p "$STATE/ipam"
+  local i ip=""
+  for i in $(seq 10 250); do
+    if mkdir "$STATE/ipam/$node-$i" 2>/dev/null; then ip="10.244.${NODE_NET[$node]}.$i"; break; fi
+  done
+  [ -n "$ip" ] || die "no free pod address on $node"
+  local pns="pi-p-${node}-$i" vh="v-${node}-$i"
+  # The EXIT trap runs after this function has returned: it gets its values baked in.
+  # shellcheck disable=SC2064
+  trap "$(declare -f nsx kctl); \
+    kctl delete pod -n '$ns' '$name' --grace-period=0 --force --wait=false >/dev/null 2>&1 || true; \
+    nsx 'pi-node-$node' ip link del '$vh' 2>/dev/null || true; \
+    ip netns delete '$pns' 2>/dev/null || true; \
+    rmdir '$STATE/ipam/$node-$i' 2>/dev/null || true" EXIT
+
+  kctl apply -f - >/dev/null <<EOF
+{"apiVersion": "v1", "kind": "Pod",
+ "metadata": {"name": "$name", "namespace": "$ns", "labels": $label_json},
+ "spec": {"nodeName": "$node", "containers": [{"name": "main", "image": "sandbox/process"}]}}
+EOF
+  ip netns add "$pns"
+  ip link add "$vh" type veth peer name "pe-$node-$i"
+  ip link set "$vh" netns "pi-node-$node"
+  ip link set "pe-$node-$i" netns "$pns"
+  nsx "$pns" ip link set "pe-$node-$i" name eth0
+  nsx "$pns" ip link set lo up
+  nsx "$pns" ip addr add "$ip/32" dev eth0
+  nsx "$pns" ip link set eth0 up
+  nsx "$pns" ip route add "10.244.${NODE_NET[$node]}.1" dev eth0
+  nsx "$pns" ip route add default via "10.244.${NODE_NET[$node]}.1"
+  nsx "pi-node-$node" ip addr add "10.244.${NODE_NET[$node]}.1/32" dev "$vh" 2>/dev/null || true
+  nsx "pi-node-$node" ip link set "$vh" up
+  nsx "pi-node-$node" sysctl -qw "net.ipv4.conf.$vh.route_localnet=1"
+  nsx "pi-node-$node" ip route add "$ip/32" dev "$vh"
+  kctl patch pod -n "$ns" "$name" --subresource=status --type=merge -p \
+    "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$ip\",\"podIPs\":[{\"ip\":\"$ip\"}],\"hostIP\":\"${NODE_IP[$node]}\"}}" >/dev/null
+
+  local rc=0
+  nsx "$pns" env REQUESTS_CA_BUNDLE="$STATE/pki/ca.crt" SSL_CERT_FILE="$STATE/pki/ca.crt" \
+    STORAGE_ACCOUNT_URL="https://$CP_IP:$AZURITE_PORT/devstoreaccount1" POD_NAME="$name" POD_NAMESPACE="$ns" \
+    "${cmd[@]}" || rc=$?
+  return $rc
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  kubectl) shift; load_env; kctl "$@" ;;
+  pod) shift; [ "${1:-}" = run ] || die "usage: pod run …"; shift; pod_run "$@" ;;
+  demo) shift; exec "$ROOT/scripts/demo.sh" "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
