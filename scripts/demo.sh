@@ -48,7 +48,18 @@ echo "(The sandbox has no kubelet: MIC and NMI run as processes in its namespace
 begin "Step 2: az identity create -g $RG -n $IDENTITY (in the emulator) and grant it Storage Blob Data Reader"
 created=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:8090/admin/identities" \
   -H 'content-type: application/json' -d "{\"name\":\"$IDENTITY\",\"resource_group\":\"$RG\"}" || true)
-echo "$created" | "$PYTHON" -m json.tool 2>/dev/null || echo "$created"
+# What `az identity create` prints: the ARM resource, in the CLI's flattened shape.
+echo "$created" | "$PYTHON" -c '
+import json, sys
+r = json.load(sys.stdin)
+az = {
+    "clientId": r["clientId"],
+    "clientSecretUrl": "https://control-%s.identity.azure.net%s/credentials?tid=%s&oid=%s&aid=%s"
+        % (r["location"], r["id"], r["tenantId"], r["principalId"], r["clientId"]),
+    "id": r["id"], "location": r["location"], "name": r["name"], "principalId": r["principalId"],
+    "resourceGroup": r["resourceGroup"], "tags": r["tags"], "tenantId": r["tenantId"], "type": r["type"],
+}
+print(json.dumps(az, indent=2))' 2>/dev/null || echo "$created"
 CLIENT_ID=$(echo "$created" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' 2>/dev/null || true)
 RESOURCE_ID=$(echo "$created" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null || true)
 PRINCIPAL_ID=$(echo "$created" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["principalId"])' 2>/dev/null || true)

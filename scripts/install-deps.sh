@@ -16,6 +16,9 @@ declare -A NEED=(
   [iptables-restore]=iptables
   [socat]=socat
   [nsenter]=util-linux
+  # the sandbox (scripts/sandbox.sh): namespaces and veths, its PKI
+  [ip]=iproute2
+  [openssl]=openssl
 )
 
 missing=()

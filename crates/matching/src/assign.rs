@@ -106,8 +106,38 @@ impl Desired<'_> {
     }
 }
 
+/// Whether a text is a user-assigned identity's ARM resource id (case-insensitive), the check
+/// upstream's MIC made before assigning.
+pub fn is_user_assigned_identity_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('/').collect();
+    let eq = |i: usize, want: &str| parts.get(i).is_some_and(|p| p.eq_ignore_ascii_case(want));
+    parts.len() == 9
+        && parts[0].is_empty()
+        && eq(1, "subscriptions")
+        && eq(3, "resourcegroups")
+        && eq(5, "providers")
+        && eq(6, "Microsoft.ManagedIdentity")
+        && eq(7, "userAssignedIdentities")
+        && [2, 4, 8].iter().all(|i| !parts[*i].is_empty())
+}
+
+/// Whether MIC can act on an identity at all: a known type, and for type 0 a well-formed
+/// resource id. The CRD's validation refuses others, but objects stored before it (or under
+/// upstream's CRDs) may still be around; like upstream, MIC skips them.
+pub fn is_usable(identity: &AzureIdentity) -> bool {
+    match identity.spec.identity_type() {
+        Ok(IdentityType::UserAssignedMsi) => identity
+            .spec
+            .resource_id()
+            .is_some_and(is_user_assigned_identity_id),
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 /// Every assignment the cluster's pods need. Pods without a node, host-network pods and
-/// finished pods (`Succeeded`, `Failed`: they can ask for no token) need none.
+/// finished pods (`Succeeded`, `Failed`: they can ask for no token) need none, and neither do
+/// unusable identities ([`is_usable`]).
 pub fn desired<'a>(
     policy: &Policy,
     pods: impl IntoIterator<Item = &'a PodFacts>,
@@ -122,7 +152,10 @@ pub fn desired<'a>(
         if pod.host_network || matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
             continue;
         }
-        for c in candidates(policy, pod, bindings, identities) {
+        for c in candidates(policy, pod, bindings, identities)
+            .into_iter()
+            .filter(|c| is_usable(c.identity))
+        {
             let identity_name = c.identity.metadata.name.as_deref().unwrap_or_default();
             out.push(Desired {
                 name: AzureAssignedIdentity::object_name(&pod.name, &pod.namespace, identity_name),

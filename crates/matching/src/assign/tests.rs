@@ -188,3 +188,31 @@ fn identities_are_removed_only_when_released_unused_and_unprotected() {
     );
     assert!(target_change(&set(&["a"]), &set(&[]), &set(&["a"]), &set(&[])).is_empty());
 }
+
+#[test]
+fn unusable_identities_get_no_assignment() {
+    let mut bad_id = identity("ns", "bad", A);
+    bad_id.spec.resource_id =
+        Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm".into());
+    let mut no_id = identity("ns", "none", A);
+    no_id.spec.resource_id = None;
+    let mut odd_type = identity("ns", "odd", A);
+    odd_type.spec.type_ = Some(7);
+    let ids = [bad_id, no_id, odd_type, identity("ns", "good", A)];
+    let bindings: Vec<_> = ["bad", "none", "odd", "good"]
+        .iter()
+        .map(|n| binding("ns", &format!("b-{n}"), n, "app", 1))
+        .collect();
+    let pods = [on("n1", pod("ns", "web", Some("app")))];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    assert_eq!(
+        d.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["web-ns-good"]
+    );
+    assert!(is_user_assigned_identity_id(
+        "/subscriptions/S/resourcegroups/RG/providers/microsoft.managedidentity/userassignedidentities/x"
+    ));
+    assert!(!is_user_assigned_identity_id(
+        "/subscriptions//resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x"
+    ));
+}
