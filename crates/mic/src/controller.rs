@@ -17,7 +17,7 @@ use std::{
 };
 
 use api::{
-    AssignmentState, AzureAssignedIdentity, AzureAssignedIdentitySpec, AzureIdentity, AzureIdentityBinding,
+    AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding,
     v1::{ASSIGNED_IDENTITY_FINALIZER, BINDING_LABEL, NODE_NAME_LABEL},
 };
 use futures_util::{StreamExt, stream};
@@ -509,14 +509,7 @@ impl Write<'_> {
     async fn apply(&self, shared: &Shared) -> Result<(), kube::Error> {
         let (Self::Create(d) | Self::Update(d)) = self;
         let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), &d.namespace);
-        let spec = AzureAssignedIdentitySpec {
-            azure_identity_ref: Some(d.identity.clone()),
-            azure_binding_ref: Some(d.binding.clone()),
-            pod: d.pod.name.clone(),
-            pod_namespace: d.pod.namespace.clone(),
-            node_name: d.node.to_owned(),
-            replicas: None,
-        };
+        let spec = d.spec();
         match self {
             Self::Create(_) => {
                 let obj = AzureAssignedIdentity {
@@ -805,6 +798,7 @@ async fn report_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::AzureAssignedIdentitySpec;
 
     #[test]
     fn arm_identity_only_for_user_assigned_identities() {

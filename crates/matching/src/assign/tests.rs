@@ -81,17 +81,7 @@ impl<T> Tap for T {
 }
 
 fn recorded(d: &Desired<'_>, state: Option<api::AssignmentState>) -> AzureAssignedIdentity {
-    let mut a = AzureAssignedIdentity::new(
-        &d.name,
-        api::AzureAssignedIdentitySpec {
-            azure_identity_ref: Some(d.identity.clone()),
-            azure_binding_ref: Some(d.binding.clone()),
-            pod: d.pod.name.clone(),
-            pod_namespace: d.pod.namespace.clone(),
-            node_name: d.node.to_owned(),
-            replicas: None,
-        },
-    );
+    let mut a = AzureAssignedIdentity::new(&d.name, d.spec());
     a.metadata.namespace = Some(d.namespace.clone());
     a.status = state.map(|s| api::AzureAssignedIdentityStatus {
         status: Some(s),
