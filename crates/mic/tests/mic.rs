@@ -489,3 +489,37 @@ async fn mic_rides_out_an_apiserver_outage() {
     assert_eq!(c.arm_writes(), want, "only the new VM was patched");
     c.stop_mic().await;
 }
+
+/// etcd restarts under a running apiserver: MIC's writes fail meanwhile and are retried;
+/// nothing is lost and a new pod is served afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mic_rides_out_an_etcd_restart() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("etcd").await;
+    c.identity("etcd", "id1", 1).await;
+    c.binding("etcd", "b", "id1", "app").await;
+    c.start_mic(settings()).await;
+    c.pod("etcd", "before", "b-0", Some("app")).await;
+    c.wait_assigned(&[("before-etcd-id1", Assigned)], LIMIT).await;
+
+    tokio::task::block_in_place(|| c.server.stop_etcd());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::task::block_in_place(|| c.server.start_etcd()).expect("etcd restarts");
+
+    // The apiserver needs a moment to reconnect; the test's own writes retry like a user would.
+    let mut created = false;
+    for _ in 0..60 {
+        if c.try_pod("etcd", "after", "c-0", Some("app")).await {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(created, "the apiserver never accepted writes again");
+    c.wait_assigned(
+        &[("before-etcd-id1", Assigned), ("after-etcd-id1", Assigned)],
+        Duration::from_secs(60),
+    )
+    .await;
+    c.stop_mic().await;
+}

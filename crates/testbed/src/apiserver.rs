@@ -27,6 +27,8 @@ use crate::{Error, Result, Supervised, binaries, io_err, pki::Pki};
 pub struct ApiServer {
     apiserver: Option<Supervised>,
     etcd: Option<Supervised>,
+    etcd_args: Vec<String>,
+    etcd_url: String,
     apiserver_args: Vec<String>,
     port: u16,
     kubeconfig: PathBuf,
@@ -52,7 +54,8 @@ impl ApiServer {
     /// Starts a private server. Blocks until it is ready and the CRDs are established.
     pub fn start() -> Result<Self> {
         let started = Instant::now();
-        let bins = binaries()?;
+        // Fail before making anything when the binaries cannot be had.
+        binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("pod-identity-apiserver-")
             .tempdir()
@@ -83,10 +86,6 @@ impl ApiServer {
             "--unsafe-no-fsync=true".to_owned(),
             "--log-level=warn".to_owned(),
         ];
-        let mut etcd = Supervised::spawn("etcd", &bins.etcd, &etcd_args, &root.join("etcd.log"))?;
-        wait_until(&mut etcd, Duration::from_secs(30), || {
-            Ok(http_ok(&format!("{etcd_url}/health")))
-        })?;
 
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -110,13 +109,16 @@ impl ApiServer {
         write_kubeconfig(&kubeconfig, port, &pki)?;
         let mut server = Self {
             apiserver: None,
-            etcd: Some(etcd),
+            etcd: None,
+            etcd_args,
+            etcd_url,
             apiserver_args,
             port,
             kubeconfig,
             started_in: Duration::ZERO,
             dir,
         };
+        server.start_etcd()?;
         server.start_apiserver()?;
         server.install_crds()?;
         server.started_in = started.elapsed();
@@ -139,6 +141,24 @@ impl ApiServer {
         })?;
         self.apiserver = Some(proc);
         Ok(())
+    }
+
+    /// Starts (or restarts after [`ApiServer::stop_etcd`]) etcd on the same port and data directory.
+    pub fn start_etcd(&mut self) -> Result<()> {
+        let bins = binaries()?;
+        let log = self.dir.path().join("etcd.log");
+        let mut etcd = Supervised::spawn("etcd", &bins.etcd, &self.etcd_args, &log)?;
+        let health = format!("{}/health", self.etcd_url);
+        wait_until(&mut etcd, Duration::from_secs(30), || Ok(http_ok(&health)))?;
+        self.etcd = Some(etcd);
+        Ok(())
+    }
+
+    /// Stops etcd (the apiserver keeps running and fails its requests meanwhile).
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut e) = self.etcd.take() {
+            e.stop(Duration::from_secs(10));
+        }
     }
 
     /// Stops the kube-apiserver process (etcd keeps running), as an outage would.

@@ -243,8 +243,8 @@ impl Cluster {
             .unwrap();
     }
 
-    /// A running pod on `node`, labelled `aadpodidbinding: <label>` when given.
-    pub async fn pod(&self, ns: &str, name: &str, node: &str, label: Option<&str>) {
+    /// Like [`Cluster::pod`], but reports a refused write instead of panicking.
+    pub async fn try_pod(&self, ns: &str, name: &str, node: &str, label: Option<&str>) -> bool {
         let labels = label.map(|l| json!({"aadpodidbinding": l})).unwrap_or(json!({}));
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels},
@@ -252,11 +252,23 @@ impl Cluster {
         }))
         .unwrap();
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        api.create(&PostParams::default(), &pod).await.unwrap();
+        match api.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(_) => return false,
+        }
         let status = json!({"status": {"phase": "Running", "podIP": "10.244.0.10"}});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
-            .unwrap();
+            .is_ok()
+    }
+
+    /// A running pod on `node`, labelled `aadpodidbinding: <label>` when given.
+    pub async fn pod(&self, ns: &str, name: &str, node: &str, label: Option<&str>) {
+        assert!(
+            self.try_pod(ns, name, node, label).await,
+            "creating pod {ns}/{name} failed"
+        );
     }
 
     pub async fn delete_pod(&self, ns: &str, name: &str) {
