@@ -8,6 +8,9 @@
 
 pub mod v1;
 
+#[cfg(test)]
+mod fuzz;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 

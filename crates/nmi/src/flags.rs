@@ -96,6 +96,18 @@ pub struct Flags {
     #[arg(long = "upstream-timeout", value_parser = parse_secs, default_value = "10")]
     pub upstream_timeout: Duration,
 
+    /// Requests per second each source pod (IP) may make; over it NMI answers 429 with Retry-After. 0: no limit.
+    #[arg(long = "pod-rate-limit", default_value_t = 50.0)]
+    pub pod_rate_limit: f64,
+
+    /// Requests a source pod may make at once before --pod-rate-limit applies.
+    #[arg(long = "pod-rate-burst", default_value_t = 100)]
+    pub pod_rate_burst: u32,
+
+    /// Longest NMI keeps authorizing with the state of a failing watch (apiserver unreachable) before refusing with 503. 0: forever.
+    #[arg(long = "max-state-staleness", value_parser = parse_secs, default_value = "30")]
+    pub max_state_staleness: Duration,
+
     /// Most (identity, resource) tokens cached.
     #[arg(long = "token-cache-size", default_value_t = 4096)]
     pub token_cache_size: usize,

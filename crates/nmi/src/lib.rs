@@ -18,6 +18,7 @@ pub mod cache;
 pub mod flags;
 pub mod iptables;
 pub mod metrics;
+pub mod ratelimit;
 pub mod request;
 pub mod response;
 pub mod server;

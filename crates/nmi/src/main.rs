@@ -62,6 +62,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let state = Arc::new(State::new(flags.node.clone(), flags.mode, flags.policy()));
+    state.set_max_staleness(flags.max_state_staleness);
     state.spawn_watches(client.clone());
 
     let imds = format!(
@@ -105,6 +106,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         metrics.clone(),
         http,
     );
+    nmi.rate_limit
+        .configure(flags.pod_rate_limit, flags.pod_rate_burst);
+    tokio::spawn(server::track_staleness(state.clone(), metrics.clone()));
 
     let rules_in_place = Arc::new(AtomicBool::new(!flags.manage_iptables));
     if flags.manage_iptables {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub tokens_issued: Family<IssuedLabels, Counter>,
     pub refusals: Family<ReasonLabels, Counter>,
     pub cache_entries: Gauge,
+    /// 1 while NMI refuses tokens because a watch has failed for longer than `--max-state-staleness`.
+    pub state_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
         let tokens_issued = Family::<IssuedLabels, Counter>::default();
         let refusals = Family::<ReasonLabels, Counter>::default();
         let cache_entries = Gauge::default();
+        let state_stale = Gauge::default();
         registry.register(
             "nmi_operations_duration_seconds",
             "Time NMI took to answer a request, by route and status code",
@@ -89,6 +92,12 @@ impl Metrics {
             "Entries in NMI's token cache",
             cache_entries.clone(),
         );
+        registry.register(
+            "nmi_state_stale",
+            "1 while a watch of the cluster state has failed for longer than --max-state-staleness, \
+             so NMI cannot prove authorizations and refuses token requests with 503",
+            state_stale.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             nmi_operations,
@@ -96,6 +105,7 @@ impl Metrics {
             tokens_issued,
             refusals,
             cache_entries,
+            state_stale,
         }
     }
 

@@ -96,11 +96,14 @@ pub fn classify(raw: &str) -> Route {
     if decoded.starts_with("/host/token") {
         return Route::HostToken;
     }
-    if resolved.starts_with("/metadata/instance") {
-        return Route::Instance;
-    }
+    // Only plain paths are passed through: a roundabout one (`/x/../metadata/instance`,
+    // `/metadata%2fidentity//../instance`) would reach IMDS as the HTTP client rewrites it,
+    // not as it was checked here.
     if !is_plain(raw) {
         return Route::Invalid;
+    }
+    if resolved.starts_with("/metadata/instance") {
+        return Route::Instance;
     }
     Route::Other
 }

@@ -27,6 +27,7 @@ use crate::{
     Error,
     cache::{Cached, TokenCache},
     metrics::Metrics,
+    ratelimit::PodRateLimiter,
     request::{self, Route, TokenQuery},
     response::{self, TokenBody},
     state::{Decision, PodLookup, State},
@@ -54,12 +55,16 @@ pub struct Nmi<S> {
     pub metrics: Metrics,
     /// For pass-through requests; has the upstream timeout and no proxy.
     pub http: reqwest::Client,
+    /// Per-source-IP token buckets (`--pod-rate-limit`); off until configured.
+    pub rate_limit: PodRateLimiter,
     /// Principal (object) ids learned from tokens, by lower-case client id.
     principals: RwLock<HashMap<String, String>>,
 }
 
 /// `Retry-After` upstream used with `--set-retry-after-header`.
 const RETRY_AFTER_WAITING: Duration = Duration::from_secs(20);
+/// `Retry-After` while the watched state cannot be proven.
+const RETRY_AFTER_STALE: Duration = Duration::from_secs(5);
 /// Largest request body passed through to IMDS.
 const MAX_BODY: usize = 1 << 20;
 
@@ -77,6 +82,7 @@ impl<S: TokenSource> Nmi<S> {
             config,
             metrics,
             http,
+            rate_limit: PodRateLimiter::default(),
             principals: RwLock::default(),
         })
     }
@@ -112,30 +118,46 @@ async fn dispatch<S: TokenSource>(
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let route = request::classify(&path);
-    let response = match route {
-        Route::Token => {
-            if let Some(refusal) = header_check(&nmi.config, req.headers()) {
-                refusal
-            } else {
-                match request::parse_token_query(req.uri().query()) {
-                    Err(e) => bad_request(&nmi.metrics, &e.to_string()),
-                    Ok(q) => token_for_ip(&nmi, peer.ip(), q, req).await,
+    let response = match (nmi.rate_limit.check(peer.ip(), started), route) {
+        (Err(wait), _) => {
+            nmi.metrics.refused("rate_limited");
+            response::with_retry_after(
+                response::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    &format!(
+                        "too many requests from {}: over NMI's per-pod rate limit; retry later",
+                        peer.ip()
+                    ),
+                ),
+                wait,
+            )
+        }
+        (Ok(()), route) => match route {
+            Route::Token => {
+                if let Some(refusal) = header_check(&nmi.config, req.headers()) {
+                    refusal
+                } else {
+                    match request::parse_token_query(req.uri().query()) {
+                        Err(e) => bad_request(&nmi.metrics, &e.to_string()),
+                        Ok(q) => token_for_ip(&nmi, peer.ip(), q, req).await,
+                    }
                 }
             }
-        }
-        Route::Invalid => {
-            nmi.metrics.refused("invalid_path");
-            response::error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request")
-        }
-        Route::HostToken => host_token(&nmi, peer.ip(), req).await,
-        Route::Instance if nmi.config.block_instance_metadata => response::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Request blocked by AAD Pod Identity NMI",
-        ),
-        Route::Instance | Route::Other => match header_check(&nmi.config, req.headers()) {
-            Some(refusal) => refusal,
-            None => pass_through(&nmi, req).await,
+            Route::Invalid => {
+                nmi.metrics.refused("invalid_path");
+                response::error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request")
+            }
+            Route::HostToken => host_token(&nmi, peer.ip(), req).await,
+            Route::Instance if nmi.config.block_instance_metadata => response::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Request blocked by AAD Pod Identity NMI",
+            ),
+            Route::Instance | Route::Other => match header_check(&nmi.config, req.headers()) {
+                Some(refusal) => refusal,
+                None => pass_through(&nmi, req).await,
+            },
         },
     };
     let operation = match route {
@@ -195,7 +217,25 @@ impl<S: TokenSource> Nmi<S> {
     }
 
     /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just started.
+    /// Refuses (503, retryable) while the watched state is too old to prove anything.
     async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
+        if self.state.is_stale() {
+            // `aadpodidentity_nmi_state_stale` is kept by `track_staleness`.
+            self.metrics.refused("state_stale");
+            return Err(Refusal(response::with_retry_after(
+                response::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    &format!(
+                        "NMI cannot reach the Kubernetes API (watches failing for {:?}): it cannot prove \
+                         which identity {} may use; retry later",
+                        self.state.unproven_for().unwrap_or_default(),
+                        caller.describe()
+                    ),
+                ),
+                RETRY_AFTER_STALE,
+            )));
+        }
         let deadline = tokio::time::Instant::now() + self.config.pod_wait;
         let mut changes = self.state.subscribe();
         loop {
@@ -579,6 +619,28 @@ async fn pass_through<S>(nmi: &Nmi<S>, req: Request<Body>) -> Response {
         }
     }
     response
+}
+
+/// Keeps `aadpodidentity_nmi_state_stale` current (every second), requests or not, and logs each
+/// change. Runs forever; the binary spawns it next to the servers.
+pub async fn track_staleness(state: Arc<State>, metrics: Metrics) {
+    let mut was = false;
+    loop {
+        let stale = state.is_stale();
+        metrics.state_stale.set(i64::from(stale));
+        if stale != was {
+            if stale {
+                tracing::warn!(
+                    unproven_for = ?state.unproven_for(),
+                    "cluster state too old: refusing token requests"
+                );
+            } else {
+                tracing::info!("cluster state proven again: serving token requests");
+            }
+            was = stale;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Liveness and readiness. `/healthz` says `Active` once the rules are in place (as upstream);

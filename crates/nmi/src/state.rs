@@ -6,9 +6,10 @@ use std::{
     collections::{BTreeSet, HashMap},
     fmt::Debug,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use api::{
@@ -16,10 +17,7 @@ use api::{
 };
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Resource,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Resource, runtime::watcher};
 use matching::{IdentityRequest, NotChosen, PodFacts, Policy};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -234,7 +232,15 @@ pub struct State {
     pub exceptions: Mirror<AzurePodIdentityException>,
     pub assigned: Mirror<AzureAssignedIdentity>,
     changes: watch::Sender<u64>,
+    /// Since when each failing watch has failed (by kind); a watch is proven again by its next
+    /// successful list or event.
+    failing_since: Mutex<HashMap<&'static str, Instant>>,
+    /// How long a failing watch's last-known state is still used (ms); 0: forever.
+    max_staleness_ms: AtomicU64,
 }
+
+/// Default of `--max-state-staleness`.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
 
 impl State {
     pub fn new(node: impl Into<String>, mode: Mode, policy: Policy) -> Self {
@@ -248,7 +254,47 @@ impl State {
             exceptions: Mirror::default(),
             assigned: Mirror::default(),
             changes: watch::channel(0).0,
+            failing_since: Mutex::default(),
+            max_staleness_ms: AtomicU64::new(DEFAULT_MAX_STALENESS.as_millis() as u64),
         }
+    }
+
+    /// How long NMI keeps deciding with the state of a failing watch (0: forever, upstream's way).
+    pub fn set_max_staleness(&self, d: Duration) {
+        self.max_staleness_ms
+            .store(d.as_millis().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// How long the state has not been provable: since the oldest still-failing watch first failed.
+    /// `None` when every watch's last list or event came after its last error.
+    pub fn unproven_for(&self) -> Option<Duration> {
+        let failing = self.failing_since.lock().expect("lock");
+        failing.values().min().map(Instant::elapsed)
+    }
+
+    /// Whether the state is too old to authorize with: a watch has failed for longer than
+    /// `--max-state-staleness`, so a pod deleted (and its IP reused), or a binding or identity
+    /// removed, in the meantime would not be known. NMI then refuses token requests with 503.
+    pub fn is_stale(&self) -> bool {
+        let max = self.max_staleness_ms.load(Ordering::Relaxed);
+        max > 0
+            && self
+                .unproven_for()
+                .is_some_and(|d| d.as_millis() > u128::from(max))
+    }
+
+    fn watch_proven(&self, kind: &'static str) {
+        if self.failing_since.lock().expect("lock").remove(kind).is_some() {
+            tracing::info!(kind, "watch proven again");
+        }
+    }
+
+    /// Records a watch's failure; true when it was proven until now.
+    fn watch_failed(&self, kind: &'static str) -> bool {
+        let mut failing = self.failing_since.lock().expect("lock");
+        let first = !failing.contains_key(kind);
+        failing.entry(kind).or_insert_with(Instant::now);
+        first
     }
 
     /// A receiver that sees every later change of any mirrored kind.
@@ -411,39 +457,53 @@ fn spawn_watch<K, T, S>(
     T: Send + 'static,
     S: Sink<T> + 'static,
 {
+    // Each error drops the stream and starts a fresh watcher, whose first success is a full list:
+    // that list (InitDone) or any later event proves the state again, and replaces whatever was
+    // missed during the outage. (Resuming from a resourceVersion would give no event to prove it.)
     tokio::spawn(async move {
         let kind = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
-        let mut stream = watcher(api, config).default_backoff().boxed();
-        let mut buffer: Vec<(Key, T)> = Vec::new();
-        while let Some(event) = stream.next().await {
-            tracing::trace!(kind, event = ?event.as_ref().map(|e| match e {
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(key_of(o)),
-                _ => None,
-            }), "watch event");
-            match event {
-                Ok(watcher::Event::Apply(o)) => {
-                    let key = key_of(&o);
-                    sink(&state).apply(key, convert(o));
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let mut stream = watcher(api.clone(), config.clone()).boxed();
+            let mut buffer: Vec<(Key, T)> = Vec::new();
+            while let Some(event) = stream.next().await {
+                tracing::trace!(kind, event = ?event.as_ref().map(|e| match e {
+                    watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(key_of(o)),
+                    _ => None,
+                }), "watch event");
+                match event {
+                    Ok(watcher::Event::Apply(o)) => {
+                        let key = key_of(&o);
+                        sink(&state).apply(key, convert(o));
+                    }
+                    Ok(watcher::Event::Delete(o)) => sink(&state).delete(&key_of(&o)),
+                    Ok(watcher::Event::Init) => {
+                        buffer.clear();
+                        continue;
+                    }
+                    Ok(watcher::Event::InitApply(o)) => {
+                        buffer.push((key_of(&o), convert(o)));
+                        continue;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        sink(&state).replace(std::mem::take(&mut buffer));
+                        tracing::debug!(kind, "watch listed");
+                    }
+                    Err(e) => {
+                        if state.watch_failed(kind) {
+                            tracing::warn!(kind, error = %e, "watch failed; listing again");
+                        } else {
+                            tracing::debug!(kind, error = %e, "watch still failing; listing again");
+                        }
+                        break;
+                    }
                 }
-                Ok(watcher::Event::Delete(o)) => sink(&state).delete(&key_of(&o)),
-                Ok(watcher::Event::Init) => {
-                    buffer.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(o)) => {
-                    buffer.push((key_of(&o), convert(o)));
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => {
-                    sink(&state).replace(std::mem::take(&mut buffer));
-                    tracing::debug!(kind, "watch listed");
-                }
-                Err(e) => {
-                    tracing::warn!(kind, error = %e, "watch failed; retrying");
-                    continue;
-                }
+                backoff = Duration::from_millis(250);
+                state.watch_proven(kind);
+                state.changed();
             }
-            state.changed();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     });
 }
@@ -487,3 +547,34 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod staleness_tests {
+    use super::*;
+
+    #[test]
+    fn stale_only_after_a_watch_fails_for_longer_than_allowed() {
+        let s = State::new("n", Mode::Managed, Policy::default());
+        assert_eq!(s.unproven_for(), None);
+        assert!(!s.is_stale());
+        s.set_max_staleness(Duration::from_millis(50));
+        assert!(s.watch_failed("Pod"));
+        assert!(
+            !s.watch_failed("Pod"),
+            "a second failure keeps the first one's time"
+        );
+        assert!(!s.is_stale(), "within the allowance");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.is_stale());
+        // 0: never stale (upstream's behaviour).
+        s.set_max_staleness(Duration::ZERO);
+        assert!(!s.is_stale());
+        s.set_max_staleness(Duration::from_millis(50));
+        // Another watch proven does not prove the failing one.
+        s.watch_proven("AzureIdentity");
+        assert!(s.is_stale());
+        s.watch_proven("Pod");
+        assert!(!s.is_stale());
+        assert_eq!(s.unproven_for(), None);
+    }
+}

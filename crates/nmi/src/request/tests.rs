@@ -52,7 +52,9 @@ fn host_token_instance_and_other_routes() {
     // §5.2 case 31: both spellings of the instance path, and a roundabout one.
     assert_eq!(classify("/metadata/instance"), Route::Instance);
     assert_eq!(classify("/Metadata/instance/compute"), Route::Instance);
-    assert_eq!(classify("/x/../metadata/instance"), Route::Instance);
+    // A roundabout spelling is refused rather than passed on as the client would rewrite it.
+    assert_eq!(classify("/x/../metadata/instance"), Route::Invalid);
+    assert_eq!(classify("/metadata%2fidentity//../instance"), Route::Invalid);
     assert_eq!(classify("/doesnotexist"), Route::Other);
     assert_eq!(classify("/metadata/scheduledevents"), Route::Other);
     assert_eq!(classify("/metadata/versions/"), Route::Other);
@@ -169,8 +171,11 @@ proptest! {
         }
         let route = classify(&raw);
         let resolved = resolved(&decode_path(&raw));
-        if route == Route::Other {
+        if route == Route::Other || route == Route::Instance {
             prop_assert!(!resolved.starts_with("/metadata/identity"), "{raw} passes through");
+            prop_assert!(is_plain(&raw), "{raw} is passed through, but not as it was checked");
+        }
+        if route == Route::Other {
             prop_assert!(!resolved.starts_with("/metadata/instance"), "{raw} dodges the instance rule");
         }
         if route == Route::Token {

@@ -1,0 +1,412 @@
+//! Shared by the matrix and fault tests: NMI in-process against a real kube-apiserver and the
+//! Azure emulator, as in `cluster.rs`, with the knobs those tests turn (policy, timeouts, rate
+//! limit, staleness) and a token check by the JWT's `appid` and `xms_mirid`.
+#![allow(dead_code)]
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use api::AzureIdentity;
+use azure_emulator::{Emulator, EndpointKind, RunningEmulator, World};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use nmi::{
+    cache::{CachePolicy, TokenCache},
+    metrics::Metrics,
+    server::{self, Nmi},
+    state::{Mode, State},
+    token::{Azure, AzureConfig},
+};
+use serde_json::{Value, json};
+
+pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
+pub const SP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
+pub const SP_SECRET: &str = "app-secret-value";
+pub const VAULT: &str = "https://vault.azure.net";
+
+/// A user-assigned identity of the test world: (name, client id, principal id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uami {
+    pub name: &'static str,
+    pub client: &'static str,
+    pub principal: &'static str,
+}
+
+pub const fn uami(n: u8) -> Uami {
+    const NAMES: [&str; 6] = ["id-a", "id-b", "id-c", "id-d", "id-e", "id-node"];
+    const CLIENTS: [&str; 6] = [
+        "2f5a3c4d-0000-4000-8000-0000000000a1",
+        "2f5a3c4d-0000-4000-8000-0000000000a2",
+        "2f5a3c4d-0000-4000-8000-0000000000a3",
+        "2f5a3c4d-0000-4000-8000-0000000000a4",
+        "2f5a3c4d-0000-4000-8000-0000000000a5",
+        "2f5a3c4d-0000-4000-8000-0000000000a6",
+    ];
+    const PRINCIPALS: [&str; 6] = [
+        "9b1e7d2a-0000-4000-8000-0000000000a1",
+        "9b1e7d2a-0000-4000-8000-0000000000a2",
+        "9b1e7d2a-0000-4000-8000-0000000000a3",
+        "9b1e7d2a-0000-4000-8000-0000000000a4",
+        "9b1e7d2a-0000-4000-8000-0000000000a5",
+        "9b1e7d2a-0000-4000-8000-0000000000a6",
+    ];
+    let i = n as usize;
+    Uami {
+        name: NAMES[i],
+        client: CLIENTS[i],
+        principal: PRINCIPALS[i],
+    }
+}
+pub const ALL: [Uami; 6] = [uami(0), uami(1), uami(2), uami(3), uami(4), uami(5)];
+
+pub fn resource_id(name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+}
+
+/// Every identity is on the node's VM (managed mode): only NMI stands between a pod and any of them.
+pub fn world(node: &str) -> World {
+    let ids: String = ALL
+        .iter()
+        .map(|u| {
+            format!(
+                "  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
+                u.name, u.client, u.principal
+            )
+        })
+        .collect();
+    let names: Vec<&str> = ALL.iter().map(|u| u.name).collect();
+    World::from_yaml(&format!(
+        r#"
+tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+subscriptions:
+  - id: {SUB}
+    resource_groups: [node-rg, identity-rg]
+identities:
+{ids}vms:
+  - name: {node}
+    resource_group: node-rg
+    node: {node}
+    system_assigned: true
+    user_assigned: [{}]
+service_principals:
+  - name: app
+    client_id: {SP_CLIENT}
+    client_secret: {SP_SECRET}
+"#,
+        names.join(", ")
+    ))
+    .expect("the test world is valid")
+}
+
+pub struct Opts {
+    pub mode: Mode,
+    pub policy: matching::Policy,
+    pub identity_wait: Duration,
+    pub upstream_timeout: Duration,
+    /// (requests per second, burst); `None`: off.
+    pub rate_limit: Option<(f64, u32)>,
+    pub max_staleness: Duration,
+    pub pod_wait: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Managed,
+            policy: matching::Policy::default(),
+            identity_wait: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(5),
+            rate_limit: None,
+            max_staleness: nmi::state::DEFAULT_MAX_STALENESS,
+            pod_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+    pub node: String,
+    pub emulator: RunningEmulator,
+    pub state: Arc<State>,
+    pub metrics: Metrics,
+    pub nmi: SocketAddr,
+}
+
+pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("nmi=info,kube=warn")
+        .try_init();
+    let node = format!("node-{ns}");
+    let emulator = Emulator::start(world(&node))
+        .await
+        .expect("the Azure emulator starts");
+    let metrics = Metrics::new();
+    let state = Arc::new(State::new(node.clone(), opts.mode, opts.policy));
+    state.set_max_staleness(opts.max_staleness);
+    state.spawn_watches(client.clone());
+    tokio::spawn(server::track_staleness(state.clone(), metrics.clone()));
+    let azure = Azure::new(
+        AzureConfig {
+            imds: emulator
+                .imds_url(&node)
+                .expect("the emulator serves IMDS for the node"),
+            entra: emulator.entra_url(),
+            extra_roots_pem: emulator.ca_cert_pem().map(|p| p.as_bytes().to_vec()),
+            timeout: opts.upstream_timeout,
+        },
+        Some(client.clone()),
+        metrics.clone(),
+    )
+    .unwrap();
+    let http = azure.http().clone();
+    let imds = azure.imds_base().to_owned();
+    let cache = Arc::new(TokenCache::new(
+        Arc::new(azure),
+        CachePolicy::default(),
+        metrics.clone(),
+    ));
+    let nmi = Nmi::new(
+        state.clone(),
+        cache,
+        server::Config {
+            metadata_header_required: true,
+            block_instance_metadata: false,
+            set_retry_after_header: false,
+            identity_wait: opts.identity_wait,
+            pod_wait: opts.pod_wait,
+            imds,
+        },
+        metrics.clone(),
+        http,
+    );
+    if let Some((rate, burst)) = opts.rate_limit {
+        nmi.rate_limit.configure(rate, burst);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            server::router(nmi).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let env = Env {
+        client,
+        ns,
+        node,
+        emulator,
+        state,
+        metrics,
+        nmi: addr,
+    };
+    env.until("NMI's watches have synced", |s| s.is_synced()).await;
+    env
+}
+
+impl Env {
+    pub async fn until(&self, what: &str, cond: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond(&self.state) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn create_in<K>(&self, ns: &str, value: Value) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(value).expect("a valid object literal");
+        Api::<K>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("the apiserver accepts the object")
+    }
+
+    /// A Running pod on this node with `ip`, as a kubelet would report it.
+    pub async fn pod_in(&self, ns: &str, name: &str, ip: &str, labels: Value, host_network: bool) {
+        let before = self.state.pods.len();
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": self.node, "hostNetwork": host_network,
+                     "containers": [{"name": "app", "image": "app"}]}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &pod).await.unwrap();
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
+        )
+        .await
+        .unwrap();
+        let (ns, name) = (ns.to_owned(), name.to_owned());
+        if host_network {
+            // Never addressable by IP, so not in the IP index: wait until the watch has it at all.
+            self.until("NMI's pod index has the hostNetwork pod", |s| {
+                s.pods.len() > before
+            })
+            .await;
+        } else {
+            self.until(&format!("NMI sees pod {ns}/{name}"), |s| {
+                s.pods.by_name(&ns, &name).is_some()
+            })
+            .await;
+        }
+    }
+
+    pub async fn identity_in(&self, ns: &str, u: Uami) -> AzureIdentity {
+        let id = self
+            .create_in(
+                ns,
+                json!({
+                    "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
+                    "metadata": {"name": u.name},
+                    "spec": {"type": 0, "resourceID": resource_id(u.name), "clientID": u.client}
+                }),
+            )
+            .await;
+        let ns = ns.to_owned();
+        self.until("NMI sees the identity", |s| {
+            s.identities.get(&ns, u.name).is_some()
+        })
+        .await;
+        id
+    }
+
+    pub async fn binding_in(&self, ns: &str, name: &str, identity: &str, selector: &str) {
+        let _: api::AzureIdentityBinding = self
+            .create_in(
+                ns,
+                json!({
+                    "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
+                    "metadata": {"name": name},
+                    "spec": {"azureIdentity": identity, "selector": selector}
+                }),
+            )
+            .await;
+        let ns = ns.to_owned();
+        self.until("NMI sees the binding", |s| s.bindings.get(&ns, name).is_some())
+            .await;
+    }
+
+    pub async fn exception_in(&self, ns: &str, name: &str, labels: Value) {
+        let _: api::AzurePodIdentityException = self
+            .create_in(
+                ns,
+                json!({
+                    "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzurePodIdentityException",
+                    "metadata": {"name": name},
+                    "spec": {"podLabels": labels}
+                }),
+            )
+            .await;
+        let ns = ns.to_owned();
+        self.until("NMI sees the exception", |s| {
+            s.exceptions.get(&ns, name).is_some()
+        })
+        .await;
+    }
+
+    /// A token request from `from` (a loopback address), with `query` appended.
+    pub async fn ask(&self, from: &str, query: &str) -> Answer {
+        let ip: IpAddr = from.parse().unwrap();
+        let http = reqwest::Client::builder()
+            .local_address(ip)
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let res = http
+            .get(format!(
+                "http://{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}{query}",
+                self.nmi,
+                form_urlencoded::byte_serialize(VAULT.as_bytes()).collect::<String>()
+            ))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .expect("NMI answers");
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = res.text().await.unwrap();
+        Answer {
+            status,
+            retry_after,
+            body,
+        }
+    }
+
+    pub fn token_calls(&self, endpoint: EndpointKind) -> usize {
+        self.emulator
+            .admin()
+            .calls()
+            .iter()
+            .filter(|c| c.endpoint == endpoint && c.path.contains("token"))
+            .count()
+    }
+
+    /// The value of an unlabelled metric in NMI's exposition.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The access token's claims, when the answer has one.
+    pub fn claims(&self) -> Option<Value> {
+        let v: Value = serde_json::from_str(&self.body).ok()?;
+        let token = v["access_token"].as_str()?;
+        let payload = token.split('.').nth(1)?;
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// `(appid, xms_mirid)` of the token, lower-cased.
+    pub fn who(&self) -> Option<(String, String)> {
+        let c = self.claims()?;
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_ascii_lowercase();
+        Some((s("appid"), s("xms_mirid")))
+    }
+
+    pub fn refused(&self, status: u16) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert!(!self.body.contains("access_token"), "{}", self.body);
+    }
+}
