@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod mem;
 pub mod summary;
 
 pub use load::{LoadReport, LoadSpec, run};

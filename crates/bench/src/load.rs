@@ -2,7 +2,8 @@
 //! next request as soon as the previous answer is read, for a fixed duration.
 
 use std::{
-    net::SocketAddr,
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -16,13 +17,39 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub addr: SocketAddr,
-    /// Path and query, e.g. `/metadata/identity/oauth2/token?...`.
-    pub path_and_query: String,
+    /// Paths and queries, e.g. `/metadata/identity/oauth2/token?...`; connection `i` sends
+    /// `paths[i % paths.len()]`.
+    pub paths: Vec<String>,
     pub headers: Vec<(String, String)>,
     pub connections: usize,
     pub duration: Duration,
     /// Requests before this much time has passed are not counted (connection setup, caches).
     pub warmup: Duration,
+    /// Source addresses: connection `i` binds `local_addrs[i % len]` (a pod's IP, so that NMI
+    /// sees the request come from that pod). Empty: the system's choice.
+    pub local_addrs: Vec<IpAddr>,
+    /// When set, each connection stops after this many requests (and `duration` is only a limit).
+    pub requests_per_connection: Option<u64>,
+    /// When set, each connection sends at most this many requests per second (open pacing: a
+    /// late answer does not shift the schedule), instead of the next one at once.
+    pub rate_per_connection: Option<f64>,
+}
+
+impl LoadSpec {
+    /// A closed-loop spec for one path with the defaults of the optional parts.
+    pub fn new(addr: SocketAddr, path: impl Into<String>, connections: usize, duration: Duration) -> Self {
+        Self {
+            addr,
+            paths: vec![path.into()],
+            headers: vec![("Metadata".into(), "true".into())],
+            connections,
+            duration,
+            warmup: Duration::from_secs(1),
+            local_addrs: Vec::new(),
+            requests_per_connection: None,
+            rate_per_connection: None,
+        }
+    }
 }
 
 /// The outcome of one run.
@@ -34,6 +61,8 @@ pub struct LoadReport {
     pub non_2xx: u64,
     /// Connection or protocol failures.
     pub errors: u64,
+    /// Counted non-2xx answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
     pub measured: Duration,
     pub requests_per_sec: f64,
     pub p50_ms: f64,
@@ -61,20 +90,45 @@ impl<T> Drop for AbortOnDrop<T> {
 
 struct ConnResult {
     latencies_us: Vec<u32>,
-    non_2xx: u64,
+    statuses: BTreeMap<u16, u64>,
     errors: u64,
 }
 
-async fn one_connection(spec: LoadSpec, start: Instant) -> ConnResult {
+async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(ip) = local else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
+async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnResult {
     let mut out = ConnResult {
-        latencies_us: Vec::with_capacity(64 * 1024),
-        non_2xx: 0,
+        latencies_us: Vec::with_capacity(if spec.rate_per_connection.is_some() {
+            4096
+        } else {
+            64 * 1024
+        }),
+        statuses: BTreeMap::new(),
         errors: 0,
     };
     let end = start + spec.warmup + spec.duration;
     let counting_from = start + spec.warmup;
+    let path = &spec.paths[index % spec.paths.len()];
+    let local = (!spec.local_addrs.is_empty()).then(|| spec.local_addrs[index % spec.local_addrs.len()]);
+    let interval = spec
+        .rate_per_connection
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
+    // Spread paced connections over one interval so that they do not all fire together.
+    let mut next_send = start + interval.map_or(Duration::ZERO, |i| i.mul_f64((index % 97) as f64 / 97.0));
+    let mut sent_count = 0u64;
     'reconnect: while Instant::now() < end {
-        let Ok(stream) = tokio::net::TcpStream::connect(spec.addr).await else {
+        let Ok(stream) = connect(spec.addr, local).await else {
             out.errors += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -86,11 +140,19 @@ async fn one_connection(spec: LoadSpec, start: Instant) -> ConnResult {
         };
         let _driver = AbortOnDrop(tokio::spawn(conn));
         loop {
+            if spec.requests_per_connection.is_some_and(|n| sent_count >= n) {
+                break 'reconnect;
+            }
+            if let Some(interval) = interval {
+                tokio::time::sleep_until(next_send.into()).await;
+                next_send += interval;
+            }
             let now = Instant::now();
             if now >= end {
                 break 'reconnect;
             }
-            let mut req = http::Request::get(&spec.path_and_query).header("host", spec.addr.to_string());
+            sent_count += 1;
+            let mut req = http::Request::get(path).header("host", spec.addr.to_string());
             for (k, v) in &spec.headers {
                 req = req.header(k, v);
             }
@@ -120,7 +182,7 @@ async fn one_connection(spec: LoadSpec, start: Instant) -> ConnResult {
                     out.latencies_us
                         .push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 } else {
-                    out.non_2xx += 1;
+                    *out.statuses.entry(status.as_u16()).or_default() += 1;
                 }
             }
         }
@@ -130,31 +192,43 @@ async fn one_connection(spec: LoadSpec, start: Instant) -> ConnResult {
 
 /// Runs the load and reports what was measured after warm-up.
 pub async fn run(spec: LoadSpec) -> Result<LoadReport> {
-    if spec.connections == 0 {
-        return Err(Error::Http("at least one connection is needed".into()));
+    if spec.connections == 0 || spec.paths.is_empty() {
+        return Err(Error::Http(
+            "at least one connection and one path are needed".into(),
+        ));
     }
     let start = Instant::now();
     let tasks: Vec<_> = (0..spec.connections)
-        .map(|_| tokio::spawn(one_connection(spec.clone(), start)))
+        .map(|i| tokio::spawn(one_connection(spec.clone(), i, start)))
         .collect();
     let mut all = Vec::new();
-    let (mut non_2xx, mut errors) = (0, 0);
+    let mut statuses = BTreeMap::new();
+    let mut errors = 0;
     for t in tasks {
         let r = t
             .await
             .map_err(|e| Error::Http(format!("load task failed: {e}")))?;
         all.extend(r.latencies_us);
-        non_2xx += r.non_2xx;
+        for (k, v) in r.statuses {
+            *statuses.entry(k).or_default() += v;
+        }
         errors += r.errors;
     }
-    let measured = spec.duration;
+    // A run with a request budget may end before `duration`: count the time it really took.
+    let measured = if spec.requests_per_connection.is_some() {
+        start.elapsed().saturating_sub(spec.warmup).min(spec.duration)
+    } else {
+        spec.duration
+    };
+    let non_2xx = statuses.values().sum();
     all.sort_unstable();
     Ok(LoadReport {
         ok: all.len() as u64,
         non_2xx,
         errors,
+        statuses,
         measured,
-        requests_per_sec: all.len() as f64 / measured.as_secs_f64(),
+        requests_per_sec: all.len() as f64 / measured.as_secs_f64().max(1e-9),
         p50_ms: percentile_ms(&all, 0.50),
         p99_ms: percentile_ms(&all, 0.99),
         max_ms: percentile_ms(&all, 1.0),

@@ -1,5 +1,14 @@
-//! `bench emulator`: measures the azure-emulator's IMDS token throughput (rate limiting off) and
-//! merges the figures into target/bench/summary.json, then prints the whole summary.
+//! The `bench` command. Each subcommand measures one component and merges its figures into
+//! target/bench/summary.json, then prints the whole summary:
+//! - `emulator`: the azure-emulator's IMDS token throughput (rate limiting off);
+//! - `nmi` (issue 4): NMI's cached-token throughput and latency, IMDS calls per 10k requests, memory;
+//! - `mic` (issue 5): MIC's convergence, ARM writes and 429s, memory at 1,000 and 10,000 pods;
+//! - `soak` (issue 7 §4): MIC and NMI under pod churn and steady token load, memory over time.
+
+mod cluster;
+mod mic_bench;
+mod nmi_bench;
+mod soak;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -16,6 +25,9 @@ struct Args {
     /// Summary file to merge figures into.
     #[arg(long, global = true)]
     summary: Option<PathBuf>,
+    /// Only merge the figures; do not print the table (`make bench` prints it once at the end).
+    #[arg(long, global = true)]
+    no_table: bool,
 }
 
 #[derive(Subcommand)]
@@ -30,8 +42,44 @@ enum Cmd {
         #[arg(long)]
         world: Option<PathBuf>,
     },
+    /// NMI (release binary) for one node with 100 bound pods: cached tokens, IMDS calls, memory.
+    Nmi {
+        /// Measuring time of each throughput run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// MIC (release binary): 1,000 pods on 100 nodes in 10 scale sets, then `--pods`.
+    Mic {
+        /// Pods of the memory measurement at scale (the first 1,000 included).
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+    },
+    /// MIC and NMI under pod churn and steady token requests.
+    Soak {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Token requests per second against NMI.
+        #[arg(long, default_value_t = 2000.0)]
+        rps: f64,
+        /// Pods created (and deleted) per minute.
+        #[arg(long, default_value_t = 100.0)]
+        churn_per_min: f64,
+    },
     /// Print the summary table without measuring anything.
     Show,
+}
+
+fn publish(
+    summary: &std::path::Path,
+    figures: Vec<(&'static str, serde_json::Value)>,
+    table: bool,
+) -> anyhow::Result<()> {
+    let all = bench::merge_into(summary, &figures)?;
+    if table {
+        bench::print_table(&all);
+    }
+    println!("(written to {})", summary.display());
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +89,25 @@ fn main() -> anyhow::Result<()> {
         Cmd::Show => {
             let all = bench::merge_into(&summary, &[])?;
             bench::print_table(&all);
+        }
+        Cmd::Nmi { seconds } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let figures = rt.block_on(nmi_bench::run(seconds, &summary))?;
+            publish(&summary, figures, !args.no_table)?;
+        }
+        Cmd::Mic { pods } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let figures = rt.block_on(mic_bench::run(pods.max(1000), &summary))?;
+            publish(&summary, figures, !args.no_table)?;
+        }
+        Cmd::Soak {
+            seconds,
+            rps,
+            churn_per_min,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let figures = rt.block_on(soak::run(seconds.max(20), rps, churn_per_min, &summary))?;
+            publish(&summary, figures, !args.no_table)?;
         }
         Cmd::Emulator {
             seconds,
@@ -56,21 +123,17 @@ fn main() -> anyhow::Result<()> {
                     report.errors
                 );
             }
-            let all = bench::merge_into(
-                &summary,
-                &[
-                    (
-                        "emulator_imds_rps",
-                        json!((report.requests_per_sec * 10.0).round() / 10.0),
-                    ),
-                    ("emulator_imds_p50_ms", json!(report.p50_ms)),
-                    ("emulator_imds_p99_ms", json!(report.p99_ms)),
-                    ("emulator_imds_connections", json!(connections)),
-                    ("emulator_imds_seconds", json!(seconds)),
-                ],
-            )?;
-            bench::print_table(&all);
-            println!("(written to {})", summary.display());
+            let figures = vec![
+                (
+                    "emulator_imds_rps",
+                    json!((report.requests_per_sec * 10.0).round() / 10.0),
+                ),
+                ("emulator_imds_p50_ms", json!(report.p50_ms)),
+                ("emulator_imds_p99_ms", json!(report.p99_ms)),
+                ("emulator_imds_connections", json!(connections)),
+                ("emulator_imds_seconds", json!(seconds)),
+            ];
+            publish(&summary, figures, !args.no_table)?;
         }
     }
     Ok(())
@@ -95,15 +158,13 @@ async fn emulator(
         .clone();
     let node = world.vms.first().context("the world needs a VM")?.node.clone();
     let emu = Emulator::start(world).await?;
-    let spec = bench::LoadSpec {
-        addr: emu.imds_addr(&node).context("node has an IMDS")?,
-        path_and_query: format!(
+    let spec = bench::LoadSpec::new(
+        emu.imds_addr(&node).context("node has an IMDS")?,
+        format!(
             "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fstorage.azure.com%2F&client_id={client_id}"
         ),
-        headers: vec![("Metadata".into(), "true".into())],
         connections,
-        duration: Duration::from_secs(seconds),
-        warmup: Duration::from_secs(1),
-    };
+        Duration::from_secs(seconds),
+    );
     Ok(bench::run(spec).await?)
 }

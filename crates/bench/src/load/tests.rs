@@ -20,13 +20,13 @@ async fn drives_a_real_server_and_counts_answers() {
     world.imds.rate_limit = false;
     let emu = azure_emulator::Emulator::start(world).await.unwrap();
     let spec = LoadSpec {
-        addr: emu.imds_addr("n").unwrap(),
-        path_and_query:
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x&client_id=c".into(),
-        headers: vec![("Metadata".into(), "true".into())],
-        connections: 4,
-        duration: Duration::from_millis(300),
         warmup: Duration::from_millis(50),
+        ..LoadSpec::new(
+            emu.imds_addr("n").unwrap(),
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x&client_id=c",
+            4,
+            Duration::from_millis(300),
+        )
     };
     let r = run(spec.clone()).await.unwrap();
     assert!(r.ok > 0, "{r:?}");
@@ -41,4 +41,43 @@ async fn drives_a_real_server_and_counts_answers() {
     .unwrap();
     assert_eq!(r.ok, 0);
     assert!(r.non_2xx > 0);
+    assert_eq!(r.statuses.get(&400), Some(&r.non_2xx));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_budget_and_source_addresses_are_honoured() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            seen2.lock().unwrap().insert(peer.ip());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let ips: Vec<IpAddr> = ["127.0.77.1", "127.0.77.2", "127.0.77.3"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let r = run(LoadSpec {
+        warmup: Duration::ZERO,
+        local_addrs: ips.clone(),
+        requests_per_connection: Some(25),
+        ..LoadSpec::new(addr, "/", 6, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.ok, 150, "{r:?}");
+    assert_eq!(*seen.lock().unwrap(), ips.into_iter().collect());
 }

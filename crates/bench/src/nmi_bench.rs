@@ -1,0 +1,229 @@
+//! `bench nmi` (issue 4): the release `nmi` binary for one node with 100 bound pods, against a
+//! private kube-apiserver and the Azure emulator's IMDS for that node.
+//!
+//! 1. Cached tokens: every pod asks, over keep-alive connections from its own loopback IP, for
+//!    one of four (identity, resource) pairs, with the emulator's IMDS limits off; the same load
+//!    then goes straight to the emulator's IMDS, for the ratio.
+//! 2. IMDS calls: a fresh `nmi` in front of an emulator with the real per-VM limits answers
+//!    10 000 requests from the 100 pods; the emulator counts the IMDS calls and 429s it served.
+//! 3. Memory: 900 more pods on the node, then NMI's VmRSS.
+
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use azure_emulator::{Emulator, World};
+use bench::mem::round;
+use serde_json::{Value, json};
+
+use crate::cluster::{self, Cluster, PodSpec, pod_ip, token_path};
+
+const NODE: &str = "nmi-node";
+const NS: &str = "bench-nmi";
+const PODS: usize = 100;
+const IDENTITIES: usize = 2;
+const RESOURCES: [&str; 2] = ["https://vault.azure.net", "https://storage.azure.com/"];
+
+fn world(rate_limit: bool) -> anyhow::Result<World> {
+    let ids: Vec<String> = (0..IDENTITIES).map(|n| format!("id{n}")).collect();
+    let mut w = World::from_yaml(&format!(
+        r#"
+tenant_id: {}
+subscriptions:
+  - id: {}
+    resource_groups: [node-rg, identity-rg]
+identities:
+{}
+vms:
+  - {{name: {NODE}, resource_group: node-rg, node: {NODE}, user_assigned: [{}]}}
+tls:
+  enabled: false
+"#,
+        cluster::TENANT,
+        cluster::SUB,
+        cluster::identities_yaml(IDENTITIES),
+        ids.join(", ")
+    ))?;
+    w.imds.rate_limit = rate_limit;
+    Ok(w)
+}
+
+/// The (identity, resource) pairs asked for, as token paths.
+fn paths() -> Vec<String> {
+    (0..IDENTITIES)
+        .flat_map(|n| RESOURCES.iter().map(move |r| token_path(n, r)))
+        .collect()
+}
+
+pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static str, Value)>> {
+    let logs = cluster::log_dir(summary)?;
+    let k8s = Cluster::start().await?;
+    k8s.namespace(NS).await?;
+    for n in 0..IDENTITIES {
+        k8s.identity_and_binding(NS, n, "app").await?;
+    }
+    let ips: Vec<IpAddr> = (0..PODS).map(|i| pod_ip(0, i)).collect();
+    k8s.pods(
+        NS,
+        (0..PODS)
+            .map(|i| PodSpec {
+                name: format!("pod-{i}"),
+                node: NODE.into(),
+                label: Some("app".into()),
+                ip: Some(ips[i]),
+            })
+            .collect(),
+    )
+    .await?;
+    let pairs: Vec<(String, usize)> = (0..PODS)
+        .flat_map(|i| (0..IDENTITIES).map(move |n| (format!("pod-{i}"), n)))
+        .collect();
+    k8s.assigned(NS, NODE, &pairs).await?;
+    let kubeconfig = k8s.server.kubeconfig().to_owned();
+
+    // 1. Cached tokens, IMDS limits off, then the emulator's IMDS directly with the same load.
+    let open = Emulator::start(world(false)?).await?;
+    let open_imds = open.imds_addr(NODE).context("the node has an IMDS")?;
+    let (nmi, nmi_addr) = cluster::start_nmi(
+        &kubeconfig,
+        NODE,
+        open_imds,
+        // NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here,
+        // so that NMI's own capacity is measured.
+        &["--pod-rate-limit=0"],
+        &logs.join("nmi-cached.log"),
+    )
+    .await?;
+    let spec = bench::LoadSpec {
+        paths: paths(),
+        local_addrs: ips.clone(),
+        ..bench::LoadSpec::new(nmi_addr, "", PODS, Duration::from_secs(seconds))
+    };
+    // Every pod gets its tokens once before measuring (the warm-up also does, but a pod whose
+    // first answer failed would otherwise count as an error of the cached path).
+    check_all_pods_served(nmi_addr, &ips).await?;
+    let cached = bench::run(spec.clone()).await?;
+    println!("nmi cached: {cached:?}");
+    let direct = bench::run(bench::LoadSpec {
+        addr: open_imds,
+        local_addrs: Vec::new(),
+        ..spec.clone()
+    })
+    .await?;
+    println!("emulator IMDS direct: {direct:?}");
+    if cached.non_2xx + cached.errors + direct.non_2xx + direct.errors > 0 {
+        bail!(
+            "failed requests: NMI {cached:?}, IMDS {direct:?}; NMI's log:\n{}",
+            nmi.process.log_tail()
+        );
+    }
+    drop(nmi);
+    drop(open);
+
+    // 2. IMDS calls with the real per-VM limits, from a cold cache.
+    let limited = Emulator::start(world(true)?).await?;
+    let limited_imds = limited.imds_addr(NODE).context("the node has an IMDS")?;
+    let (nmi, nmi_addr) =
+        cluster::start_nmi(&kubeconfig, NODE, limited_imds, &[], &logs.join("nmi.log")).await?;
+    let before = limited.admin().counters();
+    let per_conn = 10_000 / PODS as u64;
+    let burst = bench::run(bench::LoadSpec {
+        addr: nmi_addr,
+        warmup: Duration::ZERO,
+        requests_per_connection: Some(per_conn),
+        duration: Duration::from_secs(120),
+        ..spec.clone()
+    })
+    .await?;
+    println!("nmi, IMDS limits on: {burst:?}");
+    let after = limited.admin().counters();
+    let delta = |m: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>| {
+        m.get("imds").copied().unwrap_or(0) - b.get("imds").copied().unwrap_or(0)
+    };
+    let imds_calls = delta(&after.requests, &before.requests);
+    let imds_429s = delta(&after.throttled, &before.throttled);
+    let sent = burst.ok + burst.non_2xx + burst.errors;
+    let rss_100 = nmi.rss_mib()?;
+
+    // 3. Memory with 1,000 pods on the node (the 900 more carry a label no binding selects).
+    k8s.pods(
+        NS,
+        (PODS..1000)
+            .map(|i| PodSpec {
+                name: format!("pod-{i}"),
+                node: NODE.into(),
+                label: Some("idle".into()),
+                ip: Some(pod_ip(0, i)),
+            })
+            .collect(),
+    )
+    .await?;
+    let last = pod_ip(0, 999);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(last)
+        .build()?;
+    let url = format!("http://{nmi_addr}{}", token_path(0, RESOURCES[0]));
+    // A pod NMI knows and that no binding selects is refused at once with 403.
+    cluster::wait_for(
+        "NMI sees the 1,000th pod",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let req = http.get(&url).header("Metadata", "true");
+            async move { Ok(req.send().await?.status().as_u16() == 403) }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_1000 = nmi.rss_mib()?;
+    drop(nmi);
+
+    Ok(vec![
+        ("nmi_cached_rps", json!(round(cached.requests_per_sec, 0))),
+        ("nmi_cached_p50_ms", json!(cached.p50_ms)),
+        ("nmi_cached_p99_ms", json!(cached.p99_ms)),
+        ("nmi_imds_direct_rps", json!(round(direct.requests_per_sec, 0))),
+        ("nmi_imds_direct_p99_ms", json!(direct.p99_ms)),
+        (
+            "nmi_cached_vs_imds_direct_ratio",
+            json!(round(cached.requests_per_sec / direct.requests_per_sec, 3)),
+        ),
+        ("nmi_connections", json!(PODS)),
+        ("nmi_seconds", json!(seconds)),
+        ("nmi_limited_requests", json!(sent)),
+        (
+            "nmi_imds_calls_per_10k",
+            json!(round(imds_calls as f64 * 10_000.0 / sent.max(1) as f64, 1)),
+        ),
+        ("nmi_imds_429s_served", json!(imds_429s)),
+        (
+            "nmi_429s_to_pods",
+            json!(burst.statuses.get(&429).copied().unwrap_or(0)),
+        ),
+        ("nmi_limited_failed", json!(burst.non_2xx + burst.errors)),
+        ("nmi_rss_mib_100_pods", json!(round(rss_100, 1))),
+        ("nmi_rss_mib_1000_pods", json!(round(rss_1000, 1))),
+    ])
+}
+
+/// One request per pod and pair, each from the pod's own IP: all must be 200.
+async fn check_all_pods_served(nmi: std::net::SocketAddr, ips: &[IpAddr]) -> anyhow::Result<()> {
+    for ip in ips {
+        let http = reqwest::Client::builder().no_proxy().local_address(*ip).build()?;
+        for path in paths() {
+            let r = http
+                .get(format!("http://{nmi}{path}"))
+                .header("Metadata", "true")
+                .send()
+                .await?;
+            let status = r.status();
+            if !status.is_success() {
+                bail!(
+                    "pod {ip} asked {path}: {status} {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
