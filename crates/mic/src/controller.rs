@@ -144,26 +144,26 @@ pub async fn run(
 ) -> Result<(), Error> {
     let wake = Arc::new(Notify::new());
     let pods_cfg = watcher::Config::default().labels(BINDING_LABEL);
-    let (pods, pods_watch) = reflect(Api::<Pod>::all(client.clone()), pods_cfg, wake.clone());
-    let (nodes, nodes_watch) = reflect(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        wake.clone(),
-    );
+    let all = watcher::Config::default;
+    let (pods, pods_watch) = reflect(Api::<Pod>::all(client.clone()), pods_cfg, wake.clone(), prune_pod);
+    let (nodes, nodes_watch) = reflect(Api::<Node>::all(client.clone()), all(), wake.clone(), prune_node);
     let (identities, ids_watch) = reflect(
         Api::<AzureIdentity>::all(client.clone()),
-        watcher::Config::default(),
+        all(),
         wake.clone(),
+        prune_meta,
     );
     let (bindings, bindings_watch) = reflect(
         Api::<AzureIdentityBinding>::all(client.clone()),
-        watcher::Config::default(),
+        all(),
         wake.clone(),
+        prune_meta,
     );
     let (assigned, aai_watch) = reflect(
         Api::<AzureAssignedIdentity>::all(client.clone()),
-        watcher::Config::default(),
+        all(),
         wake.clone(),
+        prune_assigned,
     );
     let stores = Stores {
         pods,
@@ -199,6 +199,7 @@ fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     wake: Arc<Notify>,
+    prune: fn(&mut K),
 ) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -207,6 +208,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
         .backoff(WatchBackoff::default())
+        .modify(prune)
         .reflect(writer);
     let fut = async move {
         stream
@@ -223,6 +225,60 @@ where
             .await;
     };
     (reader, fut)
+}
+
+// MIC keeps every watched object in memory; at 10,000 pods whole objects cost hundreds of MiB.
+// Each cache keeps only what the decisions read (see `matching::PodFacts`): managed fields,
+// containers, volumes and conditions go.
+
+fn prune_meta<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+fn prune_pod(pod: &mut Pod) {
+    prune_meta(pod);
+    pod.metadata.owner_references = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            host_network: spec.host_network,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            pod_ip: status.pod_ip.take(),
+            ..Default::default()
+        };
+    }
+}
+
+fn prune_node(node: &mut Node) {
+    prune_meta(node);
+    node.metadata.labels = None;
+    node.metadata.annotations = None;
+    node.status = None;
+    if let Some(spec) = node.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::NodeSpec {
+            provider_id: spec.provider_id.take(),
+            ..Default::default()
+        };
+    }
+}
+
+fn prune_assigned(a: &mut AzureAssignedIdentity) {
+    prune_meta(a);
+    if let Some(i) = a.spec.azure_identity_ref.as_mut() {
+        prune_meta(i);
+    }
+    if let Some(b) = a.spec.azure_binding_ref.as_mut() {
+        prune_meta(b);
+    }
 }
 
 /// Backoff for broken watches: 200 ms doubling to at most 5 s, with jitter. kube's default
