@@ -129,18 +129,32 @@ impl ApiServer {
     /// Starts (or restarts after [`ApiServer::stop_apiserver`]) the kube-apiserver process on the same port and data.
     pub fn start_apiserver(&mut self) -> Result<()> {
         let bins = binaries()?;
-        let mut proc = Supervised::spawn(
-            "kube-apiserver",
-            &bins.kube_apiserver,
-            &self.apiserver_args,
-            &self.dir.path().join("kube-apiserver.log"),
-        )?;
-        // A client per poll: a client is bound to the runtime it was made on, and each poll has its own.
-        wait_until(&mut proc, Duration::from_secs(90), || {
-            block_on(async { Ok(ready(&self.client().await?).await) })
-        })?;
-        self.apiserver = Some(proc);
-        Ok(())
+        // On a restart the port may be briefly held: by the old process's sockets, or by another
+        // test's client that drew it as an ephemeral port. Try again for a while before failing.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut proc = Supervised::spawn(
+                "kube-apiserver",
+                &bins.kube_apiserver,
+                &self.apiserver_args,
+                &self.dir.path().join("kube-apiserver.log"),
+            )?;
+            // A client per poll: a client is bound to the runtime it was made on, and each poll has its own.
+            let outcome = wait_until(&mut proc, Duration::from_secs(90), || {
+                block_on(async { Ok(ready(&self.client().await?).await) })
+            });
+            match outcome {
+                Ok(()) => {
+                    self.apiserver = Some(proc);
+                    return Ok(());
+                }
+                Err(Error::NotReady(_, log)) if attempts < 20 && log.contains("address already in use") => {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Starts (or restarts after [`ApiServer::stop_etcd`]) etcd on the same port and data directory.
