@@ -218,16 +218,13 @@ async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers
     assert_eq!(env.ask("127.0.53.1", "").await.status, 200);
     assert_eq!(env.metric("aadpodidentity_nmi_state_stale"), Some(0));
 
-    let stopping = Instant::now();
     server = tokio::task::spawn_blocking(move || {
-        server.stop_apiserver();
+        server.kill_apiserver();
         server
     })
     .await
     .unwrap();
-    // The outage counts from the process's exit (its graceful stop closes the watches last).
     let down_at = Instant::now();
-    eprintln!("the apiserver took {:?} to stop", stopping.elapsed());
     // Within the allowance: still served (the authorization is recent enough to stand).
     let (mut served, mut refused_stale) = (0, 0);
     let mut first_refusal: Option<Duration> = None;

@@ -182,6 +182,15 @@ impl ApiServer {
         }
     }
 
+    /// Kills the kube-apiserver process at once (etcd keeps running), as a crash or a node loss
+    /// would. Unlike [`ApiServer::stop_apiserver`] the outage starts at a known instant: a graceful
+    /// stop closes watches first and may then take its full grace period to exit.
+    pub fn kill_apiserver(&mut self) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.kill();
+        }
+    }
+
     /// A new client with admin rights.
     pub async fn client(&self) -> Result<Client> {
         let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
