@@ -95,20 +95,11 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     admin.reset_counters();
 
     // 1,000 pods: convergence, ARM writes and 429s.
+    let mut assigned = k8s.count_assigned();
     let started = std::time::Instant::now();
     k8s.pods(NS, pods(0..1000)).await?;
     let created = started.elapsed();
-    let poll = |want: usize| {
-        let k8s = &k8s;
-        move || async move { Ok(k8s.assigned_count().await?.0 >= want) }
-    };
-    cluster::wait_for(
-        "1,000 AzureAssignedIdentities are Assigned",
-        Duration::from_secs(300),
-        Duration::from_millis(100),
-        poll(1000),
-    )
-    .await?;
+    assigned.wait_for(1000, Duration::from_secs(300)).await?;
     let converged = started.elapsed();
     let counters = admin.counters();
     let arm_writes: u64 = counters.arm_writes.values().sum();
@@ -123,13 +114,7 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     // Up to `pods_large` pods on the same nodes.
     let more = std::time::Instant::now();
     k8s.pods(NS, pods(1000..pods_large)).await?;
-    cluster::wait_for(
-        "every AzureAssignedIdentity is Assigned",
-        Duration::from_secs(600),
-        Duration::from_secs(1),
-        poll(pods_large),
-    )
-    .await?;
+    assigned.wait_for(pods_large, Duration::from_secs(600)).await?;
     let converged_large = more.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_large = mic.rss_mib()?;

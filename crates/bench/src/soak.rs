@@ -98,16 +98,9 @@ pub async fn run(
             .collect(),
     )
     .await?;
-    cluster::wait_for(
-        "the stable pods' identities are Assigned",
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        || {
-            let k8s = &k8s;
-            async move { Ok(k8s.assigned_count().await?.0 >= STABLE_PODS) }
-        },
-    )
-    .await?;
+    k8s.count_assigned()
+        .wait_for(STABLE_PODS, Duration::from_secs(120))
+        .await?;
 
     // Connection i is pod i (ips[i]) and asks for identity i % IDENTITIES, which it is bound to.
     let connections = STABLE_PODS;

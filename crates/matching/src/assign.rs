@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, IdentityType};
+use api::{AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, IdentityType};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::{PodFacts, Policy, candidates};
 
@@ -153,8 +154,8 @@ pub fn is_usable(identity: &AzureIdentity) -> bool {
 pub fn desired<'a>(
     policy: &Policy,
     pods: impl IntoIterator<Item = &'a PodFacts>,
-    bindings: &'a [AzureIdentityBinding],
-    identities: &'a [AzureIdentity],
+    bindings: impl IntoIterator<Item = &'a AzureIdentityBinding> + Clone,
+    identities: impl IntoIterator<Item = &'a AzureIdentity> + Clone,
 ) -> Vec<Desired<'a>> {
     let mut out = Vec::new();
     for pod in pods {
@@ -164,7 +165,7 @@ pub fn desired<'a>(
         if pod.host_network || matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
             continue;
         }
-        for c in candidates(policy, pod, bindings, identities)
+        for c in candidates(policy, pod, bindings.clone(), identities.clone())
             .into_iter()
             .filter(|c| is_usable(c.identity))
         {
@@ -182,61 +183,127 @@ pub fn desired<'a>(
     out
 }
 
+/// What MIC and NMI decide with about an `AzureAssignedIdentity`: a few hundred bytes instead
+/// of the whole object with its copies of the identity and the binding (2 KB and more), which
+/// at 10,000 pods would dominate MIC's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssignedFacts {
+    pub namespace: String,
+    pub name: String,
+    pub pod: String,
+    pub pod_namespace: String,
+    pub node: String,
+    /// The recorded identity: name, namespace and resourceVersion.
+    pub identity: Option<Recorded>,
+    /// The recorded binding: name, namespace and resourceVersion.
+    pub binding: Option<Recorded>,
+    /// The recorded identity's lower-cased resource id, for user-assigned identities (type 0)
+    /// only: what MIC put on the VM or scale set.
+    pub arm_id: Option<String>,
+    /// The recorded identity's lower-cased client id.
+    pub client_id: Option<String>,
+    /// A missing status counts as `Assigned` (upstream's legacy rule).
+    pub state: AssignmentState,
+    /// The object has a deletion timestamp.
+    pub deleting: bool,
+}
+
+/// Which version of an object an `AzureAssignedIdentity` recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl From<&ObjectMeta> for Recorded {
+    fn from(m: &ObjectMeta) -> Self {
+        Self {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            resource_version: m.resource_version.clone(),
+        }
+    }
+}
+
+impl From<&AzureAssignedIdentity> for AssignedFacts {
+    fn from(a: &AzureAssignedIdentity) -> Self {
+        let identity = a.spec.azure_identity_ref.as_ref();
+        Self {
+            namespace: a.metadata.namespace.clone().unwrap_or_default(),
+            name: a.metadata.name.clone().unwrap_or_default(),
+            pod: a.spec.pod.clone(),
+            pod_namespace: a.spec.pod_namespace.clone(),
+            node: a.spec.node_name.clone(),
+            identity: identity.map(|i| Recorded::from(&i.metadata)),
+            binding: a
+                .spec
+                .azure_binding_ref
+                .as_ref()
+                .map(|b| Recorded::from(&b.metadata)),
+            arm_id: identity.and_then(|i| {
+                (i.spec.identity_type() == Ok(IdentityType::UserAssignedMsi))
+                    .then(|| i.spec.resource_id().map(str::to_ascii_lowercase))
+                    .flatten()
+            }),
+            client_id: identity.and_then(|i| i.spec.client_id().map(str::to_ascii_lowercase)),
+            state: a.state(),
+            deleting: a.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
 /// What to do to the `AzureAssignedIdentity` objects.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan<'a, 'e> {
     /// Assignments with no object yet.
     pub create: Vec<Desired<'a>>,
     /// Objects whose identity, binding or node changed: rewritten in place and assigned again.
-    pub update: Vec<(&'e AzureAssignedIdentity, Desired<'a>)>,
+    pub update: Vec<(&'e AssignedFacts, Desired<'a>)>,
     /// Objects nothing needs any more.
-    pub delete: Vec<&'e AzureAssignedIdentity>,
+    pub delete: Vec<&'e AssignedFacts>,
     /// Objects that match but are still `Created`: their assignment must be retried.
-    pub retry: Vec<(&'e AzureAssignedIdentity, Desired<'a>)>,
+    pub retry: Vec<(&'e AssignedFacts, Desired<'a>)>,
 }
 
 /// Compares the desired assignments with the existing objects, by name and namespace.
 ///
 /// An object is unchanged when it records the same pod, node, identity and binding, at the
 /// same `resourceVersion`s (upstream's rule: an edited identity is assigned afresh).
-pub fn plan<'a, 'e>(desired: Vec<Desired<'a>>, existing: &'e [AzureAssignedIdentity]) -> Plan<'a, 'e> {
-    let key = |ns: Option<&str>, name: Option<&str>| {
-        (
-            ns.unwrap_or_default().to_owned(),
-            name.unwrap_or_default().to_owned(),
-        )
-    };
-    let mut by_key: BTreeMap<(String, String), &'e AzureAssignedIdentity> = existing
-        .iter()
-        .map(|a| {
-            (
-                key(a.metadata.namespace.as_deref(), a.metadata.name.as_deref()),
-                a,
-            )
-        })
-        .collect();
+pub fn plan<'a, 'e>(
+    desired: Vec<Desired<'a>>,
+    existing: impl IntoIterator<Item = &'e AssignedFacts>,
+) -> Plan<'a, 'e> {
+    // By namespace, then name: looking up `str`s needs no copy of the desired object's names.
+    let mut by_key: BTreeMap<&'e str, BTreeMap<&'e str, &'e AssignedFacts>> = BTreeMap::new();
+    for a in existing {
+        by_key
+            .entry(a.namespace.as_str())
+            .or_default()
+            .insert(a.name.as_str(), a);
+    }
     let mut plan = Plan::default();
     for d in desired {
-        match by_key.remove(&key(Some(&d.namespace), Some(&d.name))) {
+        let found = by_key
+            .get_mut(d.namespace.as_str())
+            .and_then(|names| names.remove(d.name.as_str()));
+        match found {
             None => plan.create.push(d),
             Some(a) if !same(a, &d) => plan.update.push((a, d)),
-            Some(a) if a.state() == api::AssignmentState::Created => plan.retry.push((a, d)),
+            Some(a) if a.state == AssignmentState::Created => plan.retry.push((a, d)),
             Some(_) => {}
         }
     }
-    plan.delete = by_key.into_values().collect();
+    plan.delete = by_key.into_values().flat_map(BTreeMap::into_values).collect();
     plan
 }
 
-fn same(a: &AzureAssignedIdentity, d: &Desired<'_>) -> bool {
-    let rv = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        (m.name.clone(), m.namespace.clone(), m.resource_version.clone())
-    };
-    a.spec.pod == d.pod.name
-        && a.spec.pod_namespace == d.pod.namespace
-        && a.spec.node_name == d.node
-        && a.spec.azure_identity_ref.as_ref().map(|i| rv(&i.metadata)) == Some(rv(&d.identity.metadata))
-        && a.spec.azure_binding_ref.as_ref().map(|b| rv(&b.metadata)) == Some(rv(&d.binding.metadata))
+fn same(a: &AssignedFacts, d: &Desired<'_>) -> bool {
+    a.pod == d.pod.name
+        && a.pod_namespace == d.pod.namespace
+        && a.node == d.node
+        && a.identity.as_ref() == Some(&Recorded::from(&d.identity.metadata))
+        && a.binding.as_ref() == Some(&Recorded::from(&d.binding.metadata))
 }
 
 /// The identity changes one VM or scale set needs.

@@ -14,6 +14,7 @@
 pub mod arm;
 pub mod cloud;
 pub mod controller;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 

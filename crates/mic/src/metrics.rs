@@ -33,6 +33,7 @@ pub struct Metrics {
     arm_retries: Family<OperationLabels, Counter>,
     queue_depth: Gauge,
     leader_elections: Counter,
+    events_dropped: Counter,
 }
 
 fn latency_buckets() -> Histogram {
@@ -55,6 +56,7 @@ impl Default for Metrics {
             arm_retries: Family::default(),
             queue_depth: Gauge::default(),
             leader_elections: Counter::default(),
+            events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,6 +108,11 @@ impl Default for Metrics {
             "mic_new_leader_election",
             "Times this MIC became the leader",
             m.leader_elections.clone(),
+        );
+        registry.register(
+            "mic_events_dropped",
+            "Kubernetes Events not published because the event queue was full",
+            m.events_dropped.clone(),
         );
         Self { registry, ..m }
     }
@@ -160,6 +167,10 @@ impl Metrics {
 
     pub fn set_queue_depth(&self, depth: usize) {
         self.queue_depth.set(depth as i64);
+    }
+
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     pub fn became_leader(&self) {

@@ -15,23 +15,12 @@ use std::{
 use api::{
     AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Resource, runtime::watcher};
-use matching::{IdentityRequest, NotChosen, PodFacts, Policy};
-use serde::de::DeserializeOwned;
+use kube::{Api, runtime::watcher};
+use matching::{AssignedFacts, IdentityRequest, NotChosen, PodFacts, Policy};
+pub use mirror::{Key, Mirror};
+use mirror::{Sink, key_of};
 use tokio::sync::watch;
-
-/// `<namespace>/<name>`.
-pub type Key = (String, String);
-
-fn key_of<K: Resource>(o: &K) -> Key {
-    let m = o.meta();
-    (
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    )
-}
 
 /// Where NMI gets identities from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -40,64 +29,6 @@ pub enum Mode {
     Standard,
     /// Identities are pre-assigned to the VMs by the operator; no MIC, no AzureAssignedIdentity.
     Managed,
-}
-
-/// Receives a watch's events.
-trait Sink<T>: Send + Sync {
-    fn apply(&self, key: Key, item: T);
-    fn delete(&self, key: &Key);
-    fn replace(&self, items: Vec<(Key, T)>);
-}
-
-/// A plain mirror of one kind, keyed by namespace and name.
-pub struct Mirror<T> {
-    items: RwLock<HashMap<Key, Arc<T>>>,
-    ready: AtomicBool,
-}
-
-impl<T> Default for Mirror<T> {
-    fn default() -> Self {
-        Self {
-            items: RwLock::default(),
-            ready: AtomicBool::new(false),
-        }
-    }
-}
-
-impl<T: Send + Sync> Sink<T> for Mirror<T> {
-    fn apply(&self, key: Key, item: T) {
-        self.items.write().expect("lock").insert(key, Arc::new(item));
-    }
-    fn delete(&self, key: &Key) {
-        self.items.write().expect("lock").remove(key);
-    }
-    fn replace(&self, items: Vec<(Key, T)>) {
-        *self.items.write().expect("lock") = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        self.ready.store(true, Ordering::Release);
-    }
-}
-
-impl<T> Mirror<T> {
-    /// Runs `f` over the current items.
-    pub fn with<R>(&self, f: impl FnOnce(&HashMap<Key, Arc<T>>) -> R) -> R {
-        f(&self.items.read().expect("lock"))
-    }
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
-        self.items
-            .read()
-            .expect("lock")
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-    pub fn len(&self) -> usize {
-        self.items.read().expect("lock").len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
 }
 
 /// This node's pods, and which of them may be the source of a request from an IP.
@@ -230,7 +161,7 @@ pub struct State {
     pub bindings: Mirror<AzureIdentityBinding>,
     pub identities: Mirror<AzureIdentity>,
     pub exceptions: Mirror<AzurePodIdentityException>,
-    pub assigned: Mirror<AzureAssignedIdentity>,
+    pub assigned: Mirror<AssignedFacts>,
     changes: watch::Sender<u64>,
     /// Since when each failing watch has failed (by kind); a watch is proven again by its next
     /// successful list or event.
@@ -329,8 +260,8 @@ impl State {
         request: &IdentityRequest,
         principal_of: impl Fn(&str) -> Option<String>,
     ) -> Decision {
-        let bindings = self.bindings.items.read().expect("lock");
-        let identities = self.identities.items.read().expect("lock");
+        let bindings = self.bindings.read();
+        let identities = self.identities.read();
         let candidates = matching::candidates(
             &self.policy,
             pod,
@@ -371,20 +302,19 @@ impl State {
     fn is_assigned(&self, pod: &PodFacts, identity: &AzureIdentity) -> bool {
         let id_ns = identity.metadata.namespace.as_deref();
         let id_name = identity.metadata.name.as_deref();
+        let client_id = identity.spec.client_id().map(str::to_ascii_lowercase);
         self.assigned.with(|aais| {
             aais.values().any(|a| {
-                let r = a.spec.azure_identity_ref.as_ref();
-                a.spec.pod == pod.name
-                    && a.spec.pod_namespace == pod.namespace
-                    && a.spec.node_name == self.node
-                    && a.state() == AssignmentState::Assigned
-                    && r.is_some_and(|r| {
-                        r.metadata.name.as_deref() == id_name
-                            && r.metadata.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
-                            // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
-                            && r.spec.client_id().map(str::to_ascii_lowercase)
-                                == identity.spec.client_id().map(str::to_ascii_lowercase)
+                a.pod == pod.name
+                    && a.pod_namespace == pod.namespace
+                    && a.node == self.node
+                    && a.state == AssignmentState::Assigned
+                    && a.identity.as_ref().is_some_and(|r| {
+                        r.name.as_deref() == id_name
+                            && r.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
                     })
+                    // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
+                    && a.client_id == client_id
             })
         })
     }
@@ -393,7 +323,7 @@ impl State {
     pub fn spawn_watches(self: &Arc<Self>, client: kube::Client) {
         let node = self.node.clone();
         let pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        spawn_watch(
+        mirror::spawn(
             self.clone(),
             Api::<Pod>::all(client.clone()),
             pods,
@@ -401,21 +331,21 @@ impl State {
             |p: Pod| PodFacts::from(&p),
         );
         let all = watcher::Config::default;
-        spawn_watch(
+        mirror::spawn(
             self.clone(),
             Api::all(client.clone()),
             all(),
             |s| &s.bindings,
             |b: AzureIdentityBinding| b,
         );
-        spawn_watch(
+        mirror::spawn(
             self.clone(),
             Api::all(client.clone()),
             all(),
             |s| &s.identities,
             |i: AzureIdentity| i,
         );
-        spawn_watch(
+        mirror::spawn(
             self.clone(),
             Api::all(client.clone()),
             all(),
@@ -424,12 +354,12 @@ impl State {
         );
         if self.mode == Mode::Standard {
             let by_node = all().labels(&format!("{}={node}", api::v1::NODE_NAME_LABEL));
-            spawn_watch(
+            mirror::spawn(
                 self.clone(),
                 Api::all(client),
                 by_node,
                 |s| &s.assigned,
-                |a: AzureAssignedIdentity| a,
+                |a: AzureAssignedIdentity| AssignedFacts::from(&a),
             );
         }
     }
@@ -446,66 +376,18 @@ fn find_arc(map: &HashMap<Key, Arc<AzureIdentity>>, identity: &AzureIdentity) ->
     map.get(&key_of(identity)).cloned()
 }
 
-fn spawn_watch<K, T, S>(
-    state: Arc<State>,
-    api: Api<K>,
-    config: watcher::Config,
-    sink: fn(&State) -> &S,
-    convert: fn(K) -> T,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    T: Send + 'static,
-    S: Sink<T> + 'static,
-{
-    // Each error drops the stream and starts a fresh watcher, whose first success is a full list:
-    // that list (InitDone) or any later event proves the state again, and replaces whatever was
-    // missed during the outage. (Resuming from a resourceVersion would give no event to prove it.)
-    tokio::spawn(async move {
-        let kind = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let mut stream = watcher(api.clone(), config.clone()).boxed();
-            let mut buffer: Vec<(Key, T)> = Vec::new();
-            while let Some(event) = stream.next().await {
-                tracing::trace!(kind, event = ?event.as_ref().map(|e| match e {
-                    watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(key_of(o)),
-                    _ => None,
-                }), "watch event");
-                match event {
-                    Ok(watcher::Event::Apply(o)) => {
-                        let key = key_of(&o);
-                        sink(&state).apply(key, convert(o));
-                    }
-                    Ok(watcher::Event::Delete(o)) => sink(&state).delete(&key_of(&o)),
-                    Ok(watcher::Event::Init) => {
-                        buffer.clear();
-                        continue;
-                    }
-                    Ok(watcher::Event::InitApply(o)) => {
-                        buffer.push((key_of(&o), convert(o)));
-                        continue;
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        sink(&state).replace(std::mem::take(&mut buffer));
-                        tracing::debug!(kind, "watch listed");
-                    }
-                    Err(e) => {
-                        if state.watch_failed(kind) {
-                            tracing::warn!(kind, error = %e, "watch failed; listing again");
-                        } else {
-                            tracing::debug!(kind, error = %e, "watch still failing; listing again");
-                        }
-                        break;
-                    }
-                }
-                backoff = Duration::from_millis(250);
-                state.watch_proven(kind);
-                state.changed();
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+impl mirror::Observer for State {
+    fn changed(&self, kind: &'static str) {
+        self.watch_proven(kind);
+        self.changed();
+    }
+    fn failed(&self, kind: &'static str, error: &watcher::Error) {
+        if self.watch_failed(kind) {
+            tracing::warn!(kind, %error, "watch failed; listing again");
+        } else {
+            tracing::debug!(kind, %error, "watch still failing; listing again");
         }
-    });
+    }
 }
 
 /// Test support: builds state from plain objects, as if the watches had listed them.
@@ -527,8 +409,12 @@ impl State {
             .replace(identities.into_iter().map(|o| (key_of(&o), o)).collect());
         self.exceptions
             .replace(exceptions.into_iter().map(|o| (key_of(&o), o)).collect());
-        self.assigned
-            .replace(assigned.into_iter().map(|o| (key_of(&o), o)).collect());
+        self.assigned.replace(
+            assigned
+                .iter()
+                .map(|o| (key_of(o), AssignedFacts::from(o)))
+                .collect(),
+        );
         self.changed();
     }
 
@@ -540,7 +426,7 @@ impl State {
 
     /// Adds or replaces an AzureAssignedIdentity as a watch would.
     pub fn apply_assigned(&self, aai: AzureAssignedIdentity) {
-        self.assigned.apply(key_of(&aai), aai);
+        self.assigned.apply(key_of(&aai), AssignedFacts::from(&aai));
         self.changed();
     }
 }

@@ -109,6 +109,7 @@ fn the_plan_creates_updates_retries_and_deletes() {
         recorded(&d[3], Some(api::AssignmentState::Assigned)),
         recorded(&d[3], None).tap(|a| a.metadata.name = Some("gone-ns-id".into())),
     ];
+    let existing: Vec<AssignedFacts> = existing.iter().map(AssignedFacts::from).collect();
     let p = plan(d, &existing);
     assert_eq!(
         p.create.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
@@ -126,10 +127,7 @@ fn the_plan_creates_updates_retries_and_deletes() {
         ["stuck-ns-id"]
     );
     assert_eq!(
-        p.delete
-            .iter()
-            .map(|a| a.metadata.name.as_deref().unwrap())
-            .collect::<Vec<_>>(),
+        p.delete.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
         ["gone-ns-id"]
     );
 }
@@ -149,10 +147,44 @@ fn an_edited_identity_is_assigned_afresh() {
         .unwrap()
         .metadata
         .resource_version = Some("1".into());
-    let existing = [old];
+    let existing = [AssignedFacts::from(&old)];
     let p = plan(d, &existing);
     assert_eq!(p.update.len(), 1);
     assert!(p.create.is_empty() && p.delete.is_empty());
+}
+
+#[test]
+fn facts_keep_what_the_decisions_read() {
+    let ids = [identity("ns", "id", A)];
+    let bindings = [binding("ns", "b", "id", "app", 1)];
+    let pods = [on("n1", pod("ns", "web", Some("app")))];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    let mut a = recorded(&d[0], None);
+    let f = AssignedFacts::from(&a);
+    assert_eq!(
+        (
+            f.namespace.as_str(),
+            f.name.as_str(),
+            f.pod.as_str(),
+            f.node.as_str()
+        ),
+        ("ns", "web-ns-id", "web", "n1")
+    );
+    assert_eq!(
+        f.state,
+        api::AssignmentState::Assigned,
+        "no status counts as assigned"
+    );
+    assert_eq!(f.arm_id, d[0].arm_identity());
+    assert_eq!(f.client_id.as_deref(), Some(A));
+    assert!(!f.deleting);
+    a.spec.azure_identity_ref.as_mut().unwrap().spec.type_ = Some(1);
+    a.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    let f = AssignedFacts::from(&a);
+    assert_eq!(f.arm_id, None, "a service principal is never on a VM");
+    assert!(f.deleting);
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {

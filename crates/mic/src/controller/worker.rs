@@ -1,0 +1,559 @@
+//! One worker per VM or scale set: applies the latest picture of what its target needs, one
+//! batch at a time.
+//!
+//! A batch writes its new `AzureAssignedIdentity` objects (status `Created`) while its delta
+//! PATCH runs, then marks `Assigned` every object whose identity is now on the target. Objects
+//! whose identity is already there are written and marked at once, with no ARM call. Writes run
+//! concurrently (bounded across workers); Events are queued, never awaited.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use api::{
+    AssignmentState, AzureAssignedIdentity,
+    v1::{ASSIGNED_IDENTITY_FINALIZER, NODE_NAME_LABEL},
+};
+use futures_util::{StreamExt, stream};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use matching::{ComputeTarget, TargetChange};
+use mirror::Key;
+use serde_json::json;
+use tokio::{sync::watch, time::Instant};
+
+use super::{Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
+use crate::{
+    arm::{CallError, IdentityState, patch_bodies},
+    events::{Kind, pod_ref, some_of},
+};
+
+/// How long a write this worker made stands in for the planner's view of the object. The
+/// planner's cache learns of the write through its watch, usually within milliseconds; until
+/// then its pictures still ask for the write, which must not be repeated.
+const WRITTEN_FOR: Duration = Duration::from_secs(30);
+
+/// How long an ARM batch runs before objects of pods that arrived meanwhile are written with
+/// status `Created` rather than straight `Assigned` once their identity is there.
+const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
+
+/// What this worker last wrote for an object.
+struct Written {
+    /// What the object records, when this worker wrote it.
+    object: Option<ToAssign>,
+    state: AssignmentState,
+    at: Instant,
+}
+
+impl Written {
+    /// Whether `a`'s object needs no write: it exists as it should, or this worker wrote it so.
+    fn has_object(&self, a: &ToAssign) -> bool {
+        a.write.is_none() || self.object.as_ref().is_some_and(|o| o.records_same(a))
+    }
+}
+
+pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watch::Receiver<TargetWork>) {
+    let mut worker = Worker {
+        shared,
+        target,
+        state: None,
+        written: HashMap::new(),
+    };
+    let mut refreshed = 0;
+    loop {
+        let work = rx.borrow_and_update().clone();
+        if work.refresh != refreshed {
+            refreshed = work.refresh;
+            worker.state = None;
+        }
+        let failed = worker.apply(&work, &mut rx).await;
+        let retry_at = failed.then(|| Instant::now() + worker.shared.settings.failure_retry);
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = sleep_until_opt(retry_at) => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    target: ComputeTarget,
+    /// The target's identities as Azure last reported them (after our own PATCHes).
+    state: Option<IdentityState>,
+    written: HashMap<Key, Written>,
+}
+
+/// How one batch's ARM changes went.
+struct ArmOutcome {
+    /// Set when `current` still reflects Azure (after a transport error the outcome is unknown).
+    current: Option<IdentityState>,
+    /// Identities ARM refused by name (`LinkedAuthorizationFailed`), with the error.
+    refused: BTreeMap<String, String>,
+    /// An error that failed the whole batch.
+    batch_error: Option<String>,
+}
+
+impl Worker {
+    /// The picture's assignments not yet brought to `Assigned` by this worker.
+    fn todo<'w>(&self, work: &'w TargetWork) -> Vec<&'w ToAssign> {
+        work.assign
+            .iter()
+            .filter(|a| {
+                !self
+                    .written
+                    .get(&a.key)
+                    .is_some_and(|w| w.state == AssignmentState::Assigned && w.has_object(a))
+            })
+            .collect()
+    }
+
+    /// Applies one picture. Returns whether something must be retried later. Pictures that
+    /// arrive while ARM works are written at once (see [`Worker::follow`]); when any did, `rx`
+    /// is marked changed so that the next round applies the latest one to ARM.
+    async fn apply(&mut self, work: &TargetWork, rx: &mut watch::Receiver<TargetWork>) -> bool {
+        let shared = self.shared.clone();
+        let shared = &*shared;
+        let target_id = self.target.arm_id();
+        if work.assign.is_empty() && work.release.is_empty() && work.stale.is_empty() && self.state.is_some()
+        {
+            self.written.clear();
+            return false;
+        }
+        // Forget writes the planner no longer asks about (it has seen them) or that are old.
+        let asked: BTreeSet<&Key> = work.assign.iter().map(|a| &a.key).collect();
+        self.written
+            .retain(|k, w| asked.contains(k) && w.at.elapsed() < WRITTEN_FOR);
+        let todo = self.todo(work);
+
+        if self.state.is_none() {
+            match shared.arm.get(&self.target).await {
+                Ok(s) => self.state = Some(s),
+                Err(e) => {
+                    // Service principals need nothing from ARM: they proceed anyway.
+                    let (sp, msi): (Vec<&ToAssign>, Vec<&ToAssign>) =
+                        todo.iter().partition(|a| a.arm_id.is_none());
+                    let outcome = self.write_all(&sp, true).await;
+                    self.record(outcome);
+                    report_failure(shared, &msi, &e.to_string(), &BTreeMap::new());
+                    return true;
+                }
+            }
+        }
+        let current = self.state.take().expect("state was just read");
+        if current.provisioning_state.as_deref() == Some("Deleting") {
+            tracing::info!(target = %target_id, "not touching a VM or scale set that is being deleted");
+            self.state = Some(current);
+            return false;
+        }
+        let mut protected = current.ids_with_client_ids(&shared.settings.protected_client_ids);
+        protected.extend(work.protected.iter().cloned());
+        let released: BTreeSet<String> = work
+            .release
+            .iter()
+            .filter_map(|r| r.arm_id.clone())
+            .chain(work.stale.iter().cloned())
+            .collect();
+        let change = matching::target_change(&work.needed, &released, &current.ids(), &protected);
+
+        let on_before = current.ids();
+        let started = Instant::now();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let target = self.target.clone();
+        let arm = async {
+            let outcome = change_target(shared, &target, current, change, &protected).await;
+            let _ = done_tx.send(());
+            outcome
+        };
+        let (outcome, (latest, written)) = tokio::join!(arm, self.follow(work, rx, &on_before, done_rx));
+        let ArmOutcome {
+            current,
+            refused,
+            batch_error,
+        } = outcome;
+        self.state = current;
+        let now_on = self.state.as_ref().map(IdentityState::ids).unwrap_or_default();
+        let mut retry = batch_error.is_some() || !refused.is_empty() || !written;
+
+        // Objects whose identity this batch brought are marked `Assigned`, from the latest picture.
+        let seen = latest.as_ref().unwrap_or(work);
+        let arrived: Vec<&ToAssign> = self
+            .todo(seen)
+            .into_iter()
+            .filter(|a| {
+                a.arm_id
+                    .as_ref()
+                    .is_some_and(|id| now_on.contains(id) && !on_before.contains(id))
+            })
+            .collect();
+        let outcome = self.write_all(&arrived, true).await;
+        retry |= !self.record(outcome);
+        if latest.is_some() {
+            rx.mark_changed();
+        }
+        tracing::debug!(
+            target = %target_id,
+            assigned_after_arm = arrived.len(),
+            elapsed = ?started.elapsed(),
+            "batch applied"
+        );
+        let failed: Vec<&ToAssign> = todo
+            .iter()
+            .copied()
+            .filter(|a| a.arm_id.as_ref().is_some_and(|id| !now_on.contains(id)))
+            .collect();
+        // (`todo` is this batch's own picture: later arrivals are the next batch's business.)
+        report_failure(
+            shared,
+            &failed,
+            batch_error.as_deref().unwrap_or_default(),
+            &refused,
+        );
+        if !work.stale.is_empty() {
+            // Left-behind identities that are gone, needed again or protected need no more care.
+            let mut stale = lock(&shared.stale);
+            if let Some(ids) = stale.get_mut(&self.target) {
+                ids.retain(|id| {
+                    !(work.stale.contains(id)
+                        && (!now_on.contains(id) || work.needed.contains(id) || protected.contains(id)))
+                });
+                if ids.is_empty() {
+                    stale.remove(&self.target);
+                }
+            }
+        }
+        let mut done_with = Vec::new();
+        for r in &work.release {
+            let still_there = r.arm_id.as_ref().is_some_and(|id| {
+                now_on.contains(id) && !work.needed.contains(id) && !protected.contains(id)
+            });
+            if still_there {
+                retry = true;
+            } else {
+                done_with.push(&r.key);
+            }
+        }
+        stream::iter(done_with)
+            .for_each_concurrent(shared.settings.write_concurrency, |key| {
+                delete_assigned(shared, key)
+            })
+            .await;
+        retry
+    }
+
+    /// While ARM works on a batch: writes the objects of `work` and of every later picture, until
+    /// `done`. Objects whose identity is already on the target (`on`) or that need none are
+    /// written and marked `Assigned` at once. New objects waiting for an identity are written
+    /// `Created`: those of `work` at once, those of later pictures only once the batch has run
+    /// for [`CREATE_WAITING_AFTER`]. In the common case of a quick operation they are then
+    /// written once the identity is there, straight to `Assigned`: one write fewer per pod, the
+    /// apiserver being what limits a large rollout. Returns the latest picture seen, if a later
+    /// one arrived, and whether every write succeeded.
+    async fn follow(
+        &mut self,
+        work: &TargetWork,
+        rx: &mut watch::Receiver<TargetWork>,
+        on: &BTreeSet<String>,
+        mut done: tokio::sync::oneshot::Receiver<()>,
+    ) -> (Option<TargetWork>, bool) {
+        let slow = tokio::time::sleep(CREATE_WAITING_AFTER);
+        tokio::pin!(slow);
+        let mut is_slow = false;
+        let mut ok = self.write_picture(work, on, true).await;
+        let mut latest: Option<TargetWork> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut done => return (latest, ok),
+                () = &mut slow, if !is_slow => {
+                    is_slow = true;
+                    if let Some(picture) = latest.clone() {
+                        ok &= self.write_picture(&picture, on, true).await;
+                    }
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return (latest, ok);
+                    }
+                    let picture = rx.borrow_and_update().clone();
+                    ok &= self.write_picture(&picture, on, is_slow).await;
+                    latest = Some(picture);
+                }
+            }
+        }
+    }
+
+    /// Writes a picture's objects whose identity is on the target (`Assigned`) and, when
+    /// `create_waiting`, those still waiting for theirs (`Created`). Returns whether every
+    /// write succeeded.
+    async fn write_picture(
+        &mut self,
+        work: &TargetWork,
+        on: &BTreeSet<String>,
+        create_waiting: bool,
+    ) -> bool {
+        let (waiting, at_once): (Vec<&ToAssign>, Vec<&ToAssign>) = self
+            .todo(work)
+            .into_iter()
+            .partition(|a| a.arm_id.as_ref().is_some_and(|id| !on.contains(id)));
+        let early: Vec<&ToAssign> = waiting
+            .into_iter()
+            .filter(|a| {
+                create_waiting
+                    && a.write.is_some()
+                    && !self.written.get(&a.key).is_some_and(|w| w.has_object(a))
+            })
+            .collect();
+        let (created, assigned) = tokio::join!(self.write_all(&early, false), self.write_all(&at_once, true));
+        self.record(created) & self.record(assigned)
+    }
+
+    /// Writes each object that needs it and its status: `Assigned` when `assigned` (its identity
+    /// is on the target), else `Created`. Returns whether every write succeeded.
+    async fn write_all(&self, items: &[&ToAssign], assigned: bool) -> Vec<(Key, Option<Written>)> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let shared = &*self.shared;
+        let state = if assigned {
+            AssignmentState::Assigned
+        } else {
+            AssignmentState::Created
+        };
+        let writes: Vec<_> = items.iter().map(|a| self.write_one(a, state)).collect();
+        let results: Vec<(&ToAssign, Result<(), kube::Error>)> = stream::iter(writes)
+            .buffer_unordered(shared.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        let mut outcome = Vec::new();
+        let mut by_binding: BTreeMap<Key, (ObjectReference, Vec<String>)> = BTreeMap::new();
+        let target_id = self.target.arm_id();
+        for (a, r) in results {
+            outcome.push((
+                a.key.clone(),
+                r.is_ok().then(|| Written {
+                    object: a.write.is_some().then(|| a.clone()),
+                    state,
+                    at: Instant::now(),
+                }),
+            ));
+            match r {
+                Ok(()) => {
+                    if assigned {
+                        shared.metrics.assigned(Some(a.seen.elapsed()));
+                        let what = a.arm_id.as_deref().map_or_else(
+                            || "service principal identity ready (nothing to assign)".to_owned(),
+                            |id| format!("identity {id} assigned to {target_id}"),
+                        );
+                        shared.events.publish(
+                            Kind::Normal,
+                            "IdentityAssigned",
+                            format!("{what} for pod {}/{}", a.key.0, a.pod),
+                            pod_ref(&a.key.0, &a.pod),
+                        );
+                        by_binding
+                            .entry(mirror::key_of(a.binding.as_ref()))
+                            .or_insert_with(|| (a.binding_ref(), Vec::new()))
+                            .1
+                            .push(a.pod.clone());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %a.key.0, name = %a.key.1, error = %e, ?state, "writing an AzureAssignedIdentity failed; the next batch retries");
+                }
+            }
+        }
+        // One event per binding and batch, not per pod: a deployment of 500 replicas would
+        // otherwise bury the binding's events.
+        for (_, (binding, pods)) in by_binding {
+            shared.events.publish(
+                Kind::Normal,
+                "IdentityAssigned",
+                format!(
+                    "identity assigned on {target_id} for {} pod(s): {}",
+                    pods.len(),
+                    some_of(&pods)
+                ),
+                binding,
+            );
+        }
+        outcome
+    }
+
+    /// Writes one object (unless this worker already did) and its status.
+    async fn write_one<'a>(
+        &self,
+        a: &'a ToAssign,
+        state: AssignmentState,
+    ) -> (&'a ToAssign, Result<(), kube::Error>) {
+        let shared = &*self.shared;
+        let already = self.written.get(&a.key).is_some_and(|w| w.has_object(a));
+        let r = async {
+            if let Some(create) = a.write.filter(|_| !already) {
+                write_object(shared, a, create).await?;
+            }
+            set_state(shared, &a.key, state).await
+        }
+        .await;
+        (a, r)
+    }
+
+    /// Remembers what `write_all` wrote; returns whether every write succeeded.
+    fn record(&mut self, outcome: Vec<(Key, Option<Written>)>) -> bool {
+        let mut all_ok = true;
+        for (key, w) in outcome {
+            match w {
+                Some(w) => {
+                    self.written.insert(key, w);
+                }
+                None => all_ok = false,
+            }
+        }
+        all_ok
+    }
+}
+
+/// Applies `change` to the target in as few PATCHes as the size limit allows. An identity ARM
+/// refuses by name is dropped and the rest of the batch goes again.
+async fn change_target(
+    shared: &Shared,
+    target: &ComputeTarget,
+    mut current: IdentityState,
+    mut change: TargetChange,
+    protected: &BTreeSet<String>,
+) -> ArmOutcome {
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    let mut batch_error: Option<String> = None;
+    let mut known = true;
+    while !change.is_empty() && batch_error.is_none() && known {
+        for body in patch_bodies(&current, &change) {
+            match shared.arm.patch(target, &body).await {
+                Ok(()) => current.apply(&body),
+                Err(e) => {
+                    let blamed: BTreeSet<String> = e
+                        .arm_error()
+                        .map(|a| a.blamed_identities())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|id| change.add.contains(id) || change.remove.contains(id))
+                        .collect();
+                    if blamed.is_empty() {
+                        batch_error = Some(e.to_string());
+                    } else {
+                        for id in &blamed {
+                            refused.insert(id.clone(), e.to_string());
+                        }
+                    }
+                    known = !matches!(e, CallError::Transport { .. });
+                    change = TargetChange {
+                        add: change.add.difference(&blamed).cloned().collect(),
+                        remove: change.remove.difference(&blamed).cloned().collect(),
+                    };
+                    break;
+                }
+            }
+        }
+        change = matching::target_change(&change.add, &change.remove, &current.ids(), protected);
+    }
+    ArmOutcome {
+        current: known.then_some(current),
+        refused,
+        batch_error,
+    }
+}
+
+/// Creates or rewrites an `AzureAssignedIdentity` (its status is written separately: the
+/// status subresource ignores it here).
+async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(), kube::Error> {
+    let (namespace, name) = &a.key;
+    let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
+    let spec = a.spec();
+    let _permit = shared.writes.acquire().await;
+    if create {
+        let obj = AzureAssignedIdentity {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                labels: Some([(NODE_NAME_LABEL.to_owned(), a.node.clone())].into()),
+                finalizers: Some(vec![ASSIGNED_IDENTITY_FINALIZER.to_owned()]),
+                ..Default::default()
+            },
+            spec,
+            status: None,
+        };
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => Ok(()),
+            // Our cache was behind; the object is there.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+    }
+}
+
+/// Warning events for assignments whose identity could not be put on the target.
+fn report_failure(
+    shared: &Shared,
+    items: &[&ToAssign],
+    batch_error: &str,
+    refused: &BTreeMap<String, String>,
+) {
+    let mut by_binding: BTreeMap<Key, (ObjectReference, Vec<String>, String)> = BTreeMap::new();
+    for a in items {
+        let why = a
+            .arm_id
+            .as_ref()
+            .and_then(|id| refused.get(id))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .or((!batch_error.is_empty()).then_some(batch_error));
+        let (Some(why), Some(arm_id)) = (why, a.arm_id.as_deref()) else {
+            continue;
+        };
+        let note = format!(
+            "assigning identity {arm_id} for pod {}/{} failed: {why}",
+            a.key.0, a.pod
+        );
+        tracing::warn!(namespace = %a.key.0, name = %a.key.1, "{note}");
+        shared.events.publish(
+            Kind::Warning,
+            "IdentityAssignmentFailed",
+            note,
+            pod_ref(&a.key.0, &a.pod),
+        );
+        by_binding
+            .entry(mirror::key_of(a.binding.as_ref()))
+            .or_insert_with(|| {
+                (
+                    a.binding_ref(),
+                    Vec::new(),
+                    format!("assigning identity {arm_id} failed: {why}"),
+                )
+            })
+            .1
+            .push(a.pod.clone());
+    }
+    for (_, (binding, pods, note)) in by_binding {
+        shared.events.publish(
+            Kind::Warning,
+            "IdentityAssignmentFailed",
+            format!("{note} (pods: {})", some_of(&pods)),
+            binding,
+        );
+    }
+}
