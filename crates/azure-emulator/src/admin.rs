@@ -62,6 +62,15 @@ pub enum FaultAction {
     },
     /// Drop the connection with a TCP reset, without an answer.
     Reset,
+    /// ARM writes only: accept the write (202-style, with its operation), then end the
+    /// long-running operation `Failed` with this error; the change does not take effect and
+    /// the resource's provisioning state becomes `Failed`. Reads are not affected.
+    OperationFailed {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    },
 }
 
 /// A fault rule. With `count`, it fires on the next N matching calls; with `rate` (0..1), on
@@ -124,14 +133,17 @@ impl Faults {
     }
 
     /// The fault to apply to this call, if any; `targets` are the names the call answers to.
-    pub fn pick(&self, kind: EndpointKind, targets: &[&str]) -> Option<FaultAction> {
+    /// `write`: whether the call is an ARM write (only those take `OperationFailed`).
+    pub fn pick(&self, kind: EndpointKind, targets: &[&str], write: bool) -> Option<FaultAction> {
         if self.active.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut rules = lock(&self.rules);
         let mut hit = None;
         for (i, r) in rules.iter_mut().enumerate() {
-            if r.fault.endpoint != kind {
+            if r.fault.endpoint != kind
+                || (matches!(r.fault.action, FaultAction::OperationFailed { .. }) && !write)
+            {
                 continue;
             }
             if let Some(t) = &r.fault.target {

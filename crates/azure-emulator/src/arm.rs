@@ -268,7 +268,15 @@ async fn handle_inner(
                     );
                 }
             };
-            write_compute(shared, &path, &bytes, parts.method == Method::PUT, &caller, &api)
+            write_compute(
+                shared,
+                &path,
+                &bytes,
+                parts.method == Method::PUT,
+                &caller,
+                &api,
+                parts.extensions.get::<crate::server::FailOperation>().cloned(),
+            )
         }
     };
     if let Some((name, left)) = rate {
@@ -371,6 +379,7 @@ fn write_compute(
     replace: bool,
     caller: &str,
     api: &str,
+    fail: Option<crate::server::FailOperation>,
 ) -> Response {
     let update = match body::parse(bytes) {
         Ok(u) => u.unwrap_or_default(),
@@ -440,7 +449,7 @@ fn write_compute(
         }),
         (false, _) => None,
     };
-    c.model = IdentityState { system, user };
+    let previous = std::mem::replace(&mut c.model, IdentityState { system, user });
     c.write_seq += 1;
     c.provisioning_state = "Updating";
     let seq = c.write_seq;
@@ -453,6 +462,8 @@ fn write_compute(
         due: std::time::Instant::now() + Duration::from_millis(latency),
         seq,
         snapshot: c.model.clone(),
+        previous,
+        fail: fail.map(|f| (f.code, f.message)),
     };
     let op_id = op.id.clone();
     let resource_id = c.id.clone();
@@ -490,8 +501,21 @@ fn complete(shared: &Shared, op_id: &str) {
     let Some(op) = inner.operations.get_mut(op_id) else {
         return;
     };
-    op.status = "Succeeded";
     op.end_time = Some(rfc3339(token::now_ms()));
+    if op.fail.is_some() {
+        // The change never takes effect: IMDS keeps serving what it did, and the resource shows
+        // its identities from before the write, in provisioning state `Failed`.
+        op.status = "Failed";
+        let (key, seq, previous) = (op.resource.clone(), op.seq, op.previous.clone());
+        if let Some(c) = inner.computes.get_mut(&key)
+            && c.write_seq == seq
+        {
+            c.model = previous;
+            c.provisioning_state = "Failed";
+        }
+        return;
+    }
+    op.status = "Succeeded";
     let (key, seq, snap) = (op.resource.clone(), op.seq, op.snapshot.clone());
     if let Some(c) = inner.computes.get_mut(&key) {
         // Operations can finish out of order when latency changed between them; the newest wins.
@@ -515,6 +539,9 @@ fn operation_status(shared: &Shared, id: &str) -> Response {
         });
     };
     let mut body = json!({"startTime": op.start_time, "status": op.status, "name": op.id});
+    if let (Some((code, message)), "Failed") = (&op.fail, op.status) {
+        body["error"] = json!({"code": code, "message": message});
+    }
     if let Some(end) = &op.end_time {
         body["endTime"] = json!(end);
     }

@@ -125,6 +125,13 @@ pub fn fault_body(kind: EndpointKind, status: StatusCode) -> serde_json::Value {
     }
 }
 
+/// Set on an ARM write whose long-running operation must end `Failed` with this error.
+#[derive(Clone, Debug)]
+pub struct FailOperation {
+    pub code: String,
+    pub message: String,
+}
+
 pub async fn middleware(
     axum::extract::State(ep): axum::extract::State<Endpoint>,
     req: Request,
@@ -140,7 +147,8 @@ pub async fn middleware(
         EndpointKind::Imds => ep.targets.iter().map(String::as_str).collect(),
         _ => vec![path.as_str()],
     };
-    let fault = ep.shared.faults.pick(ep.kind, &targets);
+    let write = ep.kind == EndpointKind::Arm && matches!(req.method().as_str(), "PATCH" | "PUT");
+    let fault = ep.shared.faults.pick(ep.kind, &targets, write);
     let fault_name = fault.as_ref().map(|f| format!("{f:?}"));
     let resp = match fault {
         None => next.run(req).await,
@@ -174,6 +182,15 @@ pub async fn middleware(
             }
             // The connection task drops this future once notified.
             std::future::pending::<Response>().await
+        }
+        Some(FaultAction::OperationFailed { code, message }) => {
+            let mut req = req;
+            req.extensions_mut().insert(FailOperation {
+                code: code.unwrap_or_else(|| "InternalOperationError".into()),
+                message: message
+                    .unwrap_or_else(|| "An internal execution error occurred. (injected fault)".into()),
+            });
+            next.run(req).await
         }
         Some(FaultAction::Reset) => {
             record(&ep, method.clone(), path.clone(), 0, fault_name.clone());

@@ -121,6 +121,12 @@ pub struct Operation {
     pub seq: u64,
     #[serde(skip)]
     pub snapshot: IdentityState,
+    /// The identities before this write, restored when the operation fails.
+    #[serde(skip)]
+    pub previous: IdentityState,
+    /// Set when the operation must end `Failed`: `(code, message)`.
+    #[serde(skip)]
+    pub fail: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]

@@ -320,6 +320,11 @@ pub struct Child {
 }
 
 impl Child {
+    /// `(anon, file)` parts of the resident memory, in MiB.
+    pub fn rss_parts_mib(&self) -> anyhow::Result<(f64, f64)> {
+        Ok(bench::mem::rss_parts_mib(self.pid)?)
+    }
+
     pub fn rss_mib(&self) -> anyhow::Result<f64> {
         Ok(bench::mem::rss_mib(self.pid)?)
     }

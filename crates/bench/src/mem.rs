@@ -5,8 +5,13 @@ use crate::{Error, Result};
 
 /// `VmRSS` of a `/proc/<pid>/status` text, in MiB.
 pub fn parse_vm_rss_mib(status: &str) -> Option<f64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    parse_field_mib(status, "VmRSS:")
+}
+
+/// A memory line (`VmRSS:`, `RssAnon:`, `RssFile:`) of a `/proc/<pid>/status` text, in MiB.
+pub fn parse_field_mib(status: &str, field: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let mut parts = line[field.len()..].split_whitespace();
     let value: f64 = parts.next()?.parse().ok()?;
     let factor = match parts.next().unwrap_or("kB") {
         "kB" | "KB" | "kb" => 1.0 / 1024.0,
@@ -18,6 +23,16 @@ pub fn parse_vm_rss_mib(status: &str) -> Option<f64> {
 }
 
 /// The resident memory of process `pid` now, in MiB.
+/// Resident memory split into anonymous (heap, stacks) and file-backed (mostly the binary's
+/// code) parts, in MiB: `(anon, file)`.
+pub fn rss_parts_mib(pid: u32) -> Result<(f64, f64)> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(path.clone(), e))?;
+    let field =
+        |f: &str| parse_field_mib(&text, f).ok_or_else(|| Error::Http(format!("no {f} line in {path}")));
+    Ok((field("RssAnon:")?, field("RssFile:")?))
+}
+
 pub fn rss_mib(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(path.clone(), e))?;

@@ -176,6 +176,10 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_1000 = nmi.rss_mib()?;
+    let (anon_1000, file_1000) = nmi.rss_parts_mib()?;
+    println!(
+        "nmi: RSS {rss_1000:.1} MiB with 1,000 pods (anonymous {anon_1000:.1}, file-backed {file_1000:.1})"
+    );
     drop(nmi);
 
     Ok(vec![
@@ -203,6 +207,8 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
         ("nmi_limited_failed", json!(burst.non_2xx + burst.errors)),
         ("nmi_rss_mib_100_pods", json!(round(rss_100, 1))),
         ("nmi_rss_mib_1000_pods", json!(round(rss_1000, 1))),
+        ("nmi_rss_anon_mib_1000_pods", json!(round(anon_1000, 1))),
+        ("nmi_rss_file_mib_1000_pods", json!(round(file_1000, 1))),
     ])
 }
 

@@ -5,7 +5,7 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use api::AssignmentState::{Assigned, Created};
-use support::{Cluster, resource_id, settings, world};
+use support::{ARM_REQUEST_TIMEOUT, Cluster, resource_id, settings, world};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -283,6 +283,77 @@ async fn server_errors_are_retried_and_success_is_reported() {
     assert!(
         events.iter().any(|e| e.starts_with("IdentityAssigned")),
         "{events:?}"
+    );
+    c.stop_mic().await;
+}
+
+/// ARM never answers a PATCH (the request times out on MIC's side) and then a long-running
+/// operation ends `Failed`: each time the AAI stays `Created` (with a Warning event naming the
+/// failure for the failed operation), MIC retries, and the identity ends up on the scale set
+/// with the AAI `Assigned`.
+#[tokio::test]
+async fn arm_timeouts_and_failed_operations_are_retried_until_assigned() {
+    use azure_emulator::{EndpointKind, Fault, FaultAction};
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("lro").await;
+    c.identity("lro", "id1", 1).await;
+    c.identity("lro", "id2", 2).await;
+    c.binding("lro", "b1", "id1", "one").await;
+    c.binding("lro", "b2", "id2", "two").await;
+    let admin = c.azure.admin();
+    // Scale set "a": the first PATCH is held unanswered (longer than the client waits).
+    admin.inject(Fault {
+        endpoint: EndpointKind::Arm,
+        target: Some("virtualMachineScaleSets/ss-a".into()),
+        action: FaultAction::Timeout {
+            ms: Some(3 * ARM_REQUEST_TIMEOUT.as_millis() as u64),
+        },
+        count: Some(1),
+        rate: None,
+    });
+    c.start_mic(settings()).await;
+    c.pod("lro", "web", "a-0", Some("one")).await;
+    c.wait_assigned(&[("web-lro-id1", Assigned)], LIMIT).await;
+    assert_eq!(c.on_node("a-0"), vec![resource_id(1).to_ascii_lowercase()]);
+
+    // Scale set "b": the first write is accepted, but its operation ends Failed.
+    admin.inject(Fault {
+        endpoint: EndpointKind::Arm,
+        target: Some("virtualMachineScaleSets/ss-b".into()),
+        action: FaultAction::OperationFailed {
+            code: Some("InternalExecutionError".into()),
+            message: Some("An internal execution error occurred.".into()),
+        },
+        count: Some(1),
+        rate: None,
+    });
+    let writes_before = c.arm_writes().get("ss-b").copied().unwrap_or(0);
+    c.pod("lro", "api", "b-0", Some("two")).await;
+    // Until the retry (settings: 2 s), the object stays Created and says why.
+    c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Created)], LIMIT)
+        .await;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let events = c.events("lro", "api").await;
+        if events
+            .iter()
+            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Assigned)], LIMIT)
+        .await;
+    assert_eq!(c.on_node("b-0"), vec![resource_id(2).to_ascii_lowercase()]);
+    assert_eq!(
+        c.arm_writes().get("ss-b").copied().unwrap_or(0),
+        writes_before + 2,
+        "the failed write, then one successful retry"
     );
     c.stop_mic().await;
 }

@@ -409,27 +409,23 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
     ]);
     let mut nmi = Supervised::spawn_with("nmi", &cmd, &nmi_log).unwrap();
     let log = || std::fs::read_to_string(&nmi_log).unwrap_or_default();
-    wait(
-        "NMI is ready (rules in place, watches synced)",
-        30,
-        || {
-            in_ns(
-                &nn,
-                &[
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://127.0.0.1:8085/readyz",
-                ],
-            )
-            .stdout
-                == b"200"
-        },
-        log,
-    );
+    let ready = || {
+        in_ns(
+            &nn,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://127.0.0.1:8085/readyz",
+            ],
+        )
+        .stdout
+            == b"200"
+    };
+    wait("NMI is ready (rules in place, watches synced)", 30, ready, log);
     assert_eq!(
         chain(&nn),
         (expected_chain(), Some("-A PREROUTING -j aad-metadata".to_owned()))
@@ -527,6 +523,28 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         || chain(&nn) == (expected_chain(), Some("-A PREROUTING -j aad-metadata".to_owned())),
         log,
     );
+
+    // NMI crashes (SIGKILL: no cleanup at all): the rules stay, so the pod reaches neither NMI
+    // nor IMDS and its SDK fails instead of getting the node's identity. Restarted, NMI rebuilds
+    // its state from the apiserver and the SDK's next attempt gets the pod's own token.
+    nmi.kill();
+    assert!(!nmi.is_running());
+    assert_eq!(chain(&nn).0, expected_chain(), "the rules outlive a crashed NMI");
+    let before = imds_calls();
+    assert_eq!(curl_token(&pa), None, "with NMI down nothing answers the pod");
+    let sdk = python_token(&python, &pa);
+    assert!(!sdk.status.success(), "no token while NMI is down");
+    assert_eq!(imds_calls(), before, "and IMDS saw nothing");
+    nmi = Supervised::spawn_with("nmi", &cmd, &nmi_log).unwrap();
+    wait("the restarted NMI is ready", 30, ready, log);
+    let sdk = python_token(&python, &pa);
+    assert!(
+        sdk.status.success(),
+        "the SDK failed after NMI's restart: {}\n{}",
+        String::from_utf8_lossy(&sdk.stderr),
+        log()
+    );
+    assert_eq!(oid(&String::from_utf8_lossy(&sdk.stdout)), PRINCIPAL);
 
     // NMI stops: the rules stay, and the pod can reach neither NMI nor IMDS.
     nmi.stop(Duration::from_secs(10));

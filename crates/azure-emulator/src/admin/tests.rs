@@ -14,13 +14,13 @@ fn fault(action: FaultAction, count: Option<u64>, rate: Option<f64>, target: Opt
 fn count_limited_faults_expire() {
     let f = Faults::default();
     f.add(fault(FaultAction::Reset, Some(2), None, None));
-    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_some());
+    assert!(f.pick(EndpointKind::Imds, &["vm"], false).is_some());
     assert!(
-        f.pick(EndpointKind::Arm, &["vm"]).is_none(),
+        f.pick(EndpointKind::Arm, &["vm"], false).is_none(),
         "other endpoint kinds are untouched"
     );
-    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_some());
-    assert!(f.pick(EndpointKind::Imds, &["vm"]).is_none());
+    assert!(f.pick(EndpointKind::Imds, &["vm"], false).is_some());
+    assert!(f.pick(EndpointKind::Imds, &["vm"], false).is_none());
     assert!(f.list().is_empty());
 }
 
@@ -28,11 +28,11 @@ fn count_limited_faults_expire() {
 fn targets_and_rates_filter() {
     let f = Faults::default();
     f.add(fault(FaultAction::Latency { ms: 1 }, None, None, Some("node-a")));
-    assert!(f.pick(EndpointKind::Imds, &["vm-b", "node-b"]).is_none());
-    assert!(f.pick(EndpointKind::Imds, &["vm-a", "NODE-A"]).is_some());
+    assert!(f.pick(EndpointKind::Imds, &["vm-b", "node-b"], false).is_none());
+    assert!(f.pick(EndpointKind::Imds, &["vm-a", "NODE-A"], false).is_some());
     f.clear();
     f.add(fault(FaultAction::Reset, None, Some(0.0), None));
-    assert!((0..100).all(|_| f.pick(EndpointKind::Imds, &[]).is_none()));
+    assert!((0..100).all(|_| f.pick(EndpointKind::Imds, &[], false).is_none()));
 }
 
 #[test]
@@ -68,4 +68,34 @@ fn fault_json_is_flat() {
         }
     );
     assert_eq!(f.count, Some(3));
+}
+
+#[test]
+fn failed_operations_fire_only_on_writes() {
+    let f = Faults::default();
+    f.add(Fault {
+        endpoint: EndpointKind::Arm,
+        ..fault(
+            FaultAction::OperationFailed {
+                code: None,
+                message: None,
+            },
+            Some(1),
+            None,
+            None,
+        )
+    });
+    let path = ["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/ss"];
+    assert!(
+        f.pick(EndpointKind::Arm, &path, false).is_none(),
+        "a read is not failed and does not use the fault up"
+    );
+    assert!(matches!(
+        f.pick(EndpointKind::Arm, &path, true),
+        Some(FaultAction::OperationFailed { .. })
+    ));
+    assert!(
+        f.pick(EndpointKind::Arm, &path, true).is_none(),
+        "count 1 is used up"
+    );
 }

@@ -20,6 +20,9 @@ use serde_json::json;
 use testbed::ApiServer;
 use tokio::{sync::watch, task::JoinHandle};
 
+/// The tests' per-request ARM timeout.
+pub const ARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
@@ -160,8 +163,10 @@ impl Cluster {
 
     pub fn arm(&self, metrics: Arc<Metrics>) -> ArmClient {
         let ca = reqwest::Certificate::from_pem(self.azure.ca_cert_pem().unwrap().as_bytes()).unwrap();
+        // As in production (60 s there), a request ARM never answers times out and is retried.
         let http = reqwest::Client::builder()
             .add_root_certificate(ca)
+            .timeout(ARM_REQUEST_TIMEOUT)
             .build()
             .unwrap();
         let credential = Credential::ClientSecret {
