@@ -143,8 +143,12 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
             if spec.requests_per_connection.is_some_and(|n| sent_count >= n) {
                 break 'reconnect;
             }
+            // Paced: latency counts from when the request was due, so a stalled server cannot
+            // hide its stall by delaying the requests that would have measured it.
+            let mut due = None;
             if let Some(interval) = interval {
                 tokio::time::sleep_until(next_send.into()).await;
+                due = Some(next_send);
                 next_send += interval;
             }
             let now = Instant::now();
@@ -164,7 +168,7 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
                 out.errors += 1;
                 continue 'reconnect;
             }
-            let sent = Instant::now();
+            let sent = due.unwrap_or_else(Instant::now);
             let resp = match sender.send_request(req).await {
                 Ok(r) => r,
                 Err(_) => {

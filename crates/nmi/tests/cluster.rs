@@ -2,382 +2,39 @@
 //! emulator (per-VM IMDS, Entra over https, injected faults). Pods' source IPs are loopback
 //! addresses: each request is sent from the address the test wrote into the pod's status.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod common;
 
-use api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException};
-use azure_emulator::{Emulator, EndpointKind, Fault, FaultAction, RunningEmulator, World};
+use std::time::{Duration, Instant};
+
+use api::AzureIdentity;
+use azure_emulator::{EndpointKind, Fault, FaultAction};
+use common::{Answer, CERT_CLIENT, Env, Opts, SP_CLIENT, SP_SECRET, Uami, VAULT, cert, resource_id, uami};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
-};
-use nmi::{
-    cache::{CachePolicy, TokenCache},
-    metrics::Metrics,
-    server::{self, Nmi},
-    state::{Mode, PodLookup, State},
-    token::{Azure, AzureConfig},
-};
+use kube::{Api, api::DeleteParams};
+use nmi::state::{Mode, PodLookup};
 use serde_json::{Value, json};
 use testbed::ApiServer;
 
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const ONE: (&str, &str, &str) = (
-    "id-one",
-    "2f5a3c4d-0000-4000-8000-000000000001",
-    "9b1e7d2a-0000-4000-8000-000000000001",
-);
-const TWO: (&str, &str, &str) = (
-    "id-two",
-    "2f5a3c4d-0000-4000-8000-000000000002",
-    "9b1e7d2a-0000-4000-8000-000000000002",
-);
-const SP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
-const SP_SECRET: &str = "app-secret-value";
-const VAULT: &str = "https://vault.azure.net";
-
-fn resource_id(name: &str) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
-    )
-}
-
-fn world(node: &str) -> World {
-    World::from_yaml(&format!(
-        r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
-subscriptions:
-  - id: {SUB}
-    resource_groups: [node-rg, identity-rg]
-identities:
-  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}
-  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}
-vms:
-  - name: {node}
-    resource_group: node-rg
-    node: {node}
-    system_assigned: true
-    user_assigned: [{}, {}]
-service_principals:
-  - name: app
-    client_id: {SP_CLIENT}
-    client_secret: {SP_SECRET}
-"#,
-        ONE.0, ONE.1, ONE.2, TWO.0, TWO.1, TWO.2, ONE.0, TWO.0
-    ))
-    .map(|mut w| {
-        w.service_principals
-            .push(azure_emulator::world::ServicePrincipalSpec {
-                name: "cert-app".into(),
-                client_id: CERT_CLIENT.into(),
-                object_id: None,
-                client_secret: None,
-                certificate_pem: Some(cert().0.clone()),
-                certificate_file: None,
-                may_assign: vec![],
-                federated_credentials: vec![],
-            });
-        w
-    })
-    .expect("the test world is valid")
-}
-
-const CERT_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000c";
-
-/// One RSA certificate (PEM) and key (PEM) for the whole test binary.
-fn cert() -> &'static (String, String) {
-    static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    CERT.get_or_init(|| {
-        use aws_lc_rs::encoding::AsDer;
-        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
-            &rcgen::PKCS_RSA_SHA256,
-        )
-        .unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["cert-app".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    })
-}
-
-struct Env {
-    client: Client,
-    ns: String,
-    node: String,
-    emulator: RunningEmulator,
-    state: Arc<State>,
-    nmi: SocketAddr,
-}
+const ONE: Uami = uami(0);
+const TWO: Uami = uami(1);
 
 async fn env(prefix: &str, mode: Mode, identity_wait: Duration) -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("nmi=debug,kube=warn")
-        .try_init();
     let (client, ns) = ApiServer::shared()
         .namespace(prefix)
         .await
         .expect("the test kube-apiserver gives a namespace");
-    let node = format!("node-{ns}");
-    let emulator = Emulator::start(world(&node))
-        .await
-        .expect("the Azure emulator starts");
-    let metrics = Metrics::new();
-    let state = Arc::new(State::new(node.clone(), mode, matching::Policy::default()));
-    state.spawn_watches(client.clone());
-    let azure = Azure::new(
-        AzureConfig {
-            imds: emulator
-                .imds_url(&node)
-                .expect("the emulator serves IMDS for the node"),
-            entra: emulator.entra_url(),
-            extra_roots_pem: emulator.ca_cert_pem().map(|p| p.as_bytes().to_vec()),
-            timeout: Duration::from_secs(5),
-        },
-        Some(client.clone()),
-        metrics.clone(),
-    )
-    .unwrap();
-    let http = azure.http().clone();
-    let imds = azure.imds_base().to_owned();
-    let cache = Arc::new(TokenCache::new(
-        Arc::new(azure),
-        CachePolicy::default(),
-        metrics.clone(),
-    ));
-    let nmi = Nmi::new(
-        state.clone(),
-        cache,
-        server::Config {
-            metadata_header_required: true,
-            block_instance_metadata: false,
-            set_retry_after_header: false,
-            identity_wait,
-            pod_wait: Duration::from_secs(2),
-            imds,
-        },
-        metrics,
-        http,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server::router(nmi).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    let env = Env {
+    common::env(
         client,
         ns,
-        node,
-        emulator,
-        state,
-        nmi: addr,
-    };
-    env.until("NMI's watches have synced", |s| s.is_synced()).await;
-    env
-}
-
-impl Env {
-    async fn until(&self, what: &str, cond: impl Fn(&State) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let started = Instant::now();
-        while !cond(&self.state) {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        eprintln!("{what}: after {:?}", started.elapsed());
-    }
-
-    async fn create<K>(&self, value: Value) -> K
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let obj: K = serde_json::from_value(value).expect("a valid object literal");
-        Api::<K>::namespaced(self.client.clone(), &self.ns)
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("the apiserver accepts the object")
-    }
-
-    /// A Running pod on this node with `ip`, as a kubelet would report it.
-    async fn pod(&self, name: &str, ip: &str, labels: Value) {
-        self.pod_in(&self.ns.clone(), name, ip, labels).await
-    }
-
-    async fn pod_in(&self, ns: &str, name: &str, ip: &str, labels: Value) {
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": self.node, "containers": [{"name": "app", "image": "app"}]}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &pod).await.unwrap();
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await
-        .unwrap();
-        let (ns, name, ip) = (ns.to_owned(), name.to_owned(), ip.to_owned());
-        self.until(
-            &format!("NMI sees pod {name} at {ip}"),
-            |s| matches!(s.pods.by_ip(&ip), PodLookup::Found(p) if p.name == name && p.namespace == ns),
-        )
-        .await;
-    }
-
-    async fn identity(&self, (name, client, _): (&str, &str, &str)) -> AzureIdentity {
-        let id = self
-            .create(json!({
-                "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
-                "metadata": {"name": name},
-                "spec": {"type": 0, "resourceID": resource_id(name), "clientID": client}
-            }))
-            .await;
-        let ns = self.ns.clone();
-        self.until("NMI sees the identity", |s| s.identities.get(&ns, name).is_some())
-            .await;
-        id
-    }
-
-    async fn binding(&self, name: &str, identity: &str, selector: &str) {
-        self.binding_in(&self.ns.clone(), name, identity, selector).await
-    }
-
-    async fn binding_in(&self, ns: &str, name: &str, identity: &str, selector: &str) {
-        let b: AzureIdentityBinding = serde_json::from_value(json!({
-            "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
-            "metadata": {"name": name},
-            "spec": {"azureIdentity": identity, "selector": selector}
-        }))
-        .unwrap();
-        Api::<AzureIdentityBinding>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &b)
-            .await
-            .unwrap();
-        self.until("NMI sees the binding", |s| s.bindings.get(ns, name).is_some())
-            .await;
-    }
-
-    /// MIC's record, in the given state.
-    async fn assigned(&self, pod: &str, identity: &AzureIdentity, status: &str) {
-        let name =
-            AzureAssignedIdentity::object_name(pod, &self.ns, identity.metadata.name.as_deref().unwrap());
-        let api = Api::<AzureAssignedIdentity>::namespaced(self.client.clone(), &self.ns);
-        let aai: AzureAssignedIdentity = serde_json::from_value(json!({
-            "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureAssignedIdentity",
-            "metadata": {"name": name, "labels": {"nodename": self.node}},
-            "spec": {"azureIdentityRef": identity, "pod": pod, "podNamespace": self.ns, "nodename": self.node}
-        }))
-        .unwrap();
-        if api.get_opt(&name).await.unwrap().is_none() {
-            api.create(&PostParams::default(), &aai).await.unwrap();
-        }
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"status": status, "availableReplicas": 1}})),
-        )
-        .await
-        .unwrap();
-    }
-
-    async fn ask(&self, from: &str, query: &str) -> Answer {
-        let ip: IpAddr = from.parse().unwrap();
-        let http = reqwest::Client::builder()
-            .local_address(ip)
-            .no_proxy()
-            .build()
-            .unwrap();
-        let res = http
-            .get(format!(
-                "http://{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}{query}",
-                self.nmi,
-                form_urlencoded::byte_serialize(VAULT.as_bytes()).collect::<String>()
-            ))
-            .header("Metadata", "true")
-            .send()
-            .await
-            .expect("NMI answers");
-        let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let content_types = res
-            .headers()
-            .get_all("content-type")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
-        let body = res.text().await.unwrap();
-        Answer {
-            status,
-            retry_after,
-            content_types,
-            body,
-        }
-    }
-
-    fn imds_token_calls(&self) -> usize {
-        self.emulator
-            .admin()
-            .calls()
-            .iter()
-            .filter(|c| c.endpoint == EndpointKind::Imds && c.path.contains("/identity/oauth2/token"))
-            .count()
-    }
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    /// Every Content-Type header: SDKs refuse an answer with two.
-    content_types: Vec<String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-    /// The claims of the access token, which the emulator minted for the identity it served.
-    fn claims(&self) -> Value {
-        let v = self.json();
-        let token = v["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {}", self.body));
-        let payload = token.split('.').nth(1).unwrap();
-        let bytes =
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-    fn refused(&self, status: u16) {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert!(!self.body.contains("access_token"), "{}", self.body);
-    }
+        Opts {
+            mode,
+            identity_wait,
+            pod_wait: Duration::from_secs(2),
+            service_principals: vec![common::cert_app()],
+            ..Opts::default()
+        },
+    )
+    .await
 }
 
 /// The seed: identity, binding, a labelled pod; MIC's AAI marks it Assigned; the pod gets a token
@@ -386,21 +43,25 @@ impl Answer {
 async fn seed_scenario_standard_mode() {
     let env = env("nmi-seed", Mode::Standard, Duration::from_secs(5)).await;
     let id = env.identity(ONE).await;
-    env.binding("myapp-binding", ONE.0, "myapp").await;
+    env.binding("myapp-binding", ONE.name, "myapp").await;
     env.pod("myapp", "127.0.10.1", json!({"aadpodidbinding": "myapp"}))
         .await;
     env.assigned("myapp", &id, "Assigned").await;
     let a = env.ask("127.0.10.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
     let v = a.json();
-    assert_eq!(v["client_id"], ONE.1);
+    assert_eq!(v["client_id"], ONE.client);
     assert_eq!(v["resource"], VAULT);
     assert_eq!(v["token_type"], "Bearer");
     assert!(v.as_object().unwrap().values().all(Value::is_string));
-    assert_eq!(a.claims()["oid"], ONE.2, "the token is the bound identity's");
+    assert_eq!(
+        a.token_claims()["oid"],
+        ONE.principal,
+        "the token is the bound identity's"
+    );
     // A second request is served from NMI's cache: IMDS saw one call.
     assert_eq!(env.ask("127.0.10.1", "").await.status, 200);
-    assert_eq!(env.imds_token_calls(), 1);
+    assert_eq!(env.token_calls(EndpointKind::Imds), 1);
 }
 
 #[tokio::test]
@@ -408,40 +69,42 @@ async fn several_identities_selected_by_client_id_object_id_or_resource_id() {
     let env = env("nmi-select", Mode::Managed, Duration::from_secs(1)).await;
     env.identity(ONE).await;
     env.identity(TWO).await;
-    env.binding("b-one", ONE.0, "app").await;
-    env.binding("b-two", TWO.0, "app").await;
+    env.binding("b-one", ONE.name, "app").await;
+    env.binding("b-two", TWO.name, "app").await;
     env.pod("p", "127.0.11.1", json!({"aadpodidbinding": "app"}))
         .await;
-    let oid = |a: Answer| a.claims()["oid"].as_str().unwrap().to_owned();
+    let oid = |a: Answer| a.token_claims()["oid"].as_str().unwrap().to_owned();
     assert_eq!(
-        oid(env.ask("127.0.11.1", &format!("&client_id={}", TWO.1)).await),
-        TWO.2
+        oid(env.ask("127.0.11.1", &format!("&client_id={}", TWO.client)).await),
+        TWO.principal
     );
     assert_eq!(
         oid(env
-            .ask("127.0.11.1", &format!("&client_id={}", ONE.1.to_uppercase()))
+            .ask("127.0.11.1", &format!("&client_id={}", ONE.client.to_uppercase()))
             .await),
-        ONE.2
-    );
-    assert_eq!(
-        oid(env.ask("127.0.11.1", &format!("&object_id={}", TWO.2)).await),
-        TWO.2
+        ONE.principal
     );
     assert_eq!(
         oid(env
-            .ask("127.0.11.1", &format!("&msi_res_id={}", resource_id(ONE.0)))
+            .ask("127.0.11.1", &format!("&object_id={}", TWO.principal))
             .await),
-        ONE.2
+        TWO.principal
     );
     assert_eq!(
         oid(env
-            .ask("127.0.11.1", &format!("&mi_res_id={}", resource_id(TWO.0)))
+            .ask("127.0.11.1", &format!("&msi_res_id={}", resource_id(ONE.name)))
             .await),
-        TWO.2
+        ONE.principal
+    );
+    assert_eq!(
+        oid(env
+            .ask("127.0.11.1", &format!("&mi_res_id={}", resource_id(TWO.name)))
+            .await),
+        TWO.principal
     );
     // No selector: the oldest binding's identity, every time.
     for _ in 0..3 {
-        assert_eq!(oid(env.ask("127.0.11.1", "").await), ONE.2);
+        assert_eq!(oid(env.ask("127.0.11.1", "").await), ONE.principal);
     }
     env.ask("127.0.11.1", "&client_id=2f5a3c4d-0000-4000-8000-0000000000ff")
         .await
@@ -453,21 +116,39 @@ async fn wrong_namespace_binding_rogue_pod_and_unlabelled_pod_are_refused() {
     let env = env("nmi-refuse", Mode::Managed, Duration::from_secs(1)).await;
     let (_, other) = ApiServer::shared().namespace("nmi-rogue").await.unwrap();
     env.identity(ONE).await;
-    env.binding("b", ONE.0, "app").await;
+    env.binding("b", ONE.name, "app").await;
     // A binding in another namespace naming our identity's name, for a selector of its own.
-    env.binding_in(&other, "cross", ONE.0, "cross").await;
+    env.binding_in(&other, "cross", ONE.name, "cross").await;
     env.pod("unlabelled", "127.0.12.1", json!({})).await;
-    env.pod_in(&other, "rogue", "127.0.12.2", json!({"aadpodidbinding": "app"}))
-        .await;
-    env.pod_in(&other, "cross", "127.0.12.3", json!({"aadpodidbinding": "cross"}))
-        .await;
+    env.pod_in(
+        &other,
+        "rogue",
+        "127.0.12.2",
+        json!({"aadpodidbinding": "app"}),
+        false,
+    )
+    .await;
+    env.pod_in(
+        &other,
+        "cross",
+        "127.0.12.3",
+        json!({"aadpodidbinding": "cross"}),
+        false,
+    )
+    .await;
     env.pod("good", "127.0.12.4", json!({"aadpodidbinding": "app"}))
         .await;
     for ip in ["127.0.12.1", "127.0.12.2", "127.0.12.3"] {
         env.ask(ip, "").await.refused(403);
-        env.ask(ip, &format!("&client_id={}", ONE.1)).await.refused(403);
+        env.ask(ip, &format!("&client_id={}", ONE.client))
+            .await
+            .refused(403);
     }
-    assert_eq!(env.imds_token_calls(), 0, "no token was even fetched for them");
+    assert_eq!(
+        env.token_calls(EndpointKind::Imds),
+        0,
+        "no token was even fetched for them"
+    );
     assert_eq!(env.ask("127.0.12.4", "").await.status, 200);
 }
 
@@ -475,7 +156,7 @@ async fn wrong_namespace_binding_rogue_pod_and_unlabelled_pod_are_refused() {
 async fn deleted_pods_ip_reused_by_an_unbound_pod_is_refused_despite_a_warm_cache() {
     let env = env("nmi-reuse", Mode::Managed, Duration::from_secs(1)).await;
     env.identity(ONE).await;
-    env.binding("b", ONE.0, "app").await;
+    env.binding("b", ONE.name, "app").await;
     env.pod("bound", "127.0.13.1", json!({"aadpodidbinding": "app"}))
         .await;
     assert_eq!(env.ask("127.0.13.1", "").await.status, 200);
@@ -491,7 +172,7 @@ async fn deleted_pods_ip_reused_by_an_unbound_pod_is_refused_despite_a_warm_cach
     let a = env.ask("127.0.13.1", "").await;
     a.refused(403);
     assert!(a.body.contains("intruder"), "{}", a.body);
-    assert_eq!(env.imds_token_calls(), 1);
+    assert_eq!(env.token_calls(EndpointKind::Imds), 1);
 }
 
 #[tokio::test]
@@ -524,7 +205,7 @@ async fn service_principal_with_a_secret_in_its_own_namespace() {
     let a = env.ask("127.0.14.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["client_id"], SP_CLIENT);
-    assert_eq!(a.claims()["appid"], SP_CLIENT);
+    assert_eq!(a.token_claims()["appid"], SP_CLIENT);
     let a = env.ask("127.0.14.2", "").await;
     a.refused(403);
     assert!(
@@ -556,22 +237,13 @@ async fn service_principal_with_a_secret_in_its_own_namespace() {
 #[tokio::test]
 async fn excepted_pod_passes_through_to_the_nodes_identity() {
     let env = env("nmi-except", Mode::Standard, Duration::from_secs(1)).await;
-    let _: AzurePodIdentityException = env
-        .create(json!({
-            "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzurePodIdentityException",
-            "metadata": {"name": "exception"},
-            "spec": {"podLabels": {"noaad": "true"}}
-        }))
+    env.exception_in(&env.ns, "exception", json!({"noaad": "true"}))
         .await;
-    env.until("NMI sees the exception", |s| {
-        s.exceptions.get(&env.ns, "exception").is_some()
-    })
-    .await;
     env.pod("system", "127.0.15.1", json!({"noaad": "True"})).await;
     // No binding, no AAI: the node's own identities answer, as IMDS itself would.
-    let a = env.ask("127.0.15.1", &format!("&client_id={}", TWO.1)).await;
+    let a = env.ask("127.0.15.1", &format!("&client_id={}", TWO.client)).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.claims()["oid"], TWO.2);
+    assert_eq!(a.token_claims()["oid"], TWO.principal);
     assert_eq!(
         a.content_types.len(),
         1,
@@ -584,16 +256,20 @@ async fn excepted_pod_passes_through_to_the_nodes_identity() {
         a.content_types
     );
     let a = env
-        .ask("127.0.15.1", &format!("&msi_res_id={}", resource_id(ONE.0)))
+        .ask("127.0.15.1", &format!("&msi_res_id={}", resource_id(ONE.name)))
         .await;
-    assert_eq!(a.claims()["oid"], ONE.2, "msi_res_id is kept on the way through");
+    assert_eq!(
+        a.token_claims()["oid"],
+        ONE.principal,
+        "msi_res_id is kept on the way through"
+    );
 }
 
 #[tokio::test]
 async fn a_request_held_while_unassigned_succeeds_once_assigned() {
     let env = env("nmi-held", Mode::Standard, Duration::from_secs(20)).await;
     let id = env.identity(ONE).await;
-    env.binding("b", ONE.0, "app").await;
+    env.binding("b", ONE.name, "app").await;
     env.pod("p", "127.0.16.1", json!({"aadpodidbinding": "app"}))
         .await;
     env.assigned("p", &id, "Created").await;
@@ -617,7 +293,7 @@ async fn a_request_held_while_unassigned_succeeds_once_assigned() {
 async fn unassigned_identity_times_out_as_404_not_400() {
     let env = env("nmi-timeout", Mode::Standard, Duration::from_millis(500)).await;
     let id = env.identity(ONE).await;
-    env.binding("b", ONE.0, "app").await;
+    env.binding("b", ONE.name, "app").await;
     env.pod("p", "127.0.17.1", json!({"aadpodidbinding": "app"}))
         .await;
     env.assigned("p", &id, "Created").await;
@@ -630,7 +306,7 @@ async fn unassigned_identity_times_out_as_404_not_400() {
 async fn imds_throttling_and_errors_reach_the_pod_as_retryable() {
     let env = env("nmi-faults", Mode::Managed, Duration::from_secs(1)).await;
     env.identity(ONE).await;
-    env.binding("b", ONE.0, "app").await;
+    env.binding("b", ONE.name, "app").await;
     env.pod("p", "127.0.18.1", json!({"aadpodidbinding": "app"}))
         .await;
     let admin = env.emulator.admin();
@@ -690,7 +366,7 @@ async fn service_principal_with_a_certificate() {
         .await;
     let a = env.ask("127.0.19.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.claims()["appid"], CERT_CLIENT);
+    assert_eq!(a.token_claims()["appid"], CERT_CLIENT);
     let a = env.ask("127.0.19.2", "").await;
     a.refused(403);
     assert!(a.body.contains("PKCS#12"), "{}", a.body);

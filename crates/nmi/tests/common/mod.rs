@@ -1,6 +1,6 @@
-//! Shared by the matrix and fault tests: NMI in-process against a real kube-apiserver and the
-//! Azure emulator, as in `cluster.rs`, with the knobs those tests turn (policy, timeouts, rate
-//! limit, staleness) and a token check by the JWT's `appid` and `xms_mirid`.
+//! Shared by the cluster, matrix and fault tests: NMI in-process against a real kube-apiserver and
+//! the Azure emulator, with the knobs those tests turn (mode, policy, timeouts, rate limit,
+//! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`.
 #![allow(dead_code)]
 
 use std::{
@@ -9,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::AzureIdentity;
-use azure_emulator::{Emulator, EndpointKind, RunningEmulator, World};
+use api::{AzureAssignedIdentity, AzureIdentity};
+use azure_emulator::{Emulator, EndpointKind, RunningEmulator, World, world::ServicePrincipalSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
@@ -20,7 +20,7 @@ use nmi::{
     cache::{CachePolicy, TokenCache},
     metrics::Metrics,
     server::{self, Nmi},
-    state::{Mode, State},
+    state::{Mode, PodLookup, State},
     token::{Azure, AzureConfig},
 };
 use serde_json::{Value, json};
@@ -29,6 +29,7 @@ pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
 pub const SP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
 pub const SP_SECRET: &str = "app-secret-value";
 pub const VAULT: &str = "https://vault.azure.net";
+pub const CERT_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000c";
 
 /// A user-assigned identity of the test world: (name, client id, principal id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +107,43 @@ service_principals:
     .expect("the test world is valid")
 }
 
+/// One RSA certificate (PEM) and key (PEM) for the whole test binary: generating a key is slow.
+pub fn cert() -> &'static (String, String) {
+    static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        use aws_lc_rs::encoding::AsDer;
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["cert-app".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    })
+}
+
+/// A service principal `CERT_CLIENT` that signs its client assertions with `cert()`.
+pub fn cert_app() -> ServicePrincipalSpec {
+    ServicePrincipalSpec {
+        name: "cert-app".into(),
+        client_id: CERT_CLIENT.into(),
+        object_id: None,
+        client_secret: None,
+        certificate_pem: Some(cert().0.clone()),
+        certificate_file: None,
+        may_assign: vec![],
+        federated_credentials: vec![],
+    }
+}
+
 pub struct Opts {
     pub mode: Mode,
     pub policy: matching::Policy,
@@ -115,6 +153,8 @@ pub struct Opts {
     pub rate_limit: Option<(f64, u32)>,
     pub max_staleness: Duration,
     pub pod_wait: Duration,
+    /// Added to the world's own, which has only `SP_CLIENT`.
+    pub service_principals: Vec<ServicePrincipalSpec>,
 }
 
 impl Default for Opts {
@@ -127,8 +167,28 @@ impl Default for Opts {
             rate_limit: None,
             max_staleness: nmi::state::DEFAULT_MAX_STALENESS,
             pod_wait: Duration::from_secs(1),
+            service_principals: vec![],
         }
     }
+}
+
+/// An object `Env::create_in` can create: namespaced, and readable from a JSON literal.
+pub trait Namespaced:
+    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
 }
 
 pub struct Env {
@@ -147,9 +207,9 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
         .with_env_filter("nmi=info,kube=warn")
         .try_init();
     let node = format!("node-{ns}");
-    let emulator = Emulator::start(world(&node))
-        .await
-        .expect("the Azure emulator starts");
+    let mut world = world(&node);
+    world.service_principals.extend(opts.service_principals);
+    let emulator = Emulator::start(world).await.expect("the Azure emulator starts");
     let metrics = Metrics::new();
     let state = Arc::new(State::new(node.clone(), opts.mode, opts.policy));
     state.set_max_staleness(opts.max_staleness);
@@ -224,20 +284,20 @@ impl Env {
         }
     }
 
-    pub async fn create_in<K>(&self, ns: &str, value: Value) -> K
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
+    pub async fn create_in<K: Namespaced>(&self, ns: &str, value: Value) -> K {
         let obj: K = serde_json::from_value(value).expect("a valid object literal");
         Api::<K>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &obj)
             .await
             .expect("the apiserver accepts the object")
+    }
+
+    pub async fn create<K: Namespaced>(&self, value: Value) -> K {
+        self.create_in(&self.ns, value).await
+    }
+
+    pub async fn pod(&self, name: &str, ip: &str, labels: Value) {
+        self.pod_in(&self.ns, name, ip, labels, false).await
     }
 
     /// A Running pod on this node with `ip`, as a kubelet would report it.
@@ -258,7 +318,7 @@ impl Env {
         )
         .await
         .unwrap();
-        let (ns, name) = (ns.to_owned(), name.to_owned());
+        let (ns, name, ip) = (ns.to_owned(), name.to_owned(), ip.to_owned());
         if host_network {
             // Never addressable by IP, so not in the IP index: wait until the watch has it at all.
             self.until("NMI's pod index has the hostNetwork pod", |s| {
@@ -266,9 +326,12 @@ impl Env {
             })
             .await;
         } else {
-            self.until(&format!("NMI sees pod {ns}/{name}"), |s| {
-                s.pods.by_name(&ns, &name).is_some()
-            })
+            // By IP, not by name: the pod is seen before its status gives it the IP, and a reused IP
+            // must already point at this pod rather than at its previous owner.
+            self.until(
+                &format!("NMI sees pod {ns}/{name} at {ip}"),
+                |s| matches!(s.pods.by_ip(&ip), PodLookup::Found(p) if p.name == name && p.namespace == ns),
+            )
             .await;
         }
     }
@@ -290,6 +353,14 @@ impl Env {
         })
         .await;
         id
+    }
+
+    pub async fn identity(&self, u: Uami) -> AzureIdentity {
+        self.identity_in(&self.ns, u).await
+    }
+
+    pub async fn binding(&self, name: &str, identity: &str, selector: &str) {
+        self.binding_in(&self.ns, name, identity, selector).await
     }
 
     pub async fn binding_in(&self, ns: &str, name: &str, identity: &str, selector: &str) {
@@ -326,6 +397,29 @@ impl Env {
         .await;
     }
 
+    /// MIC's record for `pod` in this namespace, in the given state.
+    pub async fn assigned(&self, pod: &str, identity: &AzureIdentity, status: &str) {
+        let name =
+            AzureAssignedIdentity::object_name(pod, &self.ns, identity.metadata.name.as_deref().unwrap());
+        let api = Api::<AzureAssignedIdentity>::namespaced(self.client.clone(), &self.ns);
+        let aai: AzureAssignedIdentity = serde_json::from_value(json!({
+            "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureAssignedIdentity",
+            "metadata": {"name": name, "labels": {"nodename": self.node}},
+            "spec": {"azureIdentityRef": identity, "pod": pod, "podNamespace": self.ns, "nodename": self.node}
+        }))
+        .unwrap();
+        if api.get_opt(&name).await.unwrap().is_none() {
+            api.create(&PostParams::default(), &aai).await.unwrap();
+        }
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"status": status, "availableReplicas": 1}})),
+        )
+        .await
+        .unwrap();
+    }
+
     /// A token request from `from` (a loopback address), with `query` appended.
     pub async fn ask(&self, from: &str, query: &str) -> Answer {
         let ip: IpAddr = from.parse().unwrap();
@@ -350,10 +444,17 @@ impl Env {
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_owned());
+        let content_types = res
+            .headers()
+            .get_all("content-type")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
         let body = res.text().await.unwrap();
         Answer {
             status,
             retry_after,
+            content_types,
             body,
         }
     }
@@ -380,6 +481,8 @@ impl Env {
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// Every Content-Type header: SDKs refuse an answer with two.
+    pub content_types: Vec<String>,
     pub body: String,
 }
 
@@ -396,6 +499,11 @@ impl Answer {
         let bytes =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The access token's claims; without a token, a panic that shows the body instead.
+    pub fn token_claims(&self) -> Value {
+        self.claims().unwrap_or_else(|| panic!("no token: {}", self.body))
     }
 
     /// `(appid, xms_mirid)` of the token, lower-cased.
