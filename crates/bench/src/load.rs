@@ -127,6 +127,7 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
     // Spread paced connections over one interval so that they do not all fire together.
     let mut next_send = start + interval.map_or(Duration::ZERO, |i| i.mul_f64((index % 97) as f64 / 97.0));
     let mut sent_count = 0u64;
+    let mut last_answer = start;
     'reconnect: while Instant::now() < end {
         let Ok(stream) = connect(spec.addr, local).await else {
             out.errors += 1;
@@ -143,8 +144,10 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
             if spec.requests_per_connection.is_some_and(|n| sent_count >= n) {
                 break 'reconnect;
             }
-            // Paced: latency counts from when the request was due, so a stalled server cannot
-            // hide its stall by delaying the requests that would have measured it.
+            // Paced: when the previous answer came after this request was due, latency counts
+            // from when it was due, so a stalled server cannot hide its stall by delaying the
+            // requests that would have measured it. (Otherwise from the send: the timer's
+            // millisecond granularity is the load generator's, not the server's.)
             let mut due = None;
             if let Some(interval) = interval {
                 tokio::time::sleep_until(next_send.into()).await;
@@ -168,7 +171,8 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
                 out.errors += 1;
                 continue 'reconnect;
             }
-            let sent = due.unwrap_or_else(Instant::now);
+            let now = Instant::now();
+            let sent = due.filter(|d| last_answer > *d).unwrap_or(now);
             let resp = match sender.send_request(req).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -181,6 +185,7 @@ async fn one_connection(spec: LoadSpec, index: usize, start: Instant) -> ConnRes
                 out.errors += 1;
                 continue 'reconnect;
             }
+            last_answer = Instant::now();
             if sent >= counting_from {
                 if status.is_success() {
                     out.latencies_us

@@ -155,9 +155,13 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     if pods_large == 10_000 {
         out.push(("mic_rss_mib_10000_pods", json!(round(rss_large, 1))));
         out.push(("mic_rss_anon_mib_10000_pods", json!(round(anon_large, 1))));
+        out.push(("mic_large_pods", Value::Null));
+        out.push(("mic_rss_mib_large_pods", Value::Null));
     } else {
         out.push(("mic_large_pods", json!(pods_large)));
         out.push(("mic_rss_mib_large_pods", json!(round(rss_large, 1))));
+        out.push(("mic_rss_mib_10000_pods", Value::Null));
+        out.push(("mic_rss_anon_mib_10000_pods", Value::Null));
     }
     drop(mic);
     Ok(out)

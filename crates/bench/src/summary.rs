@@ -33,7 +33,12 @@ pub fn merge_into(path: &Path, figures: &[(&str, Value)]) -> Result<BTreeMap<Str
         Err(e) => return Err(Error::Io(path.display().to_string(), e)),
     };
     for (k, v) in figures {
-        all.insert((*k).to_string(), v.clone());
+        // `null` removes a figure an earlier run of another size left behind.
+        if v.is_null() {
+            all.remove(*k);
+        } else {
+            all.insert((*k).to_string(), v.clone());
+        }
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;

@@ -141,8 +141,8 @@ struct ToAssign {
     /// The object's namespace (the pod's) and name.
     key: Key,
     /// The lower-cased resource id to put on the target; `None` for a service principal,
-    /// which needs nothing on the VM.
-    arm_id: Option<String>,
+    /// which needs nothing on the VM. Shared by all the identity's assignments.
+    arm_id: Option<Arc<str>>,
     pod: String,
     node: String,
     identity: Arc<AzureIdentity>,
@@ -403,6 +403,7 @@ impl Planner {
             .chain(plan.update.iter().map(|(_, d)| (d, Some(false))))
             .chain(plan.retry.iter().map(|(_, d)| (d, None)));
         let mut seen = HashMap::new();
+        let mut arm_ids: HashMap<Key, Option<Arc<str>>> = HashMap::new();
         for (d, write) in pending {
             let Some(target) = target_of(d.node) else { continue };
             let key = (d.namespace.clone(), d.name.clone());
@@ -415,7 +416,10 @@ impl Planner {
             };
             work.entry(target.clone()).or_default().assign.push(ToAssign {
                 key: key.clone(),
-                arm_id: d.arm_identity(),
+                arm_id: arm_ids
+                    .entry(mirror::key_of(d.identity))
+                    .or_insert_with(|| d.arm_identity().map(Arc::from))
+                    .clone(),
                 pod: d.pod.name.clone(),
                 node: d.node.to_owned(),
                 identity: identity.clone(),

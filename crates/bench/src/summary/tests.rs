@@ -35,3 +35,16 @@ fn a_summary_that_is_not_an_object_is_an_error() {
         Err(Error::NotAnObject(_))
     ));
 }
+
+#[test]
+fn a_null_figure_removes_what_a_run_of_another_size_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("summary.json");
+    merge_into(
+        &path,
+        &[("mic_large_pods", json!(3000)), ("mic_arm_writes", json!(10))],
+    )
+    .unwrap();
+    let all = merge_into(&path, &[("mic_large_pods", serde_json::Value::Null)]).unwrap();
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["mic_arm_writes"]);
+}

@@ -38,6 +38,11 @@ use crate::{
 /// then its pictures still ask for the write, which must not be repeated.
 const WRITTEN_FOR: Duration = Duration::from_secs(30);
 
+/// How long the identities a target needs must stay the same before a batch goes to ARM.
+const SETTLE: Duration = Duration::from_millis(150);
+/// The longest a batch waits for them to settle.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+
 /// How long an ARM batch runs before objects of pods that arrived meanwhile are written with
 /// status `Created` rather than straight `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
@@ -65,8 +70,13 @@ pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watc
         written: HashMap::new(),
     };
     let mut refreshed = 0;
+    let mut applied_needed = BTreeSet::new();
     loop {
+        if !settle(&mut rx, &applied_needed).await {
+            return;
+        }
         let work = rx.borrow_and_update().clone();
+        applied_needed.clone_from(&work.needed);
         if work.refresh != refreshed {
             refreshed = work.refresh;
             worker.state = None;
@@ -78,6 +88,32 @@ pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watc
             () = sleep_until_opt(retry_at) => {}
         }
     }
+}
+
+/// Waits, when the identities the target needs have changed since the last batch, until they
+/// stop changing for [`SETTLE`] (at most [`SETTLE_MAX`]): the pods of a rollout arrive over a
+/// second or so, and an ARM operation takes seconds, so a PATCH sent at the first pod would
+/// leave the identities of the next pods to a second operation. Returns false when the planner
+/// is gone.
+async fn settle(rx: &mut watch::Receiver<TargetWork>, applied: &BTreeSet<String>) -> bool {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let mut needed = rx.borrow().needed.clone();
+    let mut quiet_from = Instant::now();
+    while needed != *applied && !needed.is_empty() {
+        let until = (quiet_from + SETTLE).min(deadline);
+        match tokio::time::timeout_at(until, rx.changed()).await {
+            Err(_) => break,
+            Ok(Err(_)) => return false,
+            Ok(Ok(())) => {
+                let now = rx.borrow().needed.clone();
+                if now != needed {
+                    needed = now;
+                    quiet_from = Instant::now();
+                }
+            }
+        }
+    }
+    true
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -194,7 +230,7 @@ impl Worker {
             .filter(|a| {
                 a.arm_id
                     .as_ref()
-                    .is_some_and(|id| now_on.contains(id) && !on_before.contains(id))
+                    .is_some_and(|id| now_on.contains(&**id) && !on_before.contains(&**id))
             })
             .collect();
         let outcome = self.write_all(&arrived, true).await;
@@ -211,7 +247,7 @@ impl Worker {
         let failed: Vec<&ToAssign> = todo
             .iter()
             .copied()
-            .filter(|a| a.arm_id.as_ref().is_some_and(|id| !now_on.contains(id)))
+            .filter(|a| a.arm_id.as_deref().is_some_and(|id| !now_on.contains(id)))
             .collect();
         // (`todo` is this batch's own picture: later arrivals are the next batch's business.)
         report_failure(
@@ -306,7 +342,7 @@ impl Worker {
         let (waiting, at_once): (Vec<&ToAssign>, Vec<&ToAssign>) = self
             .todo(work)
             .into_iter()
-            .partition(|a| a.arm_id.as_ref().is_some_and(|id| !on.contains(id)));
+            .partition(|a| a.arm_id.as_deref().is_some_and(|id| !on.contains(id)));
         let early: Vec<&ToAssign> = waiting
             .into_iter()
             .filter(|a| {
@@ -518,7 +554,7 @@ fn report_failure(
         let why = a
             .arm_id
             .as_ref()
-            .and_then(|id| refused.get(id))
+            .and_then(|id| refused.get(&**id))
             .map(String::as_str)
             .filter(|s| !s.is_empty())
             .or((!batch_error.is_empty()).then_some(batch_error));
