@@ -64,7 +64,7 @@ impl Default for Settings {
             protected_client_ids: BTreeSet::new(),
             drift_interval: Duration::from_secs(180),
             debounce: Duration::from_millis(100),
-            write_concurrency: 32,
+            write_concurrency: 64,
             failure_retry: Duration::from_secs(30),
         }
     }

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::metrics::Metrics;
 
 /// Events waiting to be written; beyond this, new ones are dropped.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 4096;
 /// Events written at once.
 const PUBLISHERS: usize = 4;
 /// How often a waiting event checks whether assignment writes are done.
