@@ -20,13 +20,9 @@ const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
 const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
 const SUB: &str = "11111111-2222-3333-4444-555555555555";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+
+use common::free_port;
 
 async fn create<K>(client: &kube::Client, ns: &str, v: Value)
 where

@@ -299,14 +299,6 @@ async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers
         .unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// NMI (the binary) killed with SIGKILL and restarted: in between, nothing answers the pod and IMDS
 /// sees no request; changes made while NMI was down are in the rebuilt state; the pod's SDK-style
 /// retry (on connection errors and 5xx) succeeds once NMI is back. (That iptables rules outlive
@@ -318,15 +310,15 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
     let node = format!("node-{ns}");
     let emulator = Emulator::start(common::world(&node)).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmi"));
     cmd.args([
         format!("--node={node}"),
         format!("--nmi-port={port}"),
         "--ops-listen-address=127.0.0.1".into(),
-        format!("--http-probe-port={}", free_port()),
-        format!("--prometheus-port={}", free_port()),
+        format!("--http-probe-port={}", common::free_port()),
+        format!("--prometheus-port={}", common::free_port()),
         format!("--metadata-ip={}", imds.ip()),
         format!("--metadata-port={}", imds.port()),
         "--operation-mode=managed".into(),

@@ -518,3 +518,12 @@ impl Answer {
         assert!(!self.body.contains("access_token"), "{}", self.body);
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
