@@ -16,6 +16,8 @@ declare -A NEED=(
   [iptables-restore]=iptables
   [socat]=socat
   [nsenter]=util-linux
+  # make bench: NMI and the load generator each on a core of their own
+  [taskset]=util-linux
   # the sandbox (scripts/sandbox.sh): namespaces and veths, its PKI
   [ip]=iproute2
   [openssl]=openssl

@@ -357,16 +357,21 @@ pub async fn spawn_ready(
 }
 
 /// Starts the release `nmi` for `node` in standard mode against `imds`, without iptables, with
-/// `extra` flags.
+/// `extra` flags; on core `cpu` alone when given.
 pub async fn start_nmi(
     kubeconfig: &Path,
     node: &str,
     imds: SocketAddr,
     extra: &[&str],
     log: &Path,
+    cpu: Option<usize>,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let (port, probe, metrics) = (free_port()?, free_port()?, free_port()?);
-    let mut cmd = std::process::Command::new(sibling_binary("nmi")?);
+    let binary = sibling_binary("nmi")?;
+    let mut cmd = match cpu {
+        Some(cpu) => crate::pinned::on_cpu(cpu, &binary),
+        None => std::process::Command::new(binary),
+    };
     cmd.env("RUST_LOG", "info,nmi::audit=off,kube=warn")
         .arg(format!("--node={node}"))
         .arg("--nmi-listen-address=127.0.0.1")

@@ -8,6 +8,7 @@
 mod cluster;
 mod mic_bench;
 mod nmi_bench;
+mod pinned;
 mod soak;
 
 use std::{path::PathBuf, time::Duration};
@@ -67,6 +68,9 @@ enum Cmd {
     },
     /// Print the summary table without measuring anything.
     Show,
+    /// Internal: runs one load spec (JSON on stdin) and prints its report (see `pinned`).
+    #[command(hide = true)]
+    LoadWorker,
 }
 
 fn publish(
@@ -84,8 +88,12 @@ fn publish(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if matches!(args.cmd, Cmd::LoadWorker) {
+        return pinned::worker();
+    }
     let summary = args.summary.unwrap_or_else(bench::default_summary_path);
     match args.cmd {
+        Cmd::LoadWorker => unreachable!("handled above"),
         Cmd::Show => {
             let all = bench::merge_into(&summary, &[])?;
             bench::print_table(&all);

@@ -2,8 +2,11 @@
 //! private kube-apiserver and the Azure emulator's IMDS for that node.
 //!
 //! 1. Cached tokens: every pod asks, over keep-alive connections from its own loopback IP, for
-//!    one of four (identity, resource) pairs, with the emulator's IMDS limits off; the same load
-//!    then goes straight to the emulator's IMDS, for the ratio.
+//!    one of four (identity, resource) pairs, with the emulator's IMDS limits off:
+//!    - with NMI and the load generator sharing both cores (closed-loop, then paced at 50,000/s);
+//!    - with each on a core of its own (`pinned`): closed-loop, then paced at 10,000/s and at
+//!      50,000/s, the figure;
+//!    - the same closed-loop load straight to the emulator's IMDS, for the ratio.
 //! 2. IMDS calls: a fresh `nmi` in front of an emulator with the real per-VM limits answers
 //!    10 000 requests from the 100 pods; the emulator counts the IMDS calls and 429s it served.
 //! 3. Memory: 900 more pods on the node, then NMI's VmRSS.
@@ -15,7 +18,10 @@ use azure_emulator::{Emulator, World};
 use bench::mem::round;
 use serde_json::{Value, json};
 
-use crate::cluster::{self, Cluster, PodSpec, pod_ip, token_path};
+use crate::{
+    cluster::{self, Cluster, PodSpec, pod_ip, token_path},
+    pinned,
+};
 
 const NODE: &str = "nmi-node";
 const NS: &str = "bench-nmi";
@@ -84,17 +90,20 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     k8s.assigned(NS, NODE, &pairs).await?;
     let kubeconfig = k8s.server.kubeconfig().to_owned();
 
-    // 1. Cached tokens, IMDS limits off, then the emulator's IMDS directly with the same load.
+    // 1. Cached tokens, IMDS limits off. First with NMI and the generator sharing both cores,
+    // then each on a core of its own (see `pinned`), then the emulator's IMDS directly.
     let open = Emulator::start(world(false)?).await?;
     let open_imds = open.imds_addr(NODE).context("the node has an IMDS")?;
+    // NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here, so
+    // that NMI's own capacity is measured.
+    let unlimited = ["--pod-rate-limit=0"];
     let (nmi, nmi_addr) = cluster::start_nmi(
         &kubeconfig,
         NODE,
         open_imds,
-        // NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here,
-        // so that NMI's own capacity is measured.
-        &["--pod-rate-limit=0"],
+        &unlimited,
         &logs.join("nmi-cached.log"),
+        None,
     )
     .await?;
     let spec = bench::LoadSpec {
@@ -105,23 +114,37 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     // Every pod gets its tokens once before measuring (the warm-up also does, but a pod whose
     // first answer failed would otherwise count as an error of the cached path).
     check_all_pods_served(nmi_addr, &ips).await?;
-    let cached = bench::run(spec.clone()).await?;
-    println!("nmi cached: {cached:?}");
-    // The same pods at a fixed rate of 100 requests/s each (10,000/s, a fifth of NMI's capacity
-    // here): latency without the queueing of a saturated box.
-    let paced = bench::run(bench::LoadSpec {
-        rate_per_connection: Some(PACED_RATE_PER_POD),
+    let paced_at = |rate: f64| bench::LoadSpec {
+        rate_per_connection: Some(rate),
         ..spec.clone()
-    })
+    };
+    let shared = bench::run(spec.clone()).await?;
+    println!("nmi cached, cores shared: {shared:?}");
+    let shared_50k = bench::run(paced_at(PACED_50K_RATE_PER_POD)).await?;
+    println!("nmi paced at 50,000/s, cores shared: {shared_50k:?}");
+    drop(nmi);
+
+    let (gen_cpu, nmi_cpu) = pinned::cores().context("the pinned runs need two cores")?;
+    let (nmi, nmi_addr) = cluster::start_nmi(
+        &kubeconfig,
+        NODE,
+        open_imds,
+        &unlimited,
+        &logs.join("nmi-pinned.log"),
+        Some(nmi_cpu),
+    )
     .await?;
-    println!("nmi paced: {paced:?}");
+    check_all_pods_served(nmi_addr, &ips).await?;
+    let on_pinned = |s: bench::LoadSpec| bench::LoadSpec { addr: nmi_addr, ..s };
+    let cached = pinned::run(&on_pinned(spec.clone()), gen_cpu).await?;
+    println!("nmi cached, one core each: {cached:?}");
+    // The same pods at a fixed rate of 100 requests/s each (10,000/s): latency well below
+    // capacity.
+    let paced = pinned::run(&on_pinned(paced_at(PACED_RATE_PER_POD)), gen_cpu).await?;
+    println!("nmi paced, one core each: {paced:?}");
     // And at 500 requests/s each: 50,000/s, the throughput, open-loop.
-    let paced_50k = bench::run(bench::LoadSpec {
-        rate_per_connection: Some(PACED_50K_RATE_PER_POD),
-        ..spec.clone()
-    })
-    .await?;
-    println!("nmi paced at 50,000/s: {paced_50k:?}");
+    let paced_50k = pinned::run(&on_pinned(paced_at(PACED_50K_RATE_PER_POD)), gen_cpu).await?;
+    println!("nmi paced at 50,000/s, one core each: {paced_50k:?}");
     let direct = bench::run(bench::LoadSpec {
         addr: open_imds,
         local_addrs: Vec::new(),
@@ -129,18 +152,10 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     })
     .await?;
     println!("emulator IMDS direct: {direct:?}");
-    if cached.non_2xx
-        + cached.errors
-        + direct.non_2xx
-        + direct.errors
-        + paced.non_2xx
-        + paced.errors
-        + paced_50k.non_2xx
-        + paced_50k.errors
-        > 0
-    {
+    let runs = [&shared, &shared_50k, &cached, &paced, &paced_50k, &direct];
+    if runs.iter().any(|r| r.non_2xx + r.errors > 0) {
         bail!(
-            "failed requests: NMI {cached:?}, IMDS {direct:?}; NMI's log:\n{}",
+            "failed requests: {runs:?}; NMI's log:\n{}",
             nmi.process.log_tail()
         );
     }
@@ -151,7 +166,7 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     let limited = Emulator::start(world(true)?).await?;
     let limited_imds = limited.imds_addr(NODE).context("the node has an IMDS")?;
     let (nmi, nmi_addr) =
-        cluster::start_nmi(&kubeconfig, NODE, limited_imds, &[], &logs.join("nmi.log")).await?;
+        cluster::start_nmi(&kubeconfig, NODE, limited_imds, &[], &logs.join("nmi.log"), None).await?;
     let before = limited.admin().counters();
     let per_conn = 10_000 / PODS as u64;
     let burst = bench::run(bench::LoadSpec {
@@ -220,12 +235,18 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
         ("nmi_paced_50k_rps", json!(round(paced_50k.requests_per_sec, 0))),
         ("nmi_paced_50k_p50_ms", json!(paced_50k.p50_ms)),
         ("nmi_paced_50k_p99_ms", json!(paced_50k.p99_ms)),
+        ("nmi_shared_cached_rps", json!(round(shared.requests_per_sec, 0))),
+        ("nmi_shared_cached_p50_ms", json!(shared.p50_ms)),
+        ("nmi_shared_cached_p99_ms", json!(shared.p99_ms)),
+        ("nmi_shared_paced_50k_p50_ms", json!(shared_50k.p50_ms)),
+        ("nmi_shared_paced_50k_p99_ms", json!(shared_50k.p99_ms)),
         ("nmi_imds_direct_rps", json!(round(direct.requests_per_sec, 0))),
         ("nmi_imds_direct_p99_ms", json!(direct.p99_ms)),
         (
-            "nmi_cached_vs_imds_direct_ratio",
-            json!(round(cached.requests_per_sec / direct.requests_per_sec, 3)),
+            "nmi_shared_cached_vs_imds_direct_ratio",
+            json!(round(shared.requests_per_sec / direct.requests_per_sec, 3)),
         ),
+        ("nmi_cached_vs_imds_direct_ratio", Value::Null),
         ("nmi_connections", json!(PODS)),
         ("nmi_seconds", json!(seconds)),
         ("nmi_limited_requests", json!(sent)),

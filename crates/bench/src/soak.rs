@@ -83,7 +83,7 @@ pub async fn run(
     let mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("soak-mic.log")).await?;
     let imds = emulator.imds_addr(NODE).context("the node has an IMDS")?;
     let (nmi, nmi_addr) =
-        cluster::start_nmi(&kubeconfig, NODE, imds, &[], &logs.join("soak-nmi.log")).await?;
+        cluster::start_nmi(&kubeconfig, NODE, imds, &[], &logs.join("soak-nmi.log"), None).await?;
 
     let ips: Vec<_> = (0..STABLE_PODS).map(|i| pod_ip(1, i)).collect();
     k8s.pods(

@@ -27,7 +27,7 @@ use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch},
     runtime::watcher,
 };
 use matching::{AssignedFacts, ComputeTarget, Desired, PodFacts, Policy};
@@ -511,7 +511,7 @@ async fn set_state(
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let status = json!({"status": {"status": state, "availableReplicas": 1}});
     let _permit = shared.writes.acquire().await;
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+    api.patch_status(name, &crate::patch_params(), &Patch::Merge(&status))
         .await
         .map(drop)
 }
@@ -524,7 +524,7 @@ async fn delete_assigned(shared: &Shared, key: &Key) {
         set_state(shared, key, AssignmentState::Unassigned).await?;
         let unfinalize = json!({"metadata": {"finalizers": null}});
         let _permit = shared.writes.acquire().await;
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&unfinalize))
+        api.patch(name, &crate::patch_params(), &Patch::Merge(&unfinalize))
             .await?;
         api.delete(name, &DeleteParams::default()).await?;
         Ok::<_, kube::Error>(())

@@ -17,7 +17,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
-use kube::{Api, Client, api::PostParams};
+use kube::{Api, Client};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::metrics::Metrics;
@@ -70,7 +70,7 @@ impl Events {
                         }
                         let ns = q.regarding.namespace.clone().unwrap_or_else(|| "default".into());
                         let api = Api::<Event>::namespaced(client, &ns);
-                        if let Err(e) = api.create(&PostParams::default(), &event(q, &instance)).await {
+                        if let Err(e) = api.create(&crate::post_params(), &event(q, &instance)).await {
                             tracing::debug!(error = %e, "publishing an event failed");
                         }
                     }

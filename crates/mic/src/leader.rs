@@ -10,10 +10,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Api, Client, api::ObjectMeta};
 
 /// One participant in the election.
 #[derive(Clone)]
@@ -76,7 +73,7 @@ impl Elector {
         {
             spec.holder_identity = None;
             spec.renew_time = None;
-            let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+            let _ = self.api.replace(&self.name, &crate::post_params(), &lease).await;
         }
     }
 
@@ -101,7 +98,7 @@ impl Elector {
                 },
                 spec: Some(spec(0, None)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&crate::post_params(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -118,7 +115,7 @@ impl Elector {
         }
         let transitions = current.lease_transitions.unwrap_or(0) + i32::from(!ours);
         lease.spec = Some(spec(transitions, if ours { current.acquire_time } else { None }));
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self.api.replace(&self.name, &crate::post_params(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),

@@ -18,6 +18,26 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 
+/// The field manager MIC writes as, so that `managedFields` and `kubectl` name MIC rather than
+/// `unknown`.
+pub const FIELD_MANAGER: &str = "aadpodidentity-mic";
+
+/// Create and replace parameters with MIC's field manager.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Patch parameters with MIC's field manager.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// MIC's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -34,6 +34,23 @@ async fn the_seed_walkthrough_assigns_and_releases_the_identity() {
     assert_eq!(c.on_node("a-0"), [resource_id(1)]);
     assert_eq!(c.on_node("a-1"), [resource_id(1)]);
     assert_eq!(c.arm_writes(), BTreeMap::from([("ss-a".to_owned(), 1)]));
+    // `kubectl get -o yaml --show-managed-fields` names MIC as the writer of spec and status.
+    let aai = kube::Api::<api::AzureAssignedIdentity>::namespaced(c.client.clone(), "demo")
+        .get("web-0-demo-myapp-identity")
+        .await
+        .unwrap();
+    let managers: Vec<_> = aai
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.manager.unwrap_or_default(), m.subresource.unwrap_or_default()))
+        .collect();
+    assert!(
+        managers.contains(&(mic::FIELD_MANAGER.to_owned(), String::new()))
+            && managers.contains(&(mic::FIELD_MANAGER.to_owned(), "status".to_owned())),
+        "{managers:?}"
+    );
     let events = c.events("demo", "web-0").await;
     assert!(
         events.iter().any(|e| e.starts_with("IdentityAssigned")),

@@ -80,7 +80,8 @@ impl Default for CachePolicy {
 }
 
 struct Slot {
-    token: RwLock<Option<Token>>,
+    /// Shared with the requests it answers: a token is a kilobyte or two, not copied per request.
+    token: RwLock<Option<Arc<Token>>>,
     /// Held while calling upstream, so that concurrent misses make one call.
     fetching: tokio::sync::Mutex<()>,
     /// Bumped after each upstream call; a waiter that sees it move knows the call it waited for is done.
@@ -102,7 +103,7 @@ impl Slot {
         }
     }
 
-    fn usable(&self, now: u64, min_remaining: u64) -> Option<Token> {
+    fn usable(&self, now: u64, min_remaining: u64) -> Option<Arc<Token>> {
         self.token
             .read()
             .expect("lock")
@@ -115,14 +116,14 @@ impl Slot {
 /// A token, and whether it came from the cache (no upstream call made for this request).
 #[derive(Clone, Debug)]
 pub struct Cached {
-    pub token: Token,
+    pub token: Arc<Token>,
     pub hit: bool,
 }
 
 pub struct TokenCache<S> {
     source: Arc<S>,
     policy: CachePolicy,
-    slots: Mutex<HashMap<CacheKey, Arc<Slot>>>,
+    slots: RwLock<HashMap<CacheKey, Arc<Slot>>>,
     metrics: Metrics,
 }
 
@@ -131,7 +132,7 @@ impl<S: TokenSource> TokenCache<S> {
         Self {
             source,
             policy,
-            slots: Mutex::new(HashMap::new()),
+            slots: RwLock::new(HashMap::new()),
             metrics,
         }
     }
@@ -140,8 +141,12 @@ impl<S: TokenSource> TokenCache<S> {
         &self.source
     }
 
+    pub fn policy(&self) -> CachePolicy {
+        self.policy
+    }
+
     pub fn len(&self) -> usize {
-        self.slots.lock().expect("lock").len()
+        self.slots.read().expect("lock").len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -149,7 +154,10 @@ impl<S: TokenSource> TokenCache<S> {
     }
 
     fn slot(&self, key: &CacheKey) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("lock");
+        if let Some(s) = self.slots.read().expect("lock").get(key) {
+            return s.clone();
+        }
+        let mut slots = self.slots.write().expect("lock");
         if let Some(s) = slots.get(key) {
             return s.clone();
         }
@@ -210,8 +218,18 @@ impl<S: TokenSource> TokenCache<S> {
             .map(|token| Cached { token, hit: false })
     }
 
-    async fn fill(&self, slot: &Slot, identity: &AzureIdentity, resource: &str) -> Result<Token, Arc<Error>> {
-        let result = self.source.fetch(identity, resource).await.map_err(Arc::new);
+    async fn fill(
+        &self,
+        slot: &Slot,
+        identity: &AzureIdentity,
+        resource: &str,
+    ) -> Result<Arc<Token>, Arc<Error>> {
+        let result = self
+            .source
+            .fetch(identity, resource)
+            .await
+            .map(Arc::new)
+            .map_err(Arc::new);
         match &result {
             Ok(t) => {
                 *slot.token.write().expect("lock") = Some(t.clone());

@@ -17,6 +17,7 @@ pub mod assertion;
 pub mod cache;
 pub mod flags;
 pub mod iptables;
+pub mod memo;
 pub mod metrics;
 pub mod ratelimit;
 pub mod request;

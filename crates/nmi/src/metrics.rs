@@ -49,6 +49,10 @@ pub struct Metrics {
     pub cache_entries: Gauge,
     /// 1 while NMI refuses tokens because a watch has failed for longer than `--max-state-staleness`.
     pub state_stale: Gauge,
+    /// Series of the hot path, looked up once: a family lookup builds and hashes its labels.
+    token_ok: Histogram,
+    issued_hit: Counter,
+    issued_miss: Counter,
 }
 
 impl Default for Metrics {
@@ -98,6 +102,20 @@ impl Metrics {
              so NMI cannot prove authorizations and refuses token requests with 503",
             state_stale.clone(),
         );
+        let token_ok = nmi_operations
+            .get_or_create(&OperationLabels {
+                operation_type: "token".into(),
+                status_code: "200".into(),
+            })
+            .clone();
+        let issued = |hit: bool| {
+            tokens_issued
+                .get_or_create(&IssuedLabels {
+                    cache_hit: hit.to_string(),
+                })
+                .clone()
+        };
+        let (issued_hit, issued_miss) = (issued(true), issued(false));
         Self {
             registry: Arc::new(registry),
             nmi_operations,
@@ -106,10 +124,17 @@ impl Metrics {
             refusals,
             cache_entries,
             state_stale,
+            token_ok,
+            issued_hit,
+            issued_miss,
         }
     }
 
     pub fn operation(&self, operation: &str, status: u16, took: Duration) {
+        if operation == "token" && status == 200 {
+            self.token_ok.observe(took.as_secs_f64());
+            return;
+        }
         self.nmi_operations
             .get_or_create(&OperationLabels {
                 operation_type: operation.to_owned(),
@@ -127,11 +152,11 @@ impl Metrics {
     }
 
     pub fn issued(&self, cache_hit: bool) {
-        self.tokens_issued
-            .get_or_create(&IssuedLabels {
-                cache_hit: cache_hit.to_string(),
-            })
-            .inc();
+        if cache_hit {
+            self.issued_hit.inc();
+        } else {
+            self.issued_miss.inc();
+        }
     }
 
     pub fn refused(&self, reason: &str) {

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::{
     Error,
     cache::{Cached, TokenCache},
+    memo::{Answer, AnswerMemo, Audit, Kept},
     metrics::Metrics,
     ratelimit::PodRateLimiter,
     request::{self, Route, TokenQuery},
@@ -59,6 +60,8 @@ pub struct Nmi<S> {
     pub rate_limit: PodRateLimiter,
     /// Principal (object) ids learned from tokens, by lower-case client id.
     principals: RwLock<HashMap<String, String>>,
+    /// Token answers of the current second, for pods asking the same again.
+    memo: AnswerMemo,
 }
 
 /// `Retry-After` upstream used with `--set-retry-after-header`.
@@ -84,6 +87,7 @@ impl<S: TokenSource> Nmi<S> {
             http,
             rate_limit: PodRateLimiter::default(),
             principals: RwLock::default(),
+            memo: AnswerMemo::default(),
         })
     }
 
@@ -97,10 +101,12 @@ impl<S: TokenSource> Nmi<S> {
 
     fn learn(&self, identity: &AzureIdentity, cached: &Cached) {
         if let (Some(client), Some(oid)) = (identity.spec.client_id(), &cached.token.principal_id) {
-            self.principals
-                .write()
-                .expect("lock")
-                .insert(client.to_ascii_lowercase(), oid.clone());
+            let client = client.to_ascii_lowercase();
+            // Nearly always known already: a read lock keeps concurrent requests apart.
+            if self.principals.read().expect("lock").get(&client) == Some(oid) {
+                return;
+            }
+            self.principals.write().expect("lock").insert(client, oid.clone());
         }
     }
 }
@@ -116,8 +122,9 @@ async fn dispatch<S: TokenSource>(
     req: Request<Body>,
 ) -> Response {
     let started = Instant::now();
-    let path = req.uri().path().to_owned();
-    let route = request::classify(&path);
+    // A cheap clone (shared bytes), kept for the log line after `req` is consumed.
+    let uri = req.uri().clone();
+    let route = request::classify(uri.path());
     let response = match (nmi.rate_limit.check(peer.ip(), started), route) {
         (Err(wait), _) => {
             nmi.metrics.refused("rate_limited");
@@ -137,6 +144,8 @@ async fn dispatch<S: TokenSource>(
             Route::Token => {
                 if let Some(refusal) = header_check(&nmi.config, req.headers()) {
                     refusal
+                } else if let Some(answer) = remembered(&nmi, peer.ip(), req.uri().query()) {
+                    answer
                 } else {
                     match request::parse_token_query(req.uri().query()) {
                         Err(e) => bad_request(&nmi.metrics, &e.to_string()),
@@ -169,7 +178,7 @@ async fn dispatch<S: TokenSource>(
     };
     let status = response.status().as_u16();
     nmi.metrics.operation(operation, status, started.elapsed());
-    tracing::debug!(status, took = ?started.elapsed(), path, remote = %peer.ip(), "request");
+    tracing::debug!(status, took = ?started.elapsed(), path = uri.path(), remote = %peer.ip(), "request");
     response
 }
 
@@ -207,7 +216,7 @@ struct Refusal(Response);
 impl<S: TokenSource> Nmi<S> {
     fn lookup(&self, caller: &Caller) -> PodLookup {
         match caller {
-            Caller::Ip(ip) => self.state.pods.by_ip(&ip.to_string()),
+            Caller::Ip(ip) => self.state.pods.by_addr(*ip),
             Caller::Named { namespace, name } => self
                 .state
                 .pods
@@ -236,7 +245,12 @@ impl<S: TokenSource> Nmi<S> {
                 RETRY_AFTER_STALE,
             )));
         }
+        // The common case, a known pod, needs no subscription to later changes.
+        if let PodLookup::Found(pod) = self.lookup(caller) {
+            return Ok(pod);
+        }
         let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        // Subscribed before looking again, so that no change after the look is missed.
         let mut changes = self.state.subscribe();
         loop {
             match self.lookup(caller) {
@@ -281,13 +295,17 @@ impl<S: TokenSource> Nmi<S> {
         caller: &Caller,
         pod: Arc<PodFacts>,
         query: &TokenQuery,
-    ) -> Result<(Arc<PodFacts>, Arc<AzureIdentity>, String), Refusal> {
+    ) -> Result<(Arc<PodFacts>, Arc<AzureIdentity>, String, u64), Refusal> {
         let deadline = tokio::time::Instant::now() + self.config.identity_wait;
-        let mut changes = self.state.subscribe();
+        // Subscribed only once a wait is needed (then the state is decided again first, so that no
+        // change after the subscription is missed).
+        let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
         let mut pod = pod;
         let mut learned = false;
         let mut learn_failure: Option<Arc<Error>> = None;
         loop {
+            // Read before deciding: a change that lands during the decision moves it.
+            let version = self.state.version();
             match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
                 Decision::Use {
                     identity,
@@ -302,7 +320,7 @@ impl<S: TokenSource> Nmi<S> {
                             "request names no identity; chose the identity of the oldest binding"
                         );
                     }
-                    return Ok((pod, identity, binding));
+                    return Ok((pod, identity, binding, version));
                 }
                 Decision::LearnPrincipals(identities) if !learned => {
                     learned = true;
@@ -323,7 +341,12 @@ impl<S: TokenSource> Nmi<S> {
                     });
                 }
                 Decision::Refused(why) => return Err(self.forbidden(&pod, &why)),
+                Decision::Waiting { .. } if changes.is_none() => {
+                    changes = Some(self.state.subscribe());
+                    continue;
+                }
                 Decision::Waiting { identity } => {
+                    let changes = changes.as_mut().expect("subscribed before waiting");
                     let timed_out = tokio::select! {
                         r = changes.changed() => r.is_err(),
                         () = tokio::time::sleep_until(deadline) => true,
@@ -384,24 +407,30 @@ impl<S: TokenSource> Nmi<S> {
 
     /// Finds, authorizes and fetches; re-checks authorization after the fetch, since the pod or its
     /// binding may have gone while NMI talked to Azure.
-    async fn issue(&self, caller: &Caller, query: &TokenQuery) -> Result<Issued, Refusal> {
-        let pod = self.find_pod(caller).await?;
-        let (pod, identity, binding) = self.authorize(caller, pod, query).await?;
+    async fn issue(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+    ) -> Result<Issued, Refusal> {
+        let (pod, identity, binding, decided_at) = self.authorize(caller, pod, query).await?;
         let cached = self
             .cache
             .get(&identity, &query.resource)
             .await
             .map_err(|e| Refusal(upstream_error(&self.metrics, &e)))?;
         self.learn(&identity, &cached);
-        let still = match self.lookup(caller) {
-            PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
-                match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
-                    Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
-                    _ => false,
+        // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
+        let still = self.state.version() == decided_at
+            || match self.lookup(caller) {
+                PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
+                    match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
+                        Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
+                        _ => false,
+                    }
                 }
-            }
-            _ => false,
-        };
+                _ => false,
+            };
         if !still {
             self.metrics.refused("changed_during_fetch");
             return Err(Refusal(response::error(
@@ -415,27 +444,62 @@ impl<S: TokenSource> Nmi<S> {
                 ),
             )));
         }
-        let client_id = identity.spec.client_id().unwrap_or_default().to_owned();
-        tracing::info!(
-            target: "nmi::audit",
-            pod = %pod.name,
-            namespace = %pod.namespace,
-            identity = %format!("{}/{}", identity.metadata.namespace.as_deref().unwrap_or_default(), identity.metadata.name.as_deref().unwrap_or_default()),
+        let audit = Audit {
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            identity: format!(
+                "{}/{}",
+                identity.metadata.namespace.as_deref().unwrap_or_default(),
+                identity.metadata.name.as_deref().unwrap_or_default()
+            ),
             binding,
-            client_id,
-            resource = %query.resource,
-            source = %caller.describe(),
-            cache_hit = cached.hit,
-            "token issued"
-        );
+            client_id: identity.spec.client_id().unwrap_or_default().to_owned(),
+            resource: query.resource.clone(),
+        };
+        audit.log(&caller.describe(), cached.hit);
         self.metrics.issued(cached.hit);
-        Ok(Issued { cached, client_id })
+        Ok(Issued {
+            cached,
+            audit,
+            decided_at,
+        })
     }
 }
 
 struct Issued {
     cached: Cached,
-    client_id: String,
+    audit: Audit,
+    /// The state version the authorization was decided at.
+    decided_at: u64,
+}
+
+/// The answer this pod got for this very query before, if the state has not changed since
+/// (see [`crate::memo`]), rendered for this second.
+fn remembered<S: TokenSource>(nmi: &Nmi<S>, ip: IpAddr, query: Option<&str>) -> Option<Response> {
+    if nmi.state.is_stale() {
+        return None;
+    }
+    let query = query.unwrap_or_default();
+    let version = nmi.state.version();
+    let mut kept = nmi.memo.get(ip, query, version)?;
+    let second = now();
+    if kept.second != second {
+        // Once the token is due for refresh, the request goes through the token cache, which
+        // refreshes it; the memo then keeps the new one.
+        let token = &kept.answer.token;
+        if token.expires_on <= second + nmi.cache.policy().refresh_ahead.as_secs() {
+            return None;
+        }
+        let audit = &kept.answer.audit;
+        kept.body = TokenBody::new(token, &audit.client_id, &audit.resource, second)
+            .to_json()
+            .into();
+        kept.second = second;
+        nmi.memo.put(ip, query, version, kept.clone());
+    }
+    kept.answer.audit.log(&ip, true);
+    nmi.metrics.issued(true);
+    Some(response::json_body(StatusCode::OK, kept.body))
 }
 
 async fn token_for_ip<S: TokenSource>(
@@ -458,10 +522,35 @@ async fn token_for_ip<S: TokenSource>(
         nmi.metrics.issued(false);
         return pass_through(nmi, req).await;
     }
-    match nmi.issue(&caller, &query).await {
+    let raw_query = req.uri().query().unwrap_or_default().to_owned();
+    match nmi.issue(&caller, pod, &query).await {
         Ok(issued) => {
-            let body = TokenBody::new(&issued.cached.token, &issued.client_id, &query.resource, now());
-            response::json(StatusCode::OK, &body)
+            let second = now();
+            let body: axum::body::Bytes = TokenBody::new(
+                &issued.cached.token,
+                &issued.audit.client_id,
+                &query.resource,
+                second,
+            )
+            .to_json()
+            .into();
+            // Kept only if nothing changed since the decision: a later change moves the version.
+            if nmi.state.version() == issued.decided_at {
+                nmi.memo.put(
+                    ip,
+                    &raw_query,
+                    issued.decided_at,
+                    Kept {
+                        answer: Arc::new(Answer {
+                            token: issued.cached.token.clone(),
+                            audit: issued.audit,
+                        }),
+                        second,
+                        body: body.clone(),
+                    },
+                );
+            }
+            response::json_body(StatusCode::OK, body)
         }
         Err(Refusal(r)) => r,
     }
@@ -499,12 +588,22 @@ async fn host_token<S: TokenSource>(nmi: &Nmi<S>, peer: IpAddr, req: Request<Bod
         Ok(q) => q,
         Err(e) => return bad_request(&nmi.metrics, &e.to_string()),
     };
-    match nmi.issue(&Caller::Named { namespace, name }, &query).await {
+    let caller = Caller::Named { namespace, name };
+    let pod = match nmi.find_pod(&caller).await {
+        Ok(p) => p,
+        Err(Refusal(r)) => return r,
+    };
+    match nmi.issue(&caller, pod, &query).await {
         Ok(issued) => response::json(
             StatusCode::OK,
             &HostTokenBody {
-                token: TokenBody::new(&issued.cached.token, &issued.client_id, &query.resource, now()),
-                clientid: &issued.client_id,
+                token: TokenBody::new(
+                    &issued.cached.token,
+                    &issued.audit.client_id,
+                    &query.resource,
+                    now(),
+                ),
+                clientid: &issued.audit.client_id,
             },
         ),
         Err(Refusal(r)) => r,

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fmt::Debug,
+    net::IpAddr,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -41,18 +42,20 @@ pub struct PodIndex {
 #[derive(Default)]
 struct PodIndexInner {
     by_key: HashMap<Key, Arc<PodFacts>>,
-    by_ip: HashMap<String, BTreeSet<Key>>,
+    /// Keyed by the parsed address, so that a request's source needs no formatting to be found
+    /// (and IPv6 spellings compare as addresses).
+    by_ip: HashMap<IpAddr, BTreeSet<Key>>,
 }
 
 impl PodIndexInner {
     fn remove(&mut self, key: &Key) {
         if let Some(old) = self.by_key.remove(key)
-            && let Some(ip) = &old.ip
-            && let Some(set) = self.by_ip.get_mut(ip)
+            && let Some(ip) = old.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())
+            && let Some(set) = self.by_ip.get_mut(&ip)
         {
             set.remove(key);
             if set.is_empty() {
-                self.by_ip.remove(ip);
+                self.by_ip.remove(&ip);
             }
         }
     }
@@ -61,7 +64,7 @@ impl PodIndexInner {
         // Only a Pending or Running pod with its own network namespace can be a request's source;
         // a finished pod's IP may already belong to another pod.
         if pod.is_addressable()
-            && let Some(ip) = pod.ip.clone().filter(|ip| !ip.is_empty())
+            && let Some(ip) = pod.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())
         {
             self.by_ip.entry(ip).or_default().insert(key.clone());
         }
@@ -97,9 +100,14 @@ pub enum PodLookup {
 }
 
 impl PodIndex {
+    /// The pod a request from `ip` comes from; an unparsable address matches no pod.
     pub fn by_ip(&self, ip: &str) -> PodLookup {
+        ip.parse().map_or(PodLookup::NotFound, |ip| self.by_addr(ip))
+    }
+
+    pub fn by_addr(&self, ip: IpAddr) -> PodLookup {
         let inner = self.inner.read().expect("lock");
-        match inner.by_ip.get(ip) {
+        match inner.by_ip.get(&ip) {
             None => PodLookup::NotFound,
             Some(keys) if keys.len() == 1 => {
                 let key = keys.iter().next().expect("one key");
@@ -163,6 +171,11 @@ pub struct State {
     pub exceptions: Mirror<AzurePodIdentityException>,
     pub assigned: Mirror<AssignedFacts>,
     changes: watch::Sender<u64>,
+    /// Bumped with every change, like `changes`, but read without subscribing: a request that
+    /// sees it unchanged after fetching a token knows its decision still holds.
+    version: AtomicU64,
+    /// Whether `failing_since` has an entry; lets the common case skip its lock.
+    any_failing: AtomicBool,
     /// Since when each failing watch has failed (by kind); a watch is proven again by its next
     /// successful list or event.
     failing_since: Mutex<HashMap<&'static str, Instant>>,
@@ -185,6 +198,8 @@ impl State {
             exceptions: Mirror::default(),
             assigned: Mirror::default(),
             changes: watch::channel(0).0,
+            version: AtomicU64::new(0),
+            any_failing: AtomicBool::new(false),
             failing_since: Mutex::default(),
             max_staleness_ms: AtomicU64::new(DEFAULT_MAX_STALENESS.as_millis() as u64),
         }
@@ -209,13 +224,21 @@ impl State {
     pub fn is_stale(&self) -> bool {
         let max = self.max_staleness_ms.load(Ordering::Relaxed);
         max > 0
+            && self.any_failing.load(Ordering::Acquire)
             && self
                 .unproven_for()
                 .is_some_and(|d| d.as_millis() > u128::from(max))
     }
 
     fn watch_proven(&self, kind: &'static str) {
-        if self.failing_since.lock().expect("lock").remove(kind).is_some() {
+        if !self.any_failing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut failing = self.failing_since.lock().expect("lock");
+        let was = failing.remove(kind).is_some();
+        self.any_failing.store(!failing.is_empty(), Ordering::Release);
+        drop(failing);
+        if was {
             tracing::info!(kind, "watch proven again");
         }
     }
@@ -225,6 +248,7 @@ impl State {
         let mut failing = self.failing_since.lock().expect("lock");
         let first = !failing.contains_key(kind);
         failing.entry(kind).or_insert_with(Instant::now);
+        self.any_failing.store(true, Ordering::Release);
         first
     }
 
@@ -234,7 +258,13 @@ impl State {
     }
 
     fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A number that moves whenever any mirrored kind changes.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Whether every watch has listed its objects at least once.
@@ -303,20 +333,26 @@ impl State {
         let id_ns = identity.metadata.namespace.as_deref();
         let id_name = identity.metadata.name.as_deref();
         let client_id = identity.spec.client_id().map(str::to_ascii_lowercase);
-        self.assigned.with(|aais| {
-            aais.values().any(|a| {
-                a.pod == pod.name
-                    && a.pod_namespace == pod.namespace
-                    && a.node == self.node
-                    && a.state == AssignmentState::Assigned
-                    && a.identity.as_ref().is_some_and(|r| {
-                        r.name.as_deref() == id_name
-                            && r.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
-                    })
-                    // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
-                    && a.client_id == client_id
-            })
-        })
+        let matches = |a: &AssignedFacts| {
+            a.pod == pod.name
+                && a.pod_namespace == pod.namespace
+                && a.node == self.node
+                && a.state == AssignmentState::Assigned
+                && a.identity.as_ref().is_some_and(|r| {
+                    r.name.as_deref() == id_name && r.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
+                })
+                // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
+                && a.client_id == client_id
+        };
+        // MIC names the object after the pod and identity, in the pod's namespace: look there
+        // first, since scanning every object of a busy node on each request is what costs. Others
+        // (an upstream MIC's, kept elsewhere) are still found by the scan.
+        let likely = (
+            pod.namespace.clone(),
+            AzureAssignedIdentity::object_name(&pod.name, &pod.namespace, id_name.unwrap_or_default()),
+        );
+        self.assigned
+            .with(|aais| aais.get(&likely).is_some_and(|a| matches(a)) || aais.values().any(|a| matches(a)))
     }
 
     /// Spawns the watches that keep this state current. They run until the runtime stops.

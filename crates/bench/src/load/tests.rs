@@ -1,5 +1,8 @@
 use std::time::Duration;
 
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
 use super::*;
 
 #[test]
@@ -80,4 +83,103 @@ async fn a_request_budget_and_source_addresses_are_honoured() {
     .unwrap();
     assert_eq!(r.ok, 150, "{r:?}");
     assert_eq!(*seen.lock().unwrap(), ips.into_iter().collect());
+}
+
+/// A server that answers each request with `answer`, written in pieces with pauses between
+/// them, and counts the connections it accepted.
+async fn scripted_server(answer: &'static [u8], pieces: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        for piece in answer.chunks(answer.len().div_ceil(pieces)) {
+                            if stream.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+fn budget(addr: SocketAddr, requests: u64) -> LoadSpec {
+    LoadSpec {
+        warmup: Duration::ZERO,
+        requests_per_connection: Some(requests),
+        ..LoadSpec::new(addr, "/", 1, Duration::from_secs(20))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_split_across_reads_and_chunked_bodies_are_read_whole() {
+    // Chunked, with the chunks and the head arriving in separate pieces.
+    let chunked: &[u8] =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let (addr, accepted) = scripted_server(chunked, 7).await;
+    let r = run(budget(addr, 20)).await.unwrap();
+    assert_eq!((r.ok, r.errors, r.non_2xx), (20, 0, 0), "{r:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one keep-alive connection");
+
+    let sized: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 11\r\n\r\nunavailable";
+    let (addr, _) = scripted_server(sized, 3).await;
+    let r = run(budget(addr, 10)).await.unwrap();
+    assert_eq!((r.ok, r.errors), (0, 0), "{r:?}");
+    assert_eq!(r.statuses.get(&503), Some(&10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_gets_a_new_connection_each_time() {
+    let closing: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, accepted) = scripted_server(closing, 1).await;
+    let r = run(budget(addr, 5)).await.unwrap();
+    assert_eq!((r.ok, r.errors), (5, 0), "{r:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn answers_are_framed_by_length_or_chunks_and_one_without_either_is_an_error() {
+    let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
+    let (end, answer) = parse_answer(sized).unwrap().unwrap();
+    assert_eq!((end, answer.status, answer.close), (40, 200, false));
+    assert!(
+        parse_answer(&sized[..39]).unwrap().is_none(),
+        "body not complete yet"
+    );
+    assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    let (end, answer) = parse_answer(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!((end, answer.status, answer.close), (46, 204, true));
+    // A body that runs to the connection's end cannot be used on a keep-alive connection.
+    assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\nbody").is_err());
+    assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+    assert!(chunked_end(b"5\r\nhel").unwrap().is_none());
+    assert_eq!(chunked_end(b"0\r\n\r\n").unwrap(), Some(5));
+    assert!(chunked_end(b"zz\r\n").is_err());
 }

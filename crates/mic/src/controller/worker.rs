@@ -20,7 +20,7 @@ use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ObjectMeta, Patch},
 };
 use matching::{ComputeTarget, TargetChange};
 use mirror::Key;
@@ -528,7 +528,7 @@ async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(),
             spec,
             status: None,
         };
-        match api.create(&PostParams::default(), &obj).await {
+        match api.create(&crate::post_params(), &obj).await {
             Ok(_) => Ok(()),
             // Our cache was behind; the object is there.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
@@ -536,7 +536,7 @@ async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(),
         }
     } else {
         let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
             .await
             .map(drop)
     }

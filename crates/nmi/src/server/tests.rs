@@ -519,6 +519,33 @@ async fn warm_cache_does_not_serve_a_pod_reusing_a_deleted_pods_ip() {
     assert_eq!(h.source.calls(), 1);
 }
 
+// A pod asking the same again within a second gets the answer it just got, but only while the
+// state is unchanged: any change sends the next request through the full decision again.
+#[tokio::test]
+async fn repeated_questions_reuse_the_answer_only_while_nothing_changes() {
+    let h = harness(Mode::Standard);
+    let p = h.seed(Some(Some(Assigned)));
+    let first = h.token("").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(h.nmi.memo.len(), 1, "the authorized answer is kept");
+    let again = h.token("").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(claims(&again), claims(&first));
+    assert_eq!(h.source.calls(), 1);
+    // Another pod, bound to nothing, asking the very same query from its own IP is refused.
+    h.state()
+        .apply_pod(&pod("ns", "other", "10.244.0.9", Some("nothing")));
+    let other = h.get_from("10.244.0.9", TOKEN, &[("Metadata", "true")]).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.body);
+    assert_refused_without_token(&other);
+    // MIC unassigns the identity: the same pod and query now wait for MIC instead.
+    let id = identity("ns", "id", 1);
+    h.state().apply_assigned(aai(&p, &id, Some(Created)));
+    let waiting = h.token("").await;
+    assert_eq!(waiting.status, StatusCode::NOT_FOUND, "{}", waiting.body);
+    assert_refused_without_token(&waiting);
+}
+
 // §5.2 cases 19 and 21: an excepted pod passes through to IMDS (here one that does not answer);
 // the "MIC namespace" shortcut is gone.
 #[tokio::test]

@@ -1,0 +1,227 @@
+//! Answers to repeated token requests, reused while the cluster state is unchanged.
+//!
+//! Most token traffic is a pod asking the same question again. Deciding and rendering an answer
+//! is most of NMI's own CPU per request, yet the decision can only change when the mirrored
+//! state changes, and any change moves [`State::version`](crate::state::State::version). So an
+//! authorized answer is kept for its source IP and exact query at that version, and the first
+//! change of state drops every kept answer. The body is rendered again when the second turns
+//! (`expires_in` counts down); the caller decides whether the kept token may still be handed
+//! out without asking the token cache (which refreshes tokens ahead of expiry).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, RwLock},
+};
+
+use axum::body::Bytes;
+
+use crate::token::Token;
+
+/// What the audit log says about an issued token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audit {
+    pub pod: String,
+    pub namespace: String,
+    /// `<namespace>/<name>` of the AzureIdentity.
+    pub identity: String,
+    pub binding: String,
+    pub client_id: String,
+    pub resource: String,
+}
+
+impl Audit {
+    /// The `nmi::audit` line of an issued token.
+    pub fn log(&self, source: &dyn std::fmt::Display, cache_hit: bool) {
+        tracing::info!(
+            target: "nmi::audit",
+            pod = %self.pod,
+            namespace = %self.namespace,
+            identity = %self.identity,
+            binding = %self.binding,
+            client_id = %self.client_id,
+            resource = %self.resource,
+            source = %source,
+            cache_hit,
+            "token issued"
+        );
+    }
+}
+
+/// An authorized answer: the token and who it was for.
+#[derive(Debug)]
+pub struct Answer {
+    pub token: Arc<Token>,
+    pub audit: Audit,
+}
+
+/// An answer and its latest rendering.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub answer: Arc<Answer>,
+    /// The second `body` was rendered in.
+    pub second: u64,
+    pub body: Bytes,
+}
+
+struct Entry {
+    query: Box<str>,
+    kept: Kept,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The state version every entry was authorized at.
+    version: u64,
+    /// A pod asks few distinct questions: a short list per IP, compared without allocating.
+    by_ip: HashMap<IpAddr, Vec<Entry>>,
+    len: usize,
+}
+
+/// The answers authorized at the latest state version, at most `max` of them.
+pub struct AnswerMemo {
+    inner: RwLock<Inner>,
+    max: usize,
+}
+
+impl Default for AnswerMemo {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl AnswerMemo {
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: RwLock::default(),
+            max,
+        }
+    }
+
+    /// The answer kept for `ip` and `query`, if it was authorized at state `version`.
+    pub fn get(&self, ip: IpAddr, query: &str, version: u64) -> Option<Kept> {
+        let inner = self.inner.read().expect("lock");
+        if inner.version != version {
+            return None;
+        }
+        inner
+            .by_ip
+            .get(&ip)?
+            .iter()
+            .find(|e| &*e.query == query)
+            .map(|e| e.kept.clone())
+    }
+
+    /// Keeps an answer the full path authorized at state `version`, or a new rendering of a
+    /// kept one. An answer of an older version than the kept ones is dropped; a newer version
+    /// drops all the kept ones.
+    pub fn put(&self, ip: IpAddr, query: &str, version: u64, kept: Kept) {
+        let mut inner = self.inner.write().expect("lock");
+        if version < inner.version {
+            return;
+        }
+        if version > inner.version {
+            inner.by_ip.clear();
+            inner.len = 0;
+            inner.version = version;
+        }
+        let full = inner.len >= self.max;
+        let list = inner.by_ip.entry(ip).or_default();
+        if let Some(e) = list.iter_mut().find(|e| &*e.query == query) {
+            e.kept = kept;
+            return;
+        }
+        // Full until the state changes: the bound holds whatever the request mix.
+        if full {
+            return;
+        }
+        list.push(Entry {
+            query: query.into(),
+            kept,
+        });
+        inner.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("lock").len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(body: &'static str, second: u64) -> Kept {
+        Kept {
+            answer: Arc::new(Answer {
+                token: Arc::new(Token {
+                    access_token: "t".into(),
+                    token_type: "Bearer".into(),
+                    expires_on: 2_000_000_000,
+                    not_before: 0,
+                    ext_expires_in: 0,
+                    principal_id: None,
+                }),
+                audit: Audit {
+                    pod: "p".into(),
+                    namespace: "ns".into(),
+                    identity: "ns/id".into(),
+                    binding: "b".into(),
+                    client_id: "c".into(),
+                    resource: "r".into(),
+                },
+            }),
+            second,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn an_answer_is_reused_only_by_its_ip_and_query_at_its_version() {
+        let m = AnswerMemo::default();
+        m.put(A, "resource=x", 7, kept("one", 100));
+        let k = m.get(A, "resource=x", 7).unwrap();
+        assert_eq!((&k.body[..], k.second), (&b"one"[..], 100));
+        assert!(m.get(B, "resource=x", 7).is_none(), "another pod's IP");
+        assert!(m.get(A, "resource=y", 7).is_none(), "another query");
+        assert!(m.get(A, "resource=x", 8).is_none(), "the state changed");
+        // A new rendering replaces the entry rather than adding one.
+        m.put(A, "resource=x", 7, kept("one, later", 101));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(A, "resource=x", 7).unwrap().second, 101);
+    }
+
+    #[test]
+    fn a_new_version_drops_every_kept_answer_and_an_older_one_is_ignored() {
+        let m = AnswerMemo::default();
+        m.put(A, "q", 1, kept("a", 5));
+        m.put(B, "q", 2, kept("b", 5));
+        assert_eq!(m.len(), 1, "the answer of version 1 is gone");
+        assert!(m.get(A, "q", 1).is_none());
+        m.put(A, "q", 1, kept("late", 5));
+        assert!(
+            m.get(A, "q", 1).is_none(),
+            "a late write of an older version is dropped"
+        );
+        assert!(m.get(A, "q", 2).is_none());
+        assert!(m.get(B, "q", 2).is_some());
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        let m = AnswerMemo::new(3);
+        for i in 0..10 {
+            m.put(A, &format!("q{i}"), 1, kept("x", 5));
+        }
+        assert_eq!(m.len(), 3);
+        assert!(m.get(A, "q9", 1).is_none());
+        assert!(m.get(A, "q0", 1).is_some());
+    }
+}
