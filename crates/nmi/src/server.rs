@@ -60,7 +60,7 @@ pub struct Nmi<S> {
     pub rate_limit: PodRateLimiter,
     /// Principal (object) ids learned from tokens, by lower-case client id.
     principals: RwLock<HashMap<String, String>>,
-    /// Token answers of the current second, for pods asking the same again.
+    /// Token answers authorized at the current state version, for pods asking the same again.
     memo: AnswerMemo,
 }
 
@@ -405,8 +405,8 @@ impl<S: TokenSource> Nmi<S> {
         Refusal(response::error(StatusCode::FORBIDDEN, "forbidden", &text))
     }
 
-    /// Finds, authorizes and fetches; re-checks authorization after the fetch, since the pod or its
-    /// binding may have gone while NMI talked to Azure.
+    /// Authorizes the caller's `pod` and fetches; re-checks authorization after the fetch, since the
+    /// pod or its binding may have gone while NMI talked to Azure (unless nothing changed at all).
     async fn issue(
         &self,
         caller: &Caller,
