@@ -72,7 +72,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(testbed::free_port()?)
 }
 
 /// Where the benchmarks' child processes log: `<summary dir>/logs`.

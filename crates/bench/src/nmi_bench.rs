@@ -97,23 +97,23 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     // NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here, so
     // that NMI's own capacity is measured.
     let unlimited = ["--pod-rate-limit=0"];
-    let (nmi, nmi_addr) = cluster::start_nmi(
-        &kubeconfig,
-        NODE,
-        open_imds,
-        &unlimited,
-        &logs.join("nmi-cached.log"),
-        None,
-    )
-    .await?;
+    // Started, then every pod gets its tokens once before measuring (the warm-up also does, but a
+    // pod whose first answer failed would otherwise count as an error of the cached path).
+    let start_unlimited = |log: &str, cpu: Option<usize>| {
+        let log = logs.join(log);
+        let (kubeconfig, unlimited, ips) = (&kubeconfig, &unlimited, &ips);
+        async move {
+            let (nmi, addr) = cluster::start_nmi(kubeconfig, NODE, open_imds, unlimited, &log, cpu).await?;
+            check_all_pods_served(addr, ips).await?;
+            anyhow::Ok((nmi, addr))
+        }
+    };
+    let (nmi, nmi_addr) = start_unlimited("nmi-cached.log", None).await?;
     let spec = bench::LoadSpec {
         paths: paths(),
         local_addrs: ips.clone(),
         ..bench::LoadSpec::new(nmi_addr, "", PODS, Duration::from_secs(seconds))
     };
-    // Every pod gets its tokens once before measuring (the warm-up also does, but a pod whose
-    // first answer failed would otherwise count as an error of the cached path).
-    check_all_pods_served(nmi_addr, &ips).await?;
     let paced_at = |rate: f64| bench::LoadSpec {
         rate_per_connection: Some(rate),
         ..spec.clone()
@@ -125,16 +125,7 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     drop(nmi);
 
     let (gen_cpu, nmi_cpu) = pinned::cores().context("the pinned runs need two cores")?;
-    let (nmi, nmi_addr) = cluster::start_nmi(
-        &kubeconfig,
-        NODE,
-        open_imds,
-        &unlimited,
-        &logs.join("nmi-pinned.log"),
-        Some(nmi_cpu),
-    )
-    .await?;
-    check_all_pods_served(nmi_addr, &ips).await?;
+    let (nmi, nmi_addr) = start_unlimited("nmi-pinned.log", Some(nmi_cpu)).await?;
     let on_pinned = |s: bench::LoadSpec| bench::LoadSpec { addr: nmi_addr, ..s };
     let cached = pinned::run(&on_pinned(spec.clone()), gen_cpu).await?;
     println!("nmi cached, one core each: {cached:?}");

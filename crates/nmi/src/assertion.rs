@@ -112,7 +112,7 @@ mod tests {
     }
 
     fn cert() -> (String, String) {
-        crate::testing::rsa_cert()
+        testbed::rsa_cert("app")
     }
 
     #[test]

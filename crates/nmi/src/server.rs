@@ -497,7 +497,8 @@ fn remembered<S: TokenSource>(nmi: &Nmi<S>, ip: IpAddr, query: Option<&str>) -> 
         kept.second = second;
         nmi.memo.put(ip, query, version, kept.clone());
     }
-    kept.answer.audit.log(&ip, true);
+    // The same `source` as the full path's (`Caller::describe`).
+    kept.answer.audit.log(&format_args!("IP {ip}"), true);
     nmi.metrics.issued(true);
     Some(response::json_body(StatusCode::OK, kept.body))
 }

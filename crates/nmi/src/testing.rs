@@ -209,23 +209,3 @@ impl TokenSource for Counting {
         })
     }
 }
-
-/// A self-signed RSA certificate and its PKCS#8 key, both PEM.
-pub fn rsa_cert() -> (String, String) {
-    use aws_lc_rs::encoding::AsDer;
-    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-        &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
-        &rcgen::PKCS_RSA_SHA256,
-    )
-    .unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["app".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
-}

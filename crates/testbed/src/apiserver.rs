@@ -276,7 +276,8 @@ impl Drop for ApiServer {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free loopback port"))?;
     Ok(l.local_addr().map_err(io_err("reading a bound address"))?.port())
 }

@@ -19,8 +19,9 @@ mod binaries;
 mod pki;
 mod process;
 
-pub use apiserver::ApiServer;
+pub use apiserver::{ApiServer, free_port};
 pub use binaries::{Binaries, binaries};
+pub use pki::rsa_cert;
 pub use process::Supervised;
 
 /// What can go wrong while providing a test environment. Every variant says what was missing.

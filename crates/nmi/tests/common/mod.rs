@@ -110,24 +110,7 @@ service_principals:
 /// One RSA certificate (PEM) and key (PEM) for the whole test binary: generating a key is slow.
 pub fn cert() -> &'static (String, String) {
     static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    CERT.get_or_init(|| {
-        use aws_lc_rs::encoding::AsDer;
-        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
-            &rcgen::PKCS_RSA_SHA256,
-        )
-        .unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["cert-app".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    })
+    CERT.get_or_init(|| testbed::rsa_cert("cert-app"))
 }
 
 /// A service principal `CERT_CLIENT` that signs its client assertions with `cert()`.
@@ -521,9 +504,5 @@ impl Answer {
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testbed::free_port().expect("a free loopback port")
 }
