@@ -1,6 +1,7 @@
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
+    process::Command,
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -39,7 +40,8 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// The server shared by all tests of this test binary. Started on first use;
-    /// its processes end when the test process does.
+    /// its processes end when the test process does, and their supervisors then remove its
+    /// directory (a `static` is never dropped).
     ///
     /// Panics, failing the test loudly, when the server cannot start.
     pub fn shared() -> &'static ApiServer {
@@ -134,11 +136,11 @@ impl ApiServer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut proc = Supervised::spawn(
+            let mut proc = Supervised::spawn_cleaning(
                 "kube-apiserver",
-                &bins.kube_apiserver,
-                &self.apiserver_args,
+                Command::new(&bins.kube_apiserver).args(&self.apiserver_args),
                 &self.dir.path().join("kube-apiserver.log"),
+                Some(self.dir.path()),
             )?;
             // A client per poll: a client is bound to the runtime it was made on, and each poll has its own.
             let outcome = wait_until(&mut proc, Duration::from_secs(90), || {
@@ -161,7 +163,12 @@ impl ApiServer {
     pub fn start_etcd(&mut self) -> Result<()> {
         let bins = binaries()?;
         let log = self.dir.path().join("etcd.log");
-        let mut etcd = Supervised::spawn("etcd", &bins.etcd, &self.etcd_args, &log)?;
+        let mut etcd = Supervised::spawn_cleaning(
+            "etcd",
+            Command::new(&bins.etcd).args(&self.etcd_args),
+            &log,
+            Some(self.dir.path()),
+        )?;
         let health = format!("{}/health", self.etcd_url);
         wait_until(&mut etcd, Duration::from_secs(30), || Ok(http_ok(&health)))?;
         self.etcd = Some(etcd);

@@ -15,6 +15,10 @@ use crate::{Result, io_err};
 /// the process as soon as that pipe closes: when this value is dropped, when
 /// a test panics, and when the test process exits or is killed. No signal
 /// handling or unsafe `pre_exec` is needed for that.
+///
+/// The same shell removes the pid file afterwards and, when the process was
+/// orphaned rather than stopped, the directory it was given to clean up (see
+/// [`Supervised::spawn_cleaning`]).
 #[derive(Debug)]
 pub struct Supervised {
     name: String,
@@ -24,18 +28,22 @@ pub struct Supervised {
     log: PathBuf,
 }
 
-const SUPERVISOR: &str = r#"pidf=$1; shift
+// `read` succeeds on the newline `stop` writes and fails at end of file, which is how the shell
+// learns that its owner died without stopping it.
+const SUPERVISOR: &str = r#"pidf=$1; orphan_dir=$2; shift 2
 "$@" </dev/null &
 child=$!
 echo "$child" > "$pidf"
-read -r _ignored
+if read -r _ignored; then orphan_dir=; fi
 kill -TERM "$child" 2>/dev/null
 # A process that does not stop within 10 s of SIGTERM (kube-apiserver waiting for an etcd
 # that is already gone) is killed.
 i=0
 while kill -0 "$child" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
 kill -KILL "$child" 2>/dev/null
-wait "$child""#;
+wait "$child"
+rm -f "$pidf"
+if [ -n "$orphan_dir" ]; then rm -rf "$orphan_dir"; fi"#;
 
 impl Supervised {
     /// Starts `program args…`, sending its stdout and stderr to `log`.
@@ -46,11 +54,23 @@ impl Supervised {
     /// Starts a prepared command (its program, arguments and environment are
     /// used; its stdio is replaced).
     pub fn spawn_with(name: &str, cmd: &Command, log: &Path) -> Result<Self> {
+        Self::spawn_cleaning(name, cmd, log, None)
+    }
+
+    /// Like [`Supervised::spawn_with`], and when the owner dies without stopping the process
+    /// (a test binary ending with the server in a `static`, or killed), `orphan_dir` is removed
+    /// once the process has exited. A stopped process leaves it to its owner, which may restart
+    /// the process on the same data.
+    pub fn spawn_cleaning(name: &str, cmd: &Command, log: &Path, orphan_dir: Option<&Path>) -> Result<Self> {
         let pid_file = log.with_extension("pid");
         let out = File::create(log).map_err(io_err(format!("creating {}", log.display())))?;
         let err = out.try_clone().map_err(io_err("cloning a log handle"))?;
         let mut sh = Command::new("sh");
-        sh.arg("-c").arg(SUPERVISOR).arg("podid-supervise").arg(&pid_file);
+        sh.arg("-c")
+            .arg(SUPERVISOR)
+            .arg("podid-supervise")
+            .arg(&pid_file)
+            .arg(orphan_dir.unwrap_or(Path::new("")));
         sh.arg(cmd.get_program()).args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
             match v {
@@ -137,5 +157,42 @@ impl Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(dir: &Path) -> Supervised {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("60");
+        let s = Supervised::spawn_cleaning("sleep", &cmd, &dir.join("sleep.log"), Some(dir)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.pid().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(s.pid().is_some(), "the process never started");
+        s
+    }
+
+    #[test]
+    fn an_orphaned_process_takes_its_directory_with_it_and_a_stopped_one_leaves_it() {
+        let orphaned = tempfile::tempdir().unwrap().keep();
+        let mut s = sleeper(&orphaned);
+        // What the owner's death looks like to the shell: the pipe closes without a newline.
+        drop(s.lifeline.take());
+        let _ = s.shell.wait();
+        assert!(!orphaned.exists(), "{} was left behind", orphaned.display());
+
+        let kept = tempfile::tempdir().unwrap();
+        let mut s = sleeper(kept.path());
+        let pid_file = s.pid_file.clone();
+        s.stop(Duration::from_secs(10));
+        assert!(
+            kept.path().join("sleep.log").exists(),
+            "a stopped process's directory is its owner's"
+        );
+        assert!(!pid_file.exists(), "the pid file outlived the process");
     }
 }
