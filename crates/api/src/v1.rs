@@ -22,6 +22,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub const BINDING_LABEL: &str = "aadpodidbinding";
 /// The label MIC puts on each `AzureAssignedIdentity`, naming the pod's node.
 pub const NODE_NAME_LABEL: &str = "nodename";
+/// The field manager MIC writes as, so that `managedFields` and `kubectl` name MIC rather than
+/// `unknown`, and so that an `AzureAssignedIdentity` it created is known as its own.
+pub const MIC_FIELD_MANAGER: &str = "aadpodidentity-mic";
 /// The finalizer MIC puts on each `AzureAssignedIdentity` (upstream's name, so both can coexist during a migration).
 pub const ASSIGNED_IDENTITY_FINALIZER: &str = "azureassignedidentity.finalizers.aadpodidentity.k8s.io";
 /// Upstream's per-identity opt-in to namespaced matching.
@@ -389,12 +392,26 @@ impl AzureAssignedIdentity {
         format!("{pod}-{pod_namespace}-{identity}")
     }
 
-    /// The assignment state, where a missing status counts as assigned (upstream's legacy rule).
+    /// The assignment state. A missing status counts as assigned (upstream's legacy rule: MICs
+    /// before 1.5 wrote none), except on an object our MIC wrote. Through the status subresource
+    /// it creates an object first and writes its status next, so a missing status there means
+    /// that write has not landed, or never did (MIC stopped in between): the identity may not be
+    /// on the VM yet, and the object is `Created` until MIC says otherwise.
     pub fn state(&self) -> AssignmentState {
-        self.status
-            .as_ref()
-            .and_then(|s| s.status)
-            .unwrap_or(AssignmentState::Assigned)
+        match self.status.as_ref().and_then(|s| s.status) {
+            Some(state) => state,
+            None if self.written_by_mic() => AssignmentState::Created,
+            None => AssignmentState::Assigned,
+        }
+    }
+
+    /// Whether our MIC wrote this object (a `managedFields` entry of [`MIC_FIELD_MANAGER`]).
+    fn written_by_mic(&self) -> bool {
+        self.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() == Some(MIC_FIELD_MANAGER))
     }
 }
 

@@ -18,9 +18,8 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 
-/// The field manager MIC writes as, so that `managedFields` and `kubectl` name MIC rather than
-/// `unknown`.
-pub const FIELD_MANAGER: &str = "aadpodidentity-mic";
+/// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).
+pub use api::v1::MIC_FIELD_MANAGER as FIELD_MANAGER;
 
 /// Create and replace parameters with MIC's field manager.
 pub fn post_params() -> kube::api::PostParams {

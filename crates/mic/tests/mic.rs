@@ -74,6 +74,55 @@ async fn the_seed_walkthrough_assigns_and_releases_the_identity() {
     c.stop_mic().await;
 }
 
+/// MIC creates an object, then writes its status: a MIC stopped between the two leaves an object
+/// with no status, which upstream's legacy rule would read as `Assigned` with the identity never
+/// put on the VM. The next MIC finds it `Created` and finishes the job.
+#[tokio::test]
+async fn an_object_left_without_status_by_a_stopped_mic_is_assigned() {
+    use kube::api::Api;
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("crash").await;
+    c.identity("crash", "id1", 1).await;
+    c.binding("crash", "b1", "id1", "app").await;
+    c.pod("crash", "web", "a-0", Some("app")).await;
+    // The object exactly as MIC creates it, with the identity and binding as they are now.
+    let identity = Api::<api::AzureIdentity>::namespaced(c.client.clone(), "crash")
+        .get("id1")
+        .await
+        .unwrap();
+    let binding = Api::<api::AzureIdentityBinding>::namespaced(c.client.clone(), "crash")
+        .get("b1")
+        .await
+        .unwrap();
+    let aai: api::AzureAssignedIdentity = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureAssignedIdentity",
+        "metadata": {
+            "name": "web-crash-id1",
+            "labels": {api::v1::NODE_NAME_LABEL: "a-0"},
+            "finalizers": [api::v1::ASSIGNED_IDENTITY_FINALIZER],
+        },
+        "spec": {
+            "azureIdentityRef": identity, "azureBindingRef": binding,
+            "pod": "web", "podNamespace": "crash", "nodename": "a-0",
+        },
+    }))
+    .unwrap();
+    Api::<api::AzureAssignedIdentity>::namespaced(c.client.clone(), "crash")
+        .create(&mic::post_params(), &aai)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.assigned(Some("crash")).await,
+        BTreeMap::from([("web-crash-id1".to_owned(), None)])
+    );
+    assert!(c.on_node("a-0").is_empty());
+
+    c.start_mic(settings()).await;
+    c.wait_assigned(&[("web-crash-id1", Assigned)], LIMIT).await;
+    assert_eq!(c.on_node("a-0"), [resource_id(1)]);
+    c.stop_mic().await;
+}
+
 /// Three nodes in two scale sets, many pods: exactly one PATCH per scale set.
 #[tokio::test]
 async fn one_patch_per_scale_set_for_a_burst_of_pods() {

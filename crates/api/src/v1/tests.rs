@@ -69,7 +69,22 @@ fn exception_labels_accept_yaml_scalars() {
 #[test]
 fn assigned_identity_name_and_legacy_state() {
     assert_eq!(AzureAssignedIdentity::object_name("p", "ns", "id"), "p-ns-id");
-    let aai = AzureAssignedIdentity::new("x", AzureAssignedIdentitySpec::default());
+    let mut aai = AzureAssignedIdentity::new("x", AzureAssignedIdentitySpec::default());
+    assert_eq!(aai.state(), AssignmentState::Assigned);
+    // Our MIC created it and its status write has not landed: not assigned yet.
+    let entry = |manager: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        operation: Some("Update".into()),
+        ..Default::default()
+    };
+    aai.metadata.managed_fields = Some(vec![entry("kubectl-client-side-apply")]);
+    assert_eq!(aai.state(), AssignmentState::Assigned);
+    aai.metadata.managed_fields = Some(vec![entry("kubectl-client-side-apply"), entry(MIC_FIELD_MANAGER)]);
+    assert_eq!(aai.state(), AssignmentState::Created);
+    aai.status = Some(AzureAssignedIdentityStatus {
+        status: Some(AssignmentState::Assigned),
+        available_replicas: Some(1),
+    });
     assert_eq!(aai.state(), AssignmentState::Assigned);
 }
 
