@@ -1,10 +1,13 @@
 //! One worker per VM or scale set: applies the latest picture of what its target needs, one
 //! batch at a time.
 //!
-//! A batch writes its new `AzureAssignedIdentity` objects (status `Created`) while its delta
-//! PATCH runs, then marks `Assigned` every object whose identity is now on the target. Objects
-//! whose identity is already there are written and marked at once, with no ARM call. Writes run
-//! concurrently (bounded across workers); Events are queued, never awaited.
+//! A batch creates its new `AzureAssignedIdentity` objects while its delta PATCH runs, then
+//! marks `Assigned` every object whose identity is now on the target: two writes per pod, and
+//! the creates done while the apiserver would otherwise wait for ARM. An object MIC created has
+//! no status until then, which counts as `Created` (see `AzureAssignedIdentity::state`); a
+//! batch running past [`CREATE_WAITING_AFTER`], or failing, writes `Created` for all to see.
+//! Objects whose identity is already there are written and marked at once, with no ARM call.
+//! Writes run concurrently (bounded across workers); Events are queued, never awaited.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -43,15 +46,16 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// The longest a batch waits for them to settle.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 
-/// How long an ARM batch runs before objects of pods that arrived meanwhile are written with
-/// status `Created` rather than straight `Assigned` once their identity is there.
+/// How long an ARM batch runs before the objects waiting for it get an explicit `Created` status
+/// rather than going straight to `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
 
 /// What this worker last wrote for an object.
 struct Written {
     /// What the object records, when this worker wrote it.
     object: Option<ToAssign>,
-    state: AssignmentState,
+    /// The status written; `None` for an object created without one yet.
+    state: Option<AssignmentState>,
     at: Instant,
 }
 
@@ -150,7 +154,7 @@ impl Worker {
                 !self
                     .written
                     .get(&a.key)
-                    .is_some_and(|w| w.state == AssignmentState::Assigned && w.has_object(a))
+                    .is_some_and(|w| w.state == Some(AssignmentState::Assigned) && w.has_object(a))
             })
             .collect()
     }
@@ -180,7 +184,7 @@ impl Worker {
                     // Service principals need nothing from ARM: they proceed anyway.
                     let (sp, msi): (Vec<&ToAssign>, Vec<&ToAssign>) =
                         todo.iter().partition(|a| a.arm_id.is_none());
-                    let outcome = self.write_all(&sp, true).await;
+                    let outcome = self.write_all(&sp, Some(AssignmentState::Assigned)).await;
                     self.record(outcome);
                     report_failure(shared, &msi, &e.to_string(), &BTreeMap::new());
                     return true;
@@ -233,8 +237,12 @@ impl Worker {
                     .is_some_and(|id| now_on.contains(&**id) && !on_before.contains(&**id))
             })
             .collect();
-        let outcome = self.write_all(&arrived, true).await;
+        let outcome = self.write_all(&arrived, Some(AssignmentState::Assigned)).await;
         retry |= !self.record(outcome);
+        if batch_error.is_some() || !refused.is_empty() {
+            // Until the retry, the objects still waiting say so.
+            retry |= !self.write_picture(seen, &now_on, true).await;
+        }
         if latest.is_some() {
             rx.mark_changed();
         }
@@ -290,12 +298,12 @@ impl Worker {
 
     /// While ARM works on a batch: writes the objects of `work` and of every later picture, until
     /// `done`. Objects whose identity is already on the target (`on`) or that need none are
-    /// written and marked `Assigned` at once. New objects waiting for an identity are written
-    /// `Created`: those of `work` at once, those of later pictures only once the batch has run
-    /// for [`CREATE_WAITING_AFTER`]. In the common case of a quick operation they are then
-    /// written once the identity is there, straight to `Assigned`: one write fewer per pod, the
-    /// apiserver being what limits a large rollout. Returns the latest picture seen, if a later
-    /// one arrived, and whether every write succeeded.
+    /// written and marked `Assigned` at once. New objects waiting for an identity are created
+    /// without a status (which reads as `Created`), and get an explicit `Created` only once the
+    /// batch has run for [`CREATE_WAITING_AFTER`]. In the common case of a quick operation their
+    /// next write is `Assigned`: two writes per pod, the apiserver being what limits a large
+    /// rollout. Returns the latest picture seen, if a later one arrived, and whether every write
+    /// succeeded.
     async fn follow(
         &mut self,
         work: &TargetWork,
@@ -306,7 +314,7 @@ impl Worker {
         let slow = tokio::time::sleep(CREATE_WAITING_AFTER);
         tokio::pin!(slow);
         let mut is_slow = false;
-        let mut ok = self.write_picture(work, on, true).await;
+        let mut ok = self.write_picture(work, on, false).await;
         let mut latest: Option<TargetWork> = None;
         loop {
             tokio::select! {
@@ -314,9 +322,8 @@ impl Worker {
                 _ = &mut done => return (latest, ok),
                 () = &mut slow, if !is_slow => {
                     is_slow = true;
-                    if let Some(picture) = latest.clone() {
-                        ok &= self.write_picture(&picture, on, true).await;
-                    }
+                    let picture = latest.clone();
+                    ok &= self.write_picture(picture.as_ref().unwrap_or(work), on, true).await;
                 }
                 changed = rx.changed() => {
                     if changed.is_err() {
@@ -330,43 +337,48 @@ impl Worker {
         }
     }
 
-    /// Writes a picture's objects whose identity is on the target (`Assigned`) and, when
-    /// `create_waiting`, those still waiting for theirs (`Created`). Returns whether every
-    /// write succeeded.
-    async fn write_picture(
-        &mut self,
-        work: &TargetWork,
-        on: &BTreeSet<String>,
-        create_waiting: bool,
-    ) -> bool {
+    /// Writes a picture's objects whose identity is on the target (`Assigned`) and those still
+    /// waiting for theirs: new ones are created without a status, and when `mark_waiting`, they
+    /// and rewritten ones get `Created`. Returns whether every write succeeded.
+    async fn write_picture(&mut self, work: &TargetWork, on: &BTreeSet<String>, mark_waiting: bool) -> bool {
         let (waiting, at_once): (Vec<&ToAssign>, Vec<&ToAssign>) = self
             .todo(work)
             .into_iter()
             .partition(|a| a.arm_id.as_deref().is_some_and(|id| !on.contains(id)));
-        let early: Vec<&ToAssign> = waiting
-            .into_iter()
-            .filter(|a| {
-                create_waiting
-                    && a.write.is_some()
-                    && !self.written.get(&a.key).is_some_and(|w| w.has_object(a))
-            })
-            .collect();
-        let (created, assigned) = tokio::join!(self.write_all(&early, false), self.write_all(&at_once, true));
-        self.record(created) & self.record(assigned)
+        let (mut created, mut marked) = (Vec::new(), Vec::new());
+        for a in waiting {
+            let mine = self.written.get(&a.key).filter(|w| w.has_object(a));
+            match mine.map(|w| w.state) {
+                // Created here without a status, or already marked: marked when asked to.
+                Some(None) if mark_waiting => marked.push(a),
+                Some(_) => {}
+                // A rewritten object (new node or identity) keeps its old status until written:
+                // it goes with its `Created`, never alone.
+                None if a.write == Some(true) && !mark_waiting => created.push(a),
+                None if a.write.is_some() && mark_waiting => marked.push(a),
+                None => {}
+            }
+        }
+        let (created, marked, assigned) = tokio::join!(
+            self.write_all(&created, None),
+            self.write_all(&marked, Some(AssignmentState::Created)),
+            self.write_all(&at_once, Some(AssignmentState::Assigned))
+        );
+        self.record(created) & self.record(marked) & self.record(assigned)
     }
 
-    /// Writes each object that needs it and its status: `Assigned` when `assigned` (its identity
-    /// is on the target), else `Created`. Returns whether every write succeeded.
-    async fn write_all(&self, items: &[&ToAssign], assigned: bool) -> Vec<(Key, Option<Written>)> {
+    /// Writes each object that needs it and, when `state` is given, its status. Returns what was
+    /// written.
+    async fn write_all(
+        &self,
+        items: &[&ToAssign],
+        state: Option<AssignmentState>,
+    ) -> Vec<(Key, Option<Written>)> {
         if items.is_empty() {
             return Vec::new();
         }
         let shared = &*self.shared;
-        let state = if assigned {
-            AssignmentState::Assigned
-        } else {
-            AssignmentState::Created
-        };
+        let assigned = state == Some(AssignmentState::Assigned);
         let writes: Vec<_> = items.iter().map(|a| self.write_one(a, state)).collect();
         let results: Vec<(&ToAssign, Result<(), kube::Error>)> = stream::iter(writes)
             .buffer_unordered(shared.settings.write_concurrency.max(1))
@@ -427,11 +439,11 @@ impl Worker {
         outcome
     }
 
-    /// Writes one object (unless this worker already did) and its status.
+    /// Writes one object (unless this worker already did) and its status, if given.
     async fn write_one<'a>(
         &self,
         a: &'a ToAssign,
-        state: AssignmentState,
+        state: Option<AssignmentState>,
     ) -> (&'a ToAssign, Result<(), kube::Error>) {
         let shared = &*self.shared;
         let already = self.written.get(&a.key).is_some_and(|w| w.has_object(a));
@@ -439,7 +451,10 @@ impl Worker {
             if let Some(create) = a.write.filter(|_| !already) {
                 write_object(shared, a, create).await?;
             }
-            set_state(shared, &a.key, state).await
+            match state {
+                Some(state) => set_state(shared, &a.key, state).await,
+                None => Ok(()),
+            }
         }
         .await;
         (a, r)
