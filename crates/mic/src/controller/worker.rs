@@ -50,6 +50,18 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// rather than going straight to `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
 
+/// What [`Worker::write_picture`] writes for the objects still waiting for their identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// The batch's own picture, before its PATCH: new objects are created without a status,
+    /// rewritten ones are rewritten and marked `Created`.
+    Ahead,
+    /// A picture that arrived while the PATCH runs: new objects are created without a status.
+    Later,
+    /// The batch is slow or failed: every waiting object is written and marked `Created`.
+    Mark,
+}
+
 /// What this worker last wrote for an object.
 struct Written {
     /// What the object records, when this worker wrote it.
@@ -241,7 +253,7 @@ impl Worker {
         retry |= !self.record(outcome);
         if batch_error.is_some() || !refused.is_empty() {
             // Until the retry, the objects still waiting say so.
-            retry |= !self.write_picture(seen, &now_on, true).await;
+            retry |= !self.write_picture(seen, &now_on, Waiting::Mark).await;
         }
         if latest.is_some() {
             rx.mark_changed();
@@ -314,7 +326,7 @@ impl Worker {
         let slow = tokio::time::sleep(CREATE_WAITING_AFTER);
         tokio::pin!(slow);
         let mut is_slow = false;
-        let mut ok = self.write_picture(work, on, false).await;
+        let mut ok = self.write_picture(work, on, Waiting::Ahead).await;
         let mut latest: Option<TargetWork> = None;
         loop {
             tokio::select! {
@@ -323,24 +335,24 @@ impl Worker {
                 () = &mut slow, if !is_slow => {
                     is_slow = true;
                     let picture = latest.clone();
-                    ok &= self.write_picture(picture.as_ref().unwrap_or(work), on, true).await;
+                    ok &= self.write_picture(picture.as_ref().unwrap_or(work), on, Waiting::Mark).await;
                 }
                 changed = rx.changed() => {
                     if changed.is_err() {
                         return (latest, ok);
                     }
                     let picture = rx.borrow_and_update().clone();
-                    ok &= self.write_picture(&picture, on, is_slow).await;
+                    let how = if is_slow { Waiting::Mark } else { Waiting::Later };
+                    ok &= self.write_picture(&picture, on, how).await;
                     latest = Some(picture);
                 }
             }
         }
     }
 
-    /// Writes a picture's objects whose identity is on the target (`Assigned`) and those still
-    /// waiting for theirs: new ones are created without a status, and when `mark_waiting`, they
-    /// and rewritten ones get `Created`. Returns whether every write succeeded.
-    async fn write_picture(&mut self, work: &TargetWork, on: &BTreeSet<String>, mark_waiting: bool) -> bool {
+    /// Writes a picture's objects whose identity is on the target (`Assigned`) and, as `how`
+    /// says, those still waiting for theirs. Returns whether every write succeeded.
+    async fn write_picture(&mut self, work: &TargetWork, on: &BTreeSet<String>, how: Waiting) -> bool {
         let (waiting, at_once): (Vec<&ToAssign>, Vec<&ToAssign>) = self
             .todo(work)
             .into_iter()
@@ -348,15 +360,17 @@ impl Worker {
         let (mut created, mut marked) = (Vec::new(), Vec::new());
         for a in waiting {
             let mine = self.written.get(&a.key).filter(|w| w.has_object(a));
-            match mine.map(|w| w.state) {
-                // Created here without a status, or already marked: marked when asked to.
-                Some(None) if mark_waiting => marked.push(a),
-                Some(_) => {}
-                // A rewritten object (new node or identity) keeps its old status until written:
-                // it goes with its `Created`, never alone.
-                None if a.write == Some(true) && !mark_waiting => created.push(a),
-                None if a.write.is_some() && mark_waiting => marked.push(a),
-                None => {}
+            match (mine.map(|w| w.state), a.write, how) {
+                // Created here without a status: marked when asked to.
+                (Some(None), _, Waiting::Mark) => marked.push(a),
+                (Some(_), _, _) | (None, None, _) => {}
+                (None, Some(true), Waiting::Ahead | Waiting::Later) => created.push(a),
+                // A rewritten object (new node or identity) still carries its old status. Before
+                // the PATCH that adds its new identity it is rewritten and marked, so that it
+                // records that identity before it is there: a release in between removes it.
+                // Later pictures' rewrites wait for their own batch.
+                (None, Some(false), Waiting::Later) => {}
+                (None, Some(_), Waiting::Ahead | Waiting::Mark) => marked.push(a),
             }
         }
         let (created, marked, assigned) = tokio::join!(
