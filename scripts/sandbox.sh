@@ -104,11 +104,24 @@ stop_all() {
     kill -TERM "$pid" 2>/dev/null || true
   done
   sleep 1
+  local pids=()
   for f in "$STATE"/pids/*; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
     kill -KILL "$pid" 2>/dev/null || true
+    pids+=("$pid")
     rm -f "$f"
+  done
+  # "down" means gone: wait (5 s at most) until each has exited (a zombie has, it awaits its reaper).
+  local i
+  for i in $(seq 50); do
+    for pid in "${pids[@]}"; do
+      if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+        sleep 0.1
+        continue 2
+      fi
+    done
+    break
   done
 }
 
