@@ -225,6 +225,36 @@ impl<S: TokenSource> Nmi<S> {
         }
     }
 
+    /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
+    /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
+    /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
+    async fn wait_synced(&self, caller: &Caller) -> Result<(), Refusal> {
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        // Subscribed before looking, so that the last list's change is not missed.
+        let mut changes = self.state.subscribe();
+        while !self.state.is_synced() {
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                self.metrics.refused("not_synced");
+                return Err(Refusal(response::with_retry_after(
+                    response::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service_unavailable",
+                        &format!(
+                            "NMI has not yet read the cluster's pods, bindings and identities (it has just \
+                             started): it cannot tell which identity {} may use; retry later",
+                            caller.describe()
+                        ),
+                    ),
+                    RETRY_AFTER_STALE,
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just started.
     /// Refuses (503, retryable) while the watched state is too old to prove anything.
     async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
@@ -244,6 +274,9 @@ impl<S: TokenSource> Nmi<S> {
                 ),
                 RETRY_AFTER_STALE,
             )));
+        }
+        if !self.state.is_synced() {
+            self.wait_synced(caller).await?;
         }
         // The common case, a known pod, needs no subscription to later changes.
         if let PodLookup::Found(pod) = self.lookup(caller) {

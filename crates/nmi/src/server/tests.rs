@@ -142,6 +142,42 @@ fn assert_refused_without_token(a: &Answer) {
     assert!(a.json()["error"].is_string(), "{}", a.body);
 }
 
+/// NMI has just started: its pod watch has listed, its binding watch not yet. A bound pod's
+/// request waits for the first lists instead of being refused as unbound (the SDKs do not retry a
+/// 403); when they do not come within `--pod-wait`, it gets a retryable 503.
+#[tokio::test]
+async fn a_request_before_the_first_lists_waits_for_them() {
+    use mirror::Sink;
+    let h = harness_with(
+        Mode::Standard,
+        matching::Policy::default(),
+        Config {
+            pod_wait: Duration::from_secs(10),
+            ..config()
+        },
+    );
+    let p = pod("ns", "p", POD_IP, Some("app"));
+    h.state()
+        .pods
+        .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+    let (answer, ()) = tokio::join!(h.token(""), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.seed(Some(Some(Assigned)));
+    });
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json()["client_id"], client_id(1));
+
+    let h = harness(Mode::Standard);
+    h.state()
+        .pods
+        .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+    let answer = h.token("").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(answer.description().contains("not yet read"), "{}", answer.body);
+    assert_eq!(h.source.calls(), 0);
+}
+
 // §5.2 cases 1 and 2, and the SDK probes of B.2: answered at once, never "Identity not found".
 #[tokio::test]
 async fn probe_without_metadata_header_gets_400_invalid_request_at_once() {
@@ -645,6 +681,8 @@ async fn host_token_for_a_named_pod_from_loopback_only() {
 #[tokio::test]
 async fn other_routes() {
     let h = harness(Mode::Standard);
+    // Every watch has listed: nothing.
+    h.state().replace_all(vec![], vec![], vec![], vec![], vec![]);
     let md = [("Metadata", "true")];
     let a = h
         .get_from(POD_IP, "/metadata/identity%5Coauth2/token/", &md)
