@@ -225,6 +225,19 @@ impl<S: TokenSource> Nmi<S> {
         }
     }
 
+    /// A retryable refusal while NMI's view of the cluster cannot prove anything, counted as `reason`.
+    fn unavailable(&self, reason: &str, description: &str) -> Refusal {
+        self.metrics.refused(reason);
+        Refusal(response::with_retry_after(
+            response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                description,
+            ),
+            RETRY_AFTER_STALE,
+        ))
+    }
+
     /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
     /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
     /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
@@ -237,19 +250,14 @@ impl<S: TokenSource> Nmi<S> {
                 tokio::time::timeout_at(deadline, changes.changed()).await,
                 Ok(Ok(()))
             ) {
-                self.metrics.refused("not_synced");
-                return Err(Refusal(response::with_retry_after(
-                    response::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "service_unavailable",
-                        &format!(
-                            "NMI has not yet read the cluster's pods, bindings and identities (it has just \
-                             started): it cannot tell which identity {} may use; retry later",
-                            caller.describe()
-                        ),
+                return Err(self.unavailable(
+                    "not_synced",
+                    &format!(
+                        "NMI has not yet read the cluster's pods, bindings and identities (it has just \
+                         started): it cannot tell which identity {} may use; retry later",
+                        caller.describe()
                     ),
-                    RETRY_AFTER_STALE,
-                )));
+                ));
             }
         }
         Ok(())
@@ -260,20 +268,15 @@ impl<S: TokenSource> Nmi<S> {
     async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
         if self.state.is_stale() {
             // `aadpodidentity_nmi_state_stale` is kept by `track_staleness`.
-            self.metrics.refused("state_stale");
-            return Err(Refusal(response::with_retry_after(
-                response::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    &format!(
-                        "NMI cannot reach the Kubernetes API (watches failing for {:?}): it cannot prove \
-                         which identity {} may use; retry later",
-                        self.state.unproven_for().unwrap_or_default(),
-                        caller.describe()
-                    ),
+            return Err(self.unavailable(
+                "state_stale",
+                &format!(
+                    "NMI cannot reach the Kubernetes API (watches failing for {:?}): it cannot prove \
+                     which identity {} may use; retry later",
+                    self.state.unproven_for().unwrap_or_default(),
+                    caller.describe()
                 ),
-                RETRY_AFTER_STALE,
-            )));
+            ));
         }
         if !self.state.is_synced() {
             self.wait_synced(caller).await?;
