@@ -124,29 +124,28 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = |addr: SocketAddr, router: axum::Router, name: &'static str| {
+    let stopped = || {
         let mut stop = stop_rx.clone();
         async move {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the {name} listener on {addr}"))?;
-            tracing::info!(%addr, name, "listening");
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .with_context(|| format!("serving {name}"))
+            let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let main = serve(
-        SocketAddr::new(flags.listen_address, flags.port),
-        server::router(nmi),
-        "nmi",
-    );
+    let serve = |addr: SocketAddr, router: axum::Router, name: &'static str| {
+        let stopped = stopped();
+        async move {
+            axum::serve(listen(addr, name).await?, router)
+                .with_graceful_shutdown(stopped)
+                .await
+                .with_context(|| format!("serving {name}"))
+        }
+    };
+    let main = {
+        let (addr, stopped) = (SocketAddr::new(flags.listen_address, flags.port), stopped());
+        async move {
+            server::serve(listen(addr, "nmi").await?, nmi, stopped).await;
+            anyhow::Ok(())
+        }
+    };
     let probes = serve(
         SocketAddr::new(flags.ops_listen_address, flags.probe_port),
         server::probe_router(state, rules_in_place),
@@ -166,6 +165,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     });
     tokio::try_join!(main, probes, metrics_srv)?;
     Ok(())
+}
+
+async fn listen(addr: SocketAddr, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {name} listener on {addr}"))?;
+    tracing::info!(%addr, name, "listening");
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,11 @@
-//! The HTTP side: the pod-facing router (token endpoint, `/host/token`, instance-metadata
+//! The HTTP side: the pod-facing server (token endpoint, `/host/token`, instance-metadata
 //! blocking, pass-through to IMDS), and the probe and metrics servers.
 
 use std::{
     collections::HashMap,
+    convert::Infallible,
     net::{IpAddr, SocketAddr},
+    pin::pin,
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -15,13 +17,15 @@ use api::AzureIdentity;
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, State as AxumState},
     http::{HeaderMap, Request, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use matching::{IdentityRequest, NotChosen, PodFacts};
 use serde::Serialize;
+use tokio::net::TcpListener;
 
 use crate::{
     Error,
@@ -111,16 +115,62 @@ impl<S: TokenSource> Nmi<S> {
     }
 }
 
-/// The pod-facing router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router<S: TokenSource>(nmi: Arc<Nmi<S>>) -> Router {
-    Router::new().fallback(dispatch::<S>).with_state(nmi)
+/// Serves the pod-facing endpoint on `listener` until `shutdown` completes, then stops accepting
+/// and lets the requests in progress finish.
+///
+/// HTTP/1.1 only, as IMDS. Written on hyper directly, not with axum's `serve` and a router: every
+/// token request takes this path, and axum's per-request machinery (the peer's address put into
+/// each request's extensions and taken out again, a router with one fallback, a boxed service
+/// future) cost about a tenth of NMI's throughput (BENCHMARKS.md, run 7).
+pub async fn serve<S: TokenSource>(
+    listener: TcpListener,
+    nmi: Arc<Nmi<S>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let connections = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // One answer per request, written at once: Nagle would only hold it back.
+        let _ = stream.set_nodelay(true);
+        let nmi = nmi.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let nmi = nmi.clone();
+            async move { Ok::<_, Infallible>(handle(&nmi, peer, req.map(Body::new)).await) }
+        });
+        let connection =
+            connections.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, remote = %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
 }
 
-async fn dispatch<S: TokenSource>(
-    AxumState(nmi): AxumState<Arc<Nmi<S>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response {
+/// After a failed `accept`: a connection that went away before it was accepted is nothing; anything
+/// else (out of file descriptors, say) is logged and waited out, as hyper and axum do.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        tracing::error!(error = %e, "accepting a pod's connection failed; retrying in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Answers one request from `peer`. What `serve` runs for every request; tests call it directly.
+pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request<Body>) -> Response {
     let started = Instant::now();
     // A cheap clone (shared bytes), kept for the log line after `req` is consumed.
     let uri = req.uri().clone();
@@ -144,12 +194,12 @@ async fn dispatch<S: TokenSource>(
             Route::Token => {
                 if let Some(refusal) = header_check(&nmi.config, req.headers()) {
                     refusal
-                } else if let Some(answer) = remembered(&nmi, peer.ip(), req.uri().query()) {
+                } else if let Some(answer) = remembered(nmi, peer.ip(), req.uri().query()) {
                     answer
                 } else {
                     match request::parse_token_query(req.uri().query()) {
                         Err(e) => bad_request(&nmi.metrics, &e.to_string()),
-                        Ok(q) => token_for_ip(&nmi, peer.ip(), q, req).await,
+                        Ok(q) => token_for_ip(nmi, peer.ip(), q, req).await,
                     }
                 }
             }
@@ -157,7 +207,7 @@ async fn dispatch<S: TokenSource>(
                 nmi.metrics.refused("invalid_path");
                 response::error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request")
             }
-            Route::HostToken => host_token(&nmi, peer.ip(), req).await,
+            Route::HostToken => host_token(nmi, peer.ip(), req).await,
             Route::Instance if nmi.config.block_instance_metadata => response::error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -165,7 +215,7 @@ async fn dispatch<S: TokenSource>(
             ),
             Route::Instance | Route::Other => match header_check(&nmi.config, req.headers()) {
                 Some(refusal) => refusal,
-                None => pass_through(&nmi, req).await,
+                None => pass_through(nmi, req).await,
             },
         },
     };

@@ -1,4 +1,4 @@
-//! Issue 7 §3: NMI's request handling fuzzed through its real router (path, query, headers, method,
+//! Issue 7 §3: NMI's request handling fuzzed through its real request handler (path, query, headers, method,
 //! source address), with a recording stand-in for IMDS behind it. Properties:
 //! - nothing panics, and every answer is one of NMI's own statuses or IMDS's;
 //! - no answer carries a token (no pod is bound here), whatever the request;
@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{body::Body, extract::ConnectInfo, http::Request};
+use axum::{body::Body, http::Request};
 use nmi::{
     cache::{CachePolicy, TokenCache},
     metrics::Metrics,
@@ -34,7 +34,6 @@ static RUN: AtomicUsize = AtomicUsize::new(0);
 static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 static PASSED_THROUGH: AtomicUsize = AtomicUsize::new(0);
 static NORMALISED: AtomicUsize = AtomicUsize::new(0);
-use tower::ServiceExt;
 
 #[derive(Default)]
 struct Seen {
@@ -44,7 +43,7 @@ struct Seen {
 
 struct Harness {
     rt: tokio::runtime::Runtime,
-    router: axum::Router,
+    nmi: Arc<Nmi<Azure>>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -57,7 +56,7 @@ fn harness() -> &'static Harness {
             .build()
             .unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let router = rt.block_on(async {
+        let nmi = rt.block_on(async {
             let imds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let imds_addr = imds.local_addr().unwrap();
             let record = seen.clone();
@@ -95,7 +94,7 @@ fn harness() -> &'static Harness {
                 CachePolicy::default(),
                 metrics.clone(),
             ));
-            let nmi = Nmi::new(
+            Nmi::new(
                 state,
                 cache,
                 server::Config {
@@ -108,10 +107,9 @@ fn harness() -> &'static Harness {
                 },
                 metrics,
                 http,
-            );
-            server::router(nmi)
+            )
         });
-        Harness { rt, router, seen }
+        Harness { rt, nmi, seen }
     })
 }
 
@@ -243,7 +241,7 @@ proptest! {
                 builder = builder.header(name, value);
             }
         }
-        let Ok(mut req) = builder.body(Body::empty()) else {
+        let Ok(req) = builder.body(Body::empty()) else {
             // Not a request an HTTP server would have parsed.
             SKIPPED.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -263,14 +261,13 @@ proptest! {
         } else {
             IpAddr::from([10, octets[0], octets[1], octets[2]])
         };
-        req.extensions_mut().insert(ConnectInfo(SocketAddr::new(ip, 40000)));
         let metadata_ok = req.headers().get("metadata").is_some_and(|v| v.as_bytes() == b"true");
         let sent_pq = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
         let route = request::classify(req.uri().path());
         let before = h.seen.lock().unwrap().requests.len();
 
         let (status, from_imds, body) = h.rt.block_on(async {
-            let res = h.router.clone().oneshot(req).await.expect("the router is infallible");
+            let res = server::handle(&h.nmi, SocketAddr::new(ip, 40000), req).await;
             let status = res.status().as_u16();
             let from_imds = res.headers().contains_key("x-stand-in-imds");
             let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();

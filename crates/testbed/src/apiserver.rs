@@ -283,10 +283,42 @@ impl Drop for ApiServer {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, for a process started next to bind.
+///
+/// Drawn below the kernel's range of ports for outgoing connections when there is room there.
+/// A port from that range (what binding port 0 gives) can be taken by any outgoing connection
+/// before the process it was drawn for binds it, which then fails with "Address already in use";
+/// a CI run of the NMI benchmark failed so. Ports below the range are only ever taken by
+/// listeners, which the trial bind sees.
 pub fn free_port() -> Result<u16> {
+    const LOWEST: u16 = 20_000;
+    static DRAWN: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().unwrap_or(32_768);
+    if low > LOWEST + 1_000 {
+        let span = u32::from(low - LOWEST);
+        // Another process drawing at the same time starts elsewhere; threads of this one take
+        // turns.
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for _ in 0..256 {
+            let n = DRAWN.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
+            let port = LOWEST + ((start + n) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free loopback port"))?;
     Ok(l.local_addr().map_err(io_err("reading a bound address"))?.port())
+}
+
+/// The first port of the kernel's range for outgoing connections.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn wait_until(proc: &mut Supervised, limit: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -373,4 +405,28 @@ fn write_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
     });
     // JSON is valid YAML, which is what kubectl and kube read.
     std::fs::write(path, body.to_string()).map_err(io_err(format!("writing {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_distinct_and_out_of_reach_of_outgoing_connections() {
+        let low = ephemeral_low().expect("Linux shows its range of outgoing ports");
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        for p in &ports {
+            assert!(
+                *p < low,
+                "port {p} is in the range outgoing connections draw from"
+            );
+            TcpListener::bind(("127.0.0.1", *p)).expect("a drawn port can be bound");
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "the same port was drawn twice: {ports:?}"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! The router against hand-built state, case by case from upstream's conformance list (§5.2),
+//! The request handler against hand-built state, case by case from upstream's conformance list (§5.2),
 //! adjusted where NMI deliberately differs.
 
 use std::time::Duration;
@@ -77,7 +77,12 @@ fn harness_with(mode: Mode, policy: matching::Policy, config: Config) -> Harness
 }
 
 fn harness(mode: Mode) -> Harness {
-    harness_with(mode, matching::Policy::default(), config())
+    configured(mode, config())
+}
+
+/// A harness with the default matching policy and `config`.
+fn configured(mode: Mode, config: Config) -> Harness {
+    harness_with(mode, matching::Policy::default(), config)
 }
 
 const TOKEN: &str =
@@ -90,7 +95,12 @@ impl Harness {
 
     /// Seed: one pod in `ns` labelled `app`, bound to identity `id` (client 1); AAI as given.
     fn seed(&self, aai_state: Option<Option<api::AssignmentState>>) -> Pod {
-        let p = pod("ns", "p", POD_IP, Some("app"));
+        self.seed_at(POD_IP, aai_state)
+    }
+
+    /// `seed`, with the pod at `ip`.
+    fn seed_at(&self, ip: &str, aai_state: Option<Option<api::AssignmentState>>) -> Pod {
+        let p = pod("ns", "p", ip, Some("app"));
         let id = identity("ns", "id", 1);
         let aais = aai_state.map(|s| aai(&p, &id, s)).into_iter().collect();
         self.state().replace_all(
@@ -112,8 +122,7 @@ impl Harness {
             );
         }
         let peer: SocketAddr = format!("{ip}:40000").parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let res = router(self.nmi.clone()).oneshot(req).await.unwrap();
+        let res = handle(&self.nmi, peer, req).await;
         let status = res.status();
         let headers = res.headers().clone();
         let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
@@ -148,9 +157,8 @@ fn assert_refused_without_token(a: &Answer) {
 #[tokio::test]
 async fn a_request_before_the_first_lists_waits_for_them() {
     use mirror::Sink;
-    let h = harness_with(
+    let h = configured(
         Mode::Standard,
-        matching::Policy::default(),
         Config {
             pod_wait: Duration::from_secs(10),
             ..config()
@@ -208,9 +216,8 @@ async fn probe_without_metadata_header_gets_400_invalid_request_at_once() {
 
 #[tokio::test]
 async fn header_check_can_be_turned_off() {
-    let h = harness_with(
+    let h = configured(
         Mode::Managed,
-        matching::Policy::default(),
         Config {
             metadata_header_required: false,
             ..config()
@@ -253,9 +260,8 @@ async fn unknown_source_ip_is_refused_after_the_pod_wait() {
 
 #[tokio::test]
 async fn a_pod_appearing_during_the_pod_wait_is_served() {
-    let h = harness_with(
+    let h = configured(
         Mode::Managed,
-        matching::Policy::default(),
         Config {
             pod_wait: Duration::from_secs(5),
             ..config()
@@ -314,9 +320,8 @@ async fn no_aai_or_created_only_waits_then_404() {
 // §5.2 case 7.
 #[tokio::test]
 async fn retry_after_flag_gives_503_with_retry_after() {
-    let h = harness_with(
+    let h = configured(
         Mode::Standard,
-        matching::Policy::default(),
         Config {
             set_retry_after_header: true,
             ..config()
@@ -331,9 +336,8 @@ async fn retry_after_flag_gives_503_with_retry_after() {
 // Improvement 8: the held request is woken by the AAI watch, not by polling.
 #[tokio::test]
 async fn a_held_request_succeeds_once_mic_assigns() {
-    let h = harness_with(
+    let h = configured(
         Mode::Standard,
-        matching::Policy::default(),
         Config {
             identity_wait: Duration::from_secs(10),
             ..config()
@@ -353,6 +357,68 @@ async fn a_held_request_succeeds_once_mic_assigns() {
         assigned_at.elapsed() < Duration::from_millis(500),
         "answered promptly after assignment"
     );
+}
+
+// Graceful shutdown of the pod-facing server: a request in progress when NMI is told to stop still
+// gets its answer, new connections are refused at once, and `serve` returns after the last answer.
+#[tokio::test]
+async fn on_shutdown_a_held_request_is_answered_and_new_connections_are_refused() {
+    let h = configured(
+        Mode::Standard,
+        Config {
+            identity_wait: Duration::from_secs(10),
+            ..config()
+        },
+    );
+    let pod_ip = "127.0.30.1";
+    let p = h.seed_at(pod_ip, Some(Some(Created)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{TOKEN}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, h.nmi.clone(), async {
+        let _ = stopped.await;
+    }));
+    let pod_http = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(pod_ip.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let held = tokio::spawn({
+        let (pod_http, url) = (pod_http.clone(), url.clone());
+        async move { pod_http.get(url).header("Metadata", "true").send().await }
+    });
+    // Held: MIC has not assigned the identity yet (the wait is 10 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !held.is_finished(),
+        "the request is held while the identity is unassigned"
+    );
+
+    stop.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reqwest::Client::new().get(&url).send().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "new connections are still accepted after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !server.is_finished(),
+        "the server waits for the request in progress"
+    );
+
+    h.state()
+        .apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Assigned)));
+    let answer = held
+        .await
+        .unwrap()
+        .expect("the held request is answered, not cut off");
+    assert_eq!(answer.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns once the last answer is out")
+        .unwrap();
 }
 
 // §5.2 cases 9 and 10; the IMDS answer shape of B.1.
@@ -719,9 +785,8 @@ async fn other_routes() {
         "not blocked by default"
     );
 
-    let h = harness_with(
+    let h = configured(
         Mode::Standard,
-        matching::Policy::default(),
         Config {
             block_instance_metadata: true,
             ..config()

@@ -237,14 +237,7 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server::router(nmi).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    tokio::spawn(server::serve(listener, nmi, std::future::pending()));
     let env = Env {
         client,
         ns,
