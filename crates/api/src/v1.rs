@@ -406,7 +406,7 @@ impl AzureAssignedIdentity {
     }
 
     /// Whether our MIC wrote this object (a `managedFields` entry of [`MIC_FIELD_MANAGER`]).
-    fn written_by_mic(&self) -> bool {
+    pub fn written_by_mic(&self) -> bool {
         self.metadata
             .managed_fields
             .iter()

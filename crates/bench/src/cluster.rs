@@ -330,29 +330,6 @@ impl Child {
     }
 }
 
-/// Starts a process that listens on ports drawn with [`free_port`] and waits until it is ready.
-/// `make` builds its command, probe address and anything else the caller needs, for fresh ports
-/// each time: a drawn port can be taken (by any outgoing connection's ephemeral port) before the
-/// process binds it, so a start that fails with "Address already in use" is tried again.
-async fn spawn_on_free_ports<T>(
-    name: &str,
-    log: &Path,
-    mut make: impl FnMut() -> anyhow::Result<(std::process::Command, SocketAddr, T)>,
-) -> anyhow::Result<(Child, T)> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (cmd, probe, made) = make()?;
-        match spawn_ready(name, cmd, log, probe).await {
-            Ok(child) => return Ok((child, made)),
-            Err(e) if attempt < 5 && format!("{e:#}").contains("Address already in use") => {
-                eprintln!("{name}: a drawn port was taken meanwhile; starting again (attempt {attempt})");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Starts `program` and waits until `GET http://<probe>/readyz` answers 200.
 pub async fn spawn_ready(
     name: &str,
@@ -389,28 +366,26 @@ pub async fn start_nmi(
     log: &Path,
     cpu: Option<usize>,
 ) -> anyhow::Result<(Child, SocketAddr)> {
+    let (port, probe, metrics) = (free_port()?, free_port()?, free_port()?);
     let binary = sibling_binary("nmi")?;
-    let (child, port) = spawn_on_free_ports("nmi", log, || {
-        let (port, probe, metrics) = (free_port()?, free_port()?, free_port()?);
-        let mut cmd = match cpu {
-            Some(cpu) => crate::pinned::on_cpu(cpu, &binary),
-            None => std::process::Command::new(&binary),
-        };
-        cmd.env("RUST_LOG", "info,nmi::audit=off,kube=warn")
-            .arg(format!("--node={node}"))
-            .arg("--nmi-listen-address=127.0.0.1")
-            .arg(format!("--nmi-port={port}"))
-            .arg(format!("--metadata-ip={}", imds.ip()))
-            .arg(format!("--metadata-port={}", imds.port()))
-            .arg("--ops-listen-address=127.0.0.1")
-            .arg(format!("--http-probe-port={probe}"))
-            .arg(format!("--prometheus-port={metrics}"))
-            .arg("--manage-iptables=false")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(extra);
-        Ok((cmd, SocketAddr::from(([127, 0, 0, 1], probe)), port))
-    })
-    .await?;
+    let mut cmd = match cpu {
+        Some(cpu) => crate::pinned::on_cpu(cpu, &binary),
+        None => std::process::Command::new(binary),
+    };
+    cmd.env("RUST_LOG", "info,nmi::audit=off,kube=warn")
+        .arg(format!("--node={node}"))
+        .arg("--nmi-listen-address=127.0.0.1")
+        .arg(format!("--nmi-port={port}"))
+        .arg(format!("--metadata-ip={}", imds.ip()))
+        .arg(format!("--metadata-port={}", imds.port()))
+        .arg("--ops-listen-address=127.0.0.1")
+        .arg(format!("--http-probe-port={probe}"))
+        .arg(format!("--prometheus-port={metrics}"))
+        .arg("--manage-iptables=false")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(extra);
+    let probe = SocketAddr::from(([127, 0, 0, 1], probe));
+    let child = spawn_ready("nmi", cmd, log, probe).await?;
     Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
@@ -422,26 +397,21 @@ pub async fn start_mic(
     ca_file: &Path,
     log: &Path,
 ) -> anyhow::Result<Child> {
-    let binary = sibling_binary("mic")?;
-    let (child, ()) = spawn_on_free_ports("mic", log, || {
-        let (probe, metrics) = (free_port()?, free_port()?);
-        let mut cmd = std::process::Command::new(&binary);
-        cmd.env("RUST_LOG", "info,kube=warn")
-            .env("TENANT_ID", TENANT)
-            .env("CLIENT_ID", MIC_CLIENT_ID)
-            .env("CLIENT_SECRET", MIC_SECRET)
-            .env("SUBSCRIPTION_ID", SUB)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--arm-endpoint={}", emulator.arm_url()))
-            .arg(format!("--aad-endpoint={}", emulator.entra_url()))
-            .arg(format!("--ca-file={}", ca_file.display()))
-            .arg(format!("--http-probe-port={probe}"))
-            .arg(format!("--prometheus-port={metrics}"))
-            .arg("--leader-election-instance=bench");
-        Ok((cmd, SocketAddr::from(([127, 0, 0, 1], probe)), ()))
-    })
-    .await?;
-    Ok(child)
+    let (probe, metrics) = (free_port()?, free_port()?);
+    let mut cmd = std::process::Command::new(sibling_binary("mic")?);
+    cmd.env("RUST_LOG", "info,kube=warn")
+        .env("TENANT_ID", TENANT)
+        .env("CLIENT_ID", MIC_CLIENT_ID)
+        .env("CLIENT_SECRET", MIC_SECRET)
+        .env("SUBSCRIPTION_ID", SUB)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--arm-endpoint={}", emulator.arm_url()))
+        .arg(format!("--aad-endpoint={}", emulator.entra_url()))
+        .arg(format!("--ca-file={}", ca_file.display()))
+        .arg(format!("--http-probe-port={probe}"))
+        .arg(format!("--prometheus-port={metrics}"))
+        .arg("--leader-election-instance=bench");
+    spawn_ready("mic", cmd, log, SocketAddr::from(([127, 0, 0, 1], probe))).await
 }
 
 /// The MIC service principal's world lines, allowed to assign identities `id0..id<count>`.

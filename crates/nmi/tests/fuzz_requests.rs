@@ -1,5 +1,5 @@
-//! Issue 7 §3: NMI's request handling fuzzed through its real request handler (path, query, headers, method,
-//! source address), with a recording stand-in for IMDS behind it. Properties:
+//! Issue 7 §3: NMI's request handling fuzzed through its real request handler (path, query,
+//! headers, method, source address), with a recording stand-in for IMDS behind it. Properties:
 //! - nothing panics, and every answer is one of NMI's own statuses or IMDS's;
 //! - no answer carries a token (no pod is bound here), whatever the request;
 //! - a path NMI reads as an identity request (in any spelling IMDS would accept) never reaches IMDS;

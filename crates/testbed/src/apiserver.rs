@@ -295,12 +295,12 @@ pub fn free_port() -> Result<u16> {
     static DRAWN: AtomicU32 = AtomicU32::new(0);
     let low = ephemeral_low().unwrap_or(32_768);
     if low > LOWEST + 1_000 {
-        let span = u32::from(low - LOWEST);
+        let span = u64::from(low - LOWEST);
         // Another process drawing at the same time starts elsewhere; threads of this one take
         // turns.
-        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        let start = u64::from(std::process::id()) * 2_654_435_761;
         for _ in 0..256 {
-            let n = DRAWN.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
+            let n = u64::from(DRAWN.fetch_add(1, Ordering::Relaxed)) * 7_919;
             let port = LOWEST + ((start + n) % span) as u16;
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return Ok(port);

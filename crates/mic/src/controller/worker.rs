@@ -334,8 +334,7 @@ impl Worker {
                 _ = &mut done => return (latest, ok),
                 () = &mut slow, if !is_slow => {
                     is_slow = true;
-                    let picture = latest.clone();
-                    ok &= self.write_picture(picture.as_ref().unwrap_or(work), on, Waiting::Mark).await;
+                    ok &= self.write_picture(latest.as_ref().unwrap_or(work), on, Waiting::Mark).await;
                 }
                 changed = rx.changed() => {
                     if changed.is_err() {

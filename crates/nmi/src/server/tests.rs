@@ -1,5 +1,5 @@
-//! The request handler against hand-built state, case by case from upstream's conformance list (§5.2),
-//! adjusted where NMI deliberately differs.
+//! The request handler against hand-built state, case by case from upstream's conformance list
+//! (§5.2), adjusted where NMI deliberately differs.
 
 use std::time::Duration;
 
@@ -165,9 +165,12 @@ async fn a_request_before_the_first_lists_waits_for_them() {
         },
     );
     let p = pod("ns", "p", POD_IP, Some("app"));
-    h.state()
-        .pods
-        .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+    let pods_listed_only = |h: &Harness| {
+        h.state()
+            .pods
+            .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+    };
+    pods_listed_only(&h);
     let (answer, ()) = tokio::join!(h.token(""), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         h.seed(Some(Some(Assigned)));
@@ -176,9 +179,7 @@ async fn a_request_before_the_first_lists_waits_for_them() {
     assert_eq!(answer.json()["client_id"], client_id(1));
 
     let h = harness(Mode::Standard);
-    h.state()
-        .pods
-        .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+    pods_listed_only(&h);
     let answer = h.token("").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
     assert!(answer.headers.contains_key("retry-after"));
