@@ -31,6 +31,13 @@ pub const ASSIGNED_IDENTITY_FINALIZER: &str = "azureassignedidentity.finalizers.
 pub const BEHAVIOR_ANNOTATION: &str = "aadpodidentity.k8s.io/Behavior";
 /// The value of [`BEHAVIOR_ANNOTATION`] that confines an identity to its namespace.
 pub const BEHAVIOR_NAMESPACED: &str = "namespaced";
+/// The annotation NMI puts on an `Assigned` `AzureAssignedIdentity` when IMDS has just answered
+/// "Identity not found" for it: the identity vanished from the VM or scale set behind MIC's back
+/// (or has not reached IMDS yet). Its value is an opaque token NMI changes at each finding (an
+/// RFC 3339 time); MIC reads the target back from ARM whenever the value changes, and puts the
+/// identity back within seconds instead of at its next periodic pass. Nothing clears it: a
+/// value MIC has already acted on means nothing.
+pub const IDENTITY_MISSING_ANNOTATION: &str = "aadpodidentity.k8s.io/identity-missing";
 
 const GUID_RULE: &str =
     "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";

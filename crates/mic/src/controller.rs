@@ -62,7 +62,7 @@ impl Default for Settings {
         Self {
             policy: Policy::default(),
             protected_client_ids: BTreeSet::new(),
-            drift_interval: Duration::from_secs(180),
+            drift_interval: Duration::from_secs(60),
             debounce: Duration::from_millis(100),
             write_concurrency: 64,
             failure_retry: Duration::from_secs(30),

@@ -36,7 +36,7 @@ struct Flags {
     #[arg(long = "immutable-user-msis", value_delimiter = ',', default_value = "")]
     immutable_user_msis: Vec<String>,
     /// How often each VM or scale set is read back from Azure to re-add identities that vanished.
-    #[arg(long = "identity-assignment-reconcile-interval", default_value = "3m", value_parser = parse_duration)]
+    #[arg(long = "identity-assignment-reconcile-interval", default_value = "60s", value_parser = parse_duration)]
     reconcile_interval: Duration,
     /// Name of this replica in the leader election; default: the host name.
     #[arg(long = "leader-election-instance", env = "HOSTNAME", default_value = "mic")]
