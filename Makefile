@@ -37,10 +37,13 @@ fmt:
 ## bench: run the benchmarks (emulator, nmi, mic, a short soak); each merges its figures into
 ## target/bench/summary.json, then the table is printed once. BENCH_SECONDS sets the measuring time
 ## of each throughput run (default 10), SOAK_SECONDS the soak's length (default 60), MIC_BENCH_PODS
-## the pods of MIC's memory-at-scale figure (default 10000). See BENCHMARKS.md.
+## the pods of MIC's memory-at-scale figure (default 10000), CHURN_SECONDS/CHURN_PODS the churn run's
+## length (60 s or 500 pod lifecycles, with ARM operations of 2 s). See BENCHMARKS.md.
 BENCH_SECONDS ?= 10
 SOAK_SECONDS ?= 60
 MIC_BENCH_PODS ?= 10000
+CHURN_SECONDS ?= 60
+CHURN_PODS ?= 500
 BENCH := $(CARGO) run --release --locked -q -p bench --
 bench:
 	$(CARGO) build --release --locked -q -p bench -p nmi -p mic
@@ -48,6 +51,7 @@ bench:
 	$(BENCH) nmi --seconds $(BENCH_SECONDS) --no-table
 	$(BENCH) mic --pods $(MIC_BENCH_PODS) --no-table
 	$(BENCH) soak --seconds $(SOAK_SECONDS) --no-table
+	$(BENCH) churn --seconds $(CHURN_SECONDS) --pods $(CHURN_PODS) --arm-latency-ms 2000 --no-table
 	$(BENCH) show
 
 ## up: start the local sandbox (real etcd + kube-apiserver, the Azure emulator, Azurite, MIC, one NMI per node), as root.

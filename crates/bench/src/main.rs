@@ -3,8 +3,11 @@
 //! - `emulator`: the azure-emulator's IMDS token throughput (rate limiting off);
 //! - `nmi` (issue 4): NMI's cached-token throughput and latency, IMDS calls per 10k requests, memory;
 //! - `mic` (issue 5): MIC's convergence, ARM writes and 429s, memory at 1,000 and 10,000 pods;
-//! - `soak` (issue 7 §4): MIC and NMI under pod churn and steady token load, memory over time.
+//! - `soak` (issue 7 §4): MIC and NMI under pod churn and steady token load, memory over time;
+//! - `churn` (issue 13): short-lived pods on shared VMs and scale sets; every bound pod must get
+//!   its token, no other pod any, and Azure must end with exactly what is needed.
 
+mod churn;
 mod cluster;
 mod mic_bench;
 mod nmi_bench;
@@ -66,6 +69,22 @@ enum Cmd {
         #[arg(long, default_value_t = 100.0)]
         churn_per_min: f64,
     },
+    /// Short-lived pods coming and going on two scale sets and a VM (MIC and one NMI per node).
+    /// Exits non-zero, naming the seed, when a bound pod got no token, an unbound pod got one,
+    /// or Azure ended with other identities than needed.
+    Churn {
+        /// Stop after this long, or after `--pods` lifecycles, whichever comes first.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 500)]
+        pods: usize,
+        /// ARM operation latency of every VM and scale set (L).
+        #[arg(long, default_value_t = 2000)]
+        arm_latency_ms: u64,
+        /// Replays a run; a random seed otherwise (printed first).
+        #[arg(long, env = "CHURN_SEED")]
+        seed: Option<u64>,
+    },
     /// Print the summary table without measuring anything.
     Show,
     /// Internal: runs one load spec (JSON on stdin) and prints its report (see `pinned`).
@@ -116,6 +135,40 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let figures = rt.block_on(soak::run(seconds.max(20), rps, churn_per_min, &summary))?;
             publish(&summary, figures, !args.no_table)?;
+        }
+        Cmd::Churn {
+            seconds,
+            pods,
+            arm_latency_ms,
+            seed,
+        } => {
+            let cfg = churn::Config {
+                seed: seed.unwrap_or_else(|| fastrand::u64(..)),
+                pods,
+                seconds,
+                arm_latency_ms,
+            };
+            let logs = cluster::log_dir(&summary)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = rt.block_on(churn::run(&cfg, &logs))?;
+            println!(
+                "churn: {} pod lifecycles ({} bound), {} ARM writes",
+                report.pods, report.bound_pods, report.arm_writes
+            );
+            publish(&summary, report.figures(), !args.no_table)?;
+            let failures = report.failures();
+            if !failures.is_empty() {
+                for f in &failures {
+                    eprintln!("churn: FAILED: {f}");
+                }
+                bail!(
+                    "{} churn failure(s) with seed {} (replay: bench churn --seed {}; logs in {})",
+                    failures.len(),
+                    cfg.seed,
+                    cfg.seed,
+                    logs.display()
+                );
+            }
         }
         Cmd::Emulator {
             seconds,

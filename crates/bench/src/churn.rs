@@ -1,0 +1,523 @@
+//! `bench churn` (issue 13): pods that come and go on shared VMs and scale sets, each asking for
+//! its token as soon as it runs, as a Job, a CronJob or a `Recreate` rollout does all day.
+//!
+//! MIC and one NMI per node (the workspace's binaries next to `bench`) run against a private
+//! kube-apiserver and the Azure emulator: scale sets `ss-a` and `ss-b` of two instances each
+//! and the VM `vm-c`, three identities, ARM operations taking `arm_latency_ms`. Workers create
+//! pods one after another, at random targets, except two that alternate between the two
+//! instances of one scale set (the failure users saw: a removal in flight while the next pod
+//! arrives). Each pod asks NMI for a token with the retry policy of the Python SDK's
+//! `ManagedIdentityCredential` (404, 410, 429 and 5xx retried with backoff; anything else final),
+//! lives 0-3 s more and is deleted. Some pods are bound to nothing and must get no token.
+//!
+//! What a user relies on is checked, not timed: every bound pod gets a token for its own
+//! identity, no unbound pod gets one, and once the pods are gone every VM and scale set carries
+//! exactly the identities still needed (those of three long-lived pods). The run is driven by
+//! one seed, printed first, so a failure can be replayed with `--seed`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use azure_emulator::{Emulator, World};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use serde_json::{Value, json};
+
+use crate::cluster::{self, Cluster, PodSpec};
+
+const NS: &str = "churn";
+const IDENTITIES: usize = 3;
+const RESOURCE: &str = "https://storage.azure.com/";
+/// The nodes: two instances of each scale set, and the VM.
+const NODES: [&str; 5] = ["a-0", "a-1", "b-0", "b-1", "c-0"];
+/// Workers creating pods at once (two of them alternate between one scale set's instances).
+const WORKERS: usize = 8;
+/// The share of pods bound to nothing.
+const UNBOUND_SHARE: f64 = 0.15;
+/// The longest a pod lives after its token answer.
+const MAX_EXTRA_LIFE: Duration = Duration::from_secs(3);
+/// How long the end state may take to settle: MIC removes what the last pods no longer need.
+const SETTLE_LIMIT: Duration = Duration::from_secs(90);
+/// The Python SDK's IMDS retry policy (azure-identity `ImdsCredential`): 5 retries, backoff
+/// factor 0.8 (no wait before the first retry), 2.5 for 410; `Retry-After` wins when longer.
+const RETRIES: u32 = 5;
+const BACKOFF: f64 = 0.8;
+const BACKOFF_410: f64 = 2.5;
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub seed: u64,
+    /// Pod lifecycles to run (the run also stops after `seconds`).
+    pub pods: usize,
+    pub seconds: u64,
+    /// ARM operation latency of every VM and scale set.
+    pub arm_latency_ms: u64,
+}
+
+/// What one run saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub pods: usize,
+    pub bound_pods: usize,
+    /// Bound pods that got no token for their identity, with the reason.
+    pub token_failures: Vec<String>,
+    /// Unbound pods that got a token.
+    pub unbound_tokens: Vec<String>,
+    /// From pod Running to the first token, per bound pod, in microseconds.
+    pub first_token_us: Vec<u32>,
+    pub arm_writes: u64,
+    /// Targets whose identities differ from what is still needed at the end.
+    pub end_state: Vec<String>,
+}
+
+impl Report {
+    pub fn failures(&self) -> Vec<String> {
+        let mut all = self.token_failures.clone();
+        all.extend(
+            self.unbound_tokens
+                .iter()
+                .map(|p| format!("unbound pod got a token: {p}")),
+        );
+        all.extend(self.end_state.iter().cloned());
+        all
+    }
+
+    pub fn figures(&self) -> Vec<(&'static str, Value)> {
+        let mut times = self.first_token_us.clone();
+        times.sort_unstable();
+        let per_pod = if self.bound_pods == 0 {
+            0.0
+        } else {
+            self.arm_writes as f64 / self.bound_pods as f64
+        };
+        vec![
+            ("churn_pods", json!(self.pods)),
+            (
+                "churn_token_failures",
+                json!(self.token_failures.len() + self.unbound_tokens.len()),
+            ),
+            (
+                "churn_first_token_p50_ms",
+                json!(bench::load::percentile_ms(&times, 0.50).round()),
+            ),
+            (
+                "churn_first_token_p99_ms",
+                json!(bench::load::percentile_ms(&times, 0.99).round()),
+            ),
+            (
+                "churn_arm_writes_per_pod",
+                json!((per_pod * 100.0).round() / 100.0),
+            ),
+        ]
+    }
+}
+
+fn world(latency_ms: u64) -> anyhow::Result<World> {
+    let inst = |ss: &str, n: usize| {
+        format!(
+            "      - {{name: {ss}_{n}, node: {}-{n}, imds: \"127.0.0.1:0\"}}\n",
+            &ss[3..]
+        )
+    };
+    Ok(World::from_yaml(&format!(
+        r#"
+tenant_id: {tenant}
+subscriptions:
+  - id: {sub}
+    resource_groups: [node-rg, identity-rg]
+identities:
+{identities}
+vms:
+  - {{name: vm-c, resource_group: node-rg, node: c-0, imds: "127.0.0.1:0", operation_latency_ms: {latency_ms}}}
+vmss:
+  - name: ss-a
+    resource_group: node-rg
+    operation_latency_ms: {latency_ms}
+    instances:
+{a0}{a1}  - name: ss-b
+    resource_group: node-rg
+    operation_latency_ms: {latency_ms}
+    instances:
+{b0}{b1}{principal}
+tls:
+  enabled: true
+"#,
+        tenant = cluster::TENANT,
+        sub = cluster::SUB,
+        identities = cluster::identities_yaml(IDENTITIES),
+        a0 = inst("ss-a", 0),
+        a1 = inst("ss-a", 1),
+        b0 = inst("ss-b", 0),
+        b1 = inst("ss-b", 1),
+        principal = cluster::mic_principal_yaml(IDENTITIES),
+    ))?)
+}
+
+fn provider_id(node: &str) -> String {
+    let base = format!(
+        "azure:///subscriptions/{}/resourceGroups/node-rg/providers/Microsoft.Compute",
+        cluster::SUB
+    );
+    match node.split_once('-') {
+        Some(("c", _)) => format!("{base}/virtualMachines/vm-c"),
+        Some((ss, n)) => format!("{base}/virtualMachineScaleSets/ss-{ss}/virtualMachines/{n}"),
+        None => unreachable!("node names are <set>-<n>"),
+    }
+}
+
+/// One pod's part in the run, drawn from the seed before it starts.
+#[derive(Clone, Debug)]
+struct Lifecycle {
+    n: usize,
+    node: &'static str,
+    /// The identity the pod is bound to; `None` for a pod bound to nothing.
+    identity: Option<usize>,
+    extra_life: Duration,
+}
+
+/// The pods' plan: worker `w` runs `plan[w]` one after another. Workers 0 and 1 alternate
+/// between the instances of `ss-a` and `ss-b` with one identity each; the others draw.
+fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut plan = vec![Vec::new(); WORKERS];
+    for n in 0..pods {
+        let w = n % WORKERS;
+        let turn = n / WORKERS;
+        let (node, identity) = match w {
+            0 => (NODES[turn % 2], Some(0)),
+            1 => (NODES[2 + turn % 2], Some(1)),
+            _ => (
+                NODES[rng.usize(..NODES.len())],
+                (rng.f64() >= UNBOUND_SHARE).then(|| rng.usize(..IDENTITIES)),
+            ),
+        };
+        plan[w].push(Lifecycle {
+            n,
+            node,
+            identity,
+            extra_life: MAX_EXTRA_LIFE.mul_f64(rng.f64()),
+        });
+    }
+    plan
+}
+
+/// The long-lived pods, present all along: what the targets must still carry at the end.
+const STABLE: [(&str, usize); 3] = [("a-0", 2), ("b-1", 0), ("c-0", 1)];
+
+pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
+    println!(
+        "churn: seed {} ({} pods, at most {} s, ARM latency {} ms); replay with --seed {}",
+        cfg.seed, cfg.pods, cfg.seconds, cfg.arm_latency_ms, cfg.seed
+    );
+    let k8s = Cluster::start().await?;
+    let emulator = Emulator::start(world(cfg.arm_latency_ms)?).await?;
+    let ca = logs.join("emulator-ca-churn.pem");
+    std::fs::write(&ca, emulator.ca_cert_pem().context("the emulator serves TLS")?)?;
+    let nodes: Vec<(String, String)> = NODES.iter().map(|n| ((*n).to_owned(), provider_id(n))).collect();
+    k8s.nodes(&nodes).await?;
+    k8s.namespace(NS).await?;
+    for n in 0..IDENTITIES {
+        k8s.identity_and_binding(NS, n, &format!("app-{n}")).await?;
+    }
+    let kubeconfig = k8s.server.kubeconfig().to_owned();
+    let _mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
+    let mut nmis = BTreeMap::new();
+    let mut _children = Vec::new();
+    for node in NODES {
+        let imds = emulator.imds_addr(node).context("every node has an IMDS")?;
+        let (child, addr) = cluster::start_nmi(
+            &kubeconfig,
+            node,
+            imds,
+            &[],
+            &logs.join(format!("churn-nmi-{node}.log")),
+            None,
+        )
+        .await?;
+        _children.push(child);
+        nmis.insert(node, addr);
+    }
+    let nmis = Arc::new(nmis);
+    let pods = Api::<Pod>::namespaced(k8s.client.clone(), NS);
+
+    // The long-lived pods get their tokens first: they also prove the set-up works.
+    for (i, (node, identity)) in STABLE.iter().enumerate() {
+        let pod = Lifecycle {
+            n: 100_000 + i,
+            node,
+            identity: Some(*identity),
+            extra_life: Duration::ZERO,
+        };
+        start_pod(&pods, &pod, &format!("stable-{i}")).await?;
+        if let Err(e) = ask_as_sdk(nmis[node], ip_of(&pod), *identity).await {
+            bail!("the long-lived pod stable-{i} on {node} got no token: {e}");
+        }
+    }
+    emulator.admin().reset_counters();
+
+    let report = Arc::new(Mutex::new(Report::default()));
+    let deadline = Instant::now() + Duration::from_secs(cfg.seconds);
+    let workers: Vec<_> = plan(cfg.seed, cfg.pods)
+        .into_iter()
+        .map(|lives| {
+            let (pods, nmis, report) = (pods.clone(), nmis.clone(), report.clone());
+            tokio::spawn(async move {
+                for life in lives {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let outcome = live(&pods, &nmis, &life).await;
+                    let mut r = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    record(&mut r, &life, outcome);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await?;
+    }
+    let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    report.arm_writes = emulator.admin().counters().arm_writes.values().sum();
+
+    // Every VM and scale set must end with exactly the long-lived pods' identities.
+    let want: BTreeMap<String, BTreeSet<String>> = {
+        let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for n in NODES {
+            m.entry(target_of(n).to_owned()).or_default();
+        }
+        for (node, identity) in STABLE {
+            m.entry(target_of(node).to_owned())
+                .or_default()
+                .insert(cluster::identity_resource_id(identity).to_ascii_lowercase());
+        }
+        m
+    };
+    let started = Instant::now();
+    loop {
+        let have = identities_by_target(&emulator);
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|(t, ids)| have.get(*t) != Some(ids))
+            .map(|(t, ids)| {
+                format!(
+                    "{t} carries {:?}, needs exactly {ids:?}",
+                    have.get(t).cloned().unwrap_or_default()
+                )
+            })
+            .collect();
+        if diff.is_empty() {
+            break;
+        }
+        if started.elapsed() > SETTLE_LIMIT {
+            report.end_state = diff;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And the long-lived pods are still served.
+    for (i, (node, identity)) in STABLE.iter().enumerate() {
+        let pod = Lifecycle {
+            n: 100_000 + i,
+            node,
+            identity: Some(*identity),
+            extra_life: Duration::ZERO,
+        };
+        if let Err(e) = ask_as_sdk(nmis[node], ip_of(&pod), *identity).await {
+            report
+                .token_failures
+                .push(format!("long-lived pod stable-{i} on {node} lost its token: {e}"));
+        }
+    }
+    Ok(report)
+}
+
+fn target_of(node: &str) -> &'static str {
+    match &node[..1] {
+        "a" => "ss-a",
+        "b" => "ss-b",
+        _ => "vm-c",
+    }
+}
+
+fn identities_by_target(emulator: &azure_emulator::RunningEmulator) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for n in emulator.admin().node_identities() {
+        let name = n.resource_id.rsplit('/').next().unwrap_or_default().to_owned();
+        // Both what IMDS serves and what ARM shows must agree with the need.
+        let ids: BTreeSet<String> = n.effective.iter().map(|i| i.to_ascii_lowercase()).collect();
+        let model: BTreeSet<String> = n.model.iter().map(|i| i.to_ascii_lowercase()).collect();
+        let entry = out.entry(name).or_default();
+        entry.extend(ids);
+        entry.extend(model);
+    }
+    out
+}
+
+fn ip_of(life: &Lifecycle) -> IpAddr {
+    cluster::pod_ip(40, life.n)
+}
+
+async fn start_pod(api: &Api<Pod>, life: &Lifecycle, name: &str) -> anyhow::Result<()> {
+    cluster::create_pod(
+        api,
+        &PodSpec {
+            name: name.to_owned(),
+            node: life.node.to_owned(),
+            label: Some(match life.identity {
+                Some(i) => format!("app-{i}"),
+                None => "nothing-selects-this".to_owned(),
+            }),
+            ip: Some(ip_of(life)),
+        },
+    )
+    .await
+}
+
+/// How one pod's token request ended.
+enum Outcome {
+    Token { after: Duration },
+    Refused(String),
+    Broken(anyhow::Error),
+}
+
+async fn live(api: &Api<Pod>, nmis: &BTreeMap<&'static str, SocketAddr>, life: &Lifecycle) -> Outcome {
+    let name = format!("pod-{}", life.n);
+    if let Err(e) = start_pod(api, life, &name).await {
+        return Outcome::Broken(e);
+    }
+    let running = Instant::now();
+    let nmi = nmis[life.node];
+    let outcome = match life.identity {
+        Some(identity) => match ask_as_sdk(nmi, ip_of(life), identity).await {
+            Ok(()) => Outcome::Token {
+                after: running.elapsed(),
+            },
+            Err(e) => Outcome::Refused(e),
+        },
+        // A pod bound to nothing: one request is enough to see whether it is handed a token.
+        None => match ask(nmi, ip_of(life), None).await {
+            Ok(Answer { status: 200, .. }) => Outcome::Token {
+                after: running.elapsed(),
+            },
+            Ok(a) => Outcome::Refused(format!("{}", a.status)),
+            Err(e) => Outcome::Refused(format!("transport: {e}")),
+        },
+    };
+    tokio::time::sleep(life.extra_life).await;
+    if let Err(e) = cluster::delete_pod(api, &name).await {
+        return Outcome::Broken(e);
+    }
+    outcome
+}
+
+fn record(r: &mut Report, life: &Lifecycle, outcome: Outcome) {
+    r.pods += 1;
+    let who = format!(
+        "pod-{} on {} ({:?})",
+        life.n,
+        life.node,
+        life.identity.map(|i| format!("id{i}"))
+    );
+    match (life.identity, outcome) {
+        (Some(_), Outcome::Token { after }) => {
+            r.bound_pods += 1;
+            r.first_token_us
+                .push(after.as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+        (Some(_), Outcome::Refused(why)) => {
+            r.bound_pods += 1;
+            r.token_failures.push(format!("{who}: {why}"));
+        }
+        (None, Outcome::Token { .. }) => r.unbound_tokens.push(who),
+        (None, Outcome::Refused(_)) => {}
+        (_, Outcome::Broken(e)) => r.token_failures.push(format!("{who}: the harness failed: {e:#}")),
+    }
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+async fn ask(nmi: SocketAddr, from: IpAddr, client_id: Option<&str>) -> anyhow::Result<Answer> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(from)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut url = format!(
+        "http://{nmi}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+        form_urlencoded::byte_serialize(RESOURCE.as_bytes()).collect::<String>()
+    );
+    if let Some(c) = client_id {
+        url.push_str(&format!("&client_id={c}"));
+    }
+    let r = http.get(url).header("Metadata", "true").send().await?;
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok(Answer {
+        status,
+        retry_after,
+        body: r.text().await.unwrap_or_default(),
+    })
+}
+
+/// Asks as `ManagedIdentityCredential()` does (no client id: the pod's own identity) and checks
+/// the token names identity `identity`. Errors say why, as the application would see it.
+async fn ask_as_sdk(nmi: SocketAddr, from: IpAddr, identity: usize) -> Result<(), String> {
+    let want = cluster::client_id(identity);
+    for attempt in 0..=RETRIES {
+        let answer = ask(nmi, from, None).await;
+        let (retry, wait, what) = match answer {
+            Ok(a) if a.status == 200 => {
+                let body: Value = serde_json::from_str(&a.body)
+                    .map_err(|e| format!("200 with a body that is no JSON: {e}"))?;
+                return match body["client_id"].as_str() {
+                    Some(c) if c.eq_ignore_ascii_case(&want) => Ok(()),
+                    other => Err(format!("a token for client id {other:?}, not its own {want}")),
+                };
+            }
+            Ok(a) => {
+                let retryable = matches!(a.status, 404 | 410 | 429 | 500..=599);
+                let factor = if a.status == 410 { BACKOFF_410 } else { BACKOFF };
+                (
+                    retryable,
+                    backoff(attempt, factor).max(a.retry_after.unwrap_or_default()),
+                    format!("{} {}", a.status, a.body),
+                )
+            }
+            // Connection errors are retried by the SDK's pipeline as well.
+            Err(e) => (true, backoff(attempt, BACKOFF), format!("transport: {e}")),
+        };
+        if !retry {
+            return Err(format!("final answer {what}"));
+        }
+        if attempt == RETRIES {
+            return Err(format!("still {what} after {RETRIES} retries"));
+        }
+        tokio::time::sleep(wait).await;
+    }
+    unreachable!("the loop returns")
+}
+
+/// azure-core's exponential backoff: none before the first retry, then `factor * 2^(n-1)`.
+fn backoff(attempt: u32, factor: f64) -> Duration {
+    if attempt == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(factor * f64::from(1u32 << attempt))
+    }
+}
