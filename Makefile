@@ -3,10 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps testbin fmt-check clippy unit crds fmt clean-cache bench soak manifests up down demo
+.PHONY: test deps testbin fmt-check clippy shellcheck unit crds fmt clean-cache bench soak manifests up down demo
 
-## test: everything CI checks: formatting, clippy -D warnings, and all tests (unit and real-apiserver).
-test: deps testbin fmt-check clippy unit
+## test: everything CI checks: formatting, clippy -D warnings, shellcheck, and all tests (unit and real-apiserver).
+test: deps testbin fmt-check clippy shellcheck unit
 
 ## deps: install the system packages the tests need (apt, only what is missing).
 deps:
@@ -23,6 +23,10 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## shellcheck: lint every shell script (scripts/, .ci/run); `make deps` installs shellcheck.
+shellcheck:
+	shellcheck -x scripts/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --locked --no-fail-fast

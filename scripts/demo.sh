@@ -33,6 +33,7 @@ finish() {
 }
 
 "$SB" up || { echo "DEMO STEP 0 FAIL sandbox could not start (see $STATE/logs)"; FAILED=1; finish; }
+# shellcheck source=/dev/null  # written by `sandbox.sh up`
 . "$STATE/env"
 PYTHON=$PY
 
@@ -43,7 +44,11 @@ if [ -f "$ROOT/deploy/manifests/deployment-rbac.yaml" ]; then
   out=$(k apply -f "$ROOT/deploy/manifests/deployment-rbac.yaml" 2>&1); rc=$((rc + $?)); echo "$out"
 fi
 echo "(The sandbox has no kubelet: MIC and NMI run as processes in its namespaces; the manifests' RBAC is real.)"
-[ $rc -eq 0 ] && step 1 "CRDs and deployment manifests applied" PASS || step 1 "deploy" FAIL "kubectl apply failed"
+if [ $rc -eq 0 ]; then
+  step 1 "CRDs and deployment manifests applied" PASS
+else
+  step 1 "deploy" FAIL "kubectl apply failed"
+fi
 
 begin "Step 2: az identity create -g $RG -n $IDENTITY (in the emulator) and grant it Storage Blob Data Reader"
 created=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:8090/admin/identities" \

@@ -21,6 +21,8 @@ declare -A NEED=(
   # the sandbox (scripts/sandbox.sh): namespaces and veths, its PKI
   [ip]=iproute2
   [openssl]=openssl
+  # make test: the shell scripts under scripts/ and .ci/ are linted
+  [shellcheck]=shellcheck
 )
 
 missing=()

@@ -385,7 +385,7 @@ pod_run() {
       *) die "pod run: unknown argument $1" ;;
     esac
   done
-  [ -n "$name" ] && [ -n "$node" ] && [ ${#cmd[@]} -gt 0 ] || die "usage: pod run [--namespace NS] --name NAME --node NODE [--label K=V]... -- CMD..."
+  { [ -n "$name" ] && [ -n "$node" ] && [ ${#cmd[@]} -gt 0 ]; } || die "usage: pod run [--namespace NS] --name NAME --node NODE [--label K=V]... -- CMD..."
   [ -n "${NODE_NET[$node]:-}" ] || die "unknown node $node (nodes: ${NODES[*]})"
   local label_json="" kv
   for kv in "${labels[@]}"; do label_json+="\"${kv%%=*}\": \"${kv#*=}\","; done
