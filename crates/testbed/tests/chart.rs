@@ -8,106 +8,13 @@
 //! helm is the one `scripts/testbin.sh` builds from its Go module; it only lints and renders
 //! (no repositories, no network).
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+mod chart_support;
 
+use std::process::Command;
+
+use chart_support::{chart, dry_run, find, helm, names, ok, parse, read, root, run, strings, template};
 use serde_json::Value;
 use testbed::{ApiServer, binaries};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn chart() -> PathBuf {
-    root().join("deploy/charts/pod-identity")
-}
-
-fn helm() -> Command {
-    let bins = binaries().expect("helm from scripts/testbin.sh");
-    let mut cmd = Command::new(&bins.helm);
-    // Keep helm's own files out of the user's home, and away from any repository.
-    let home = std::env::temp_dir().join("pod-identity-chart-test-helm");
-    cmd.env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    cmd
-}
-
-fn run(mut cmd: Command) -> Output {
-    let shown = format!("{cmd:?}");
-    cmd.output().unwrap_or_else(|e| panic!("running {shown}: {e}"))
-}
-
-fn ok(cmd: Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// `helm template` of the chart, hooks included, in `namespace`, with `--set` pairs.
-fn template(namespace: &str, sets: &[&str]) -> String {
-    let mut cmd = helm();
-    cmd.arg("template")
-        .arg("pod-identity")
-        .arg(chart())
-        .arg("--namespace")
-        .arg(namespace);
-    for s in sets {
-        cmd.arg("--set").arg(s);
-    }
-    ok(cmd)
-}
-
-/// The YAML documents of a stream, as JSON values; comment-only documents are skipped.
-fn parse(yaml: &str) -> Vec<Value> {
-    yaml.split("\n---")
-        .filter(|d| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
-        .map(|d| {
-            serde_saphyr::from_str::<Value>(d)
-                .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{d}"))
-        })
-        .collect()
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} among the rendered objects: {:?}", names(docs)))
-}
-
-fn names(docs: &[Value]) -> Vec<String> {
-    docs.iter()
-        .map(|d| {
-            format!(
-                "{}/{}",
-                d["kind"].as_str().unwrap_or("?"),
-                d["metadata"]["name"].as_str().unwrap_or("?")
-            )
-        })
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 /// Every rule of every ClusterRole (with its name).
 fn cluster_rules(docs: &[Value]) -> Vec<(String, Value)> {
@@ -184,24 +91,6 @@ fn committed_crds_and_manifests_match_the_chart() {
             "deploy/manifests/{must} is missing"
         );
     }
-}
-
-/// `kubectl apply --server-side --dry-run=server` of a file: the API server validates every
-/// object (schemas, CRs against the installed CRDs, RBAC escalation checks) without keeping it.
-fn dry_run(file: &Path) {
-    let server = ApiServer::shared();
-    let mut cmd = server.kubectl().expect("kubectl");
-    cmd.args([
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--dry-run=server",
-        "--field-manager=chart-test",
-        "-f",
-    ])
-    .arg(file);
-    let out = ok(cmd);
-    assert!(out.contains("(server dry run)"), "kubectl apply said:\n{out}");
 }
 
 #[test]

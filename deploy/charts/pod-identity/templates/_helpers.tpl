@@ -37,20 +37,33 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* An image of (dict "ctx" $ "image" {repository, tag}); the tag defaults to the chart's appVersion. */}}
 {{- define "pod-identity.image" -}}
 {{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
 {{- end }}
 
-{{/* Fails on value combinations the components would refuse at start-up. */}}
+{{/* The ServiceAccount a component's pods run as; empty (the namespace's default) when rbac.enabled is off. */}}
+{{- define "pod-identity.serviceAccountName" -}}
+{{- if ne (toString .ctx.Values.rbac.enabled) "false" -}}
+serviceAccountName: {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/* Fails on value combinations the components would refuse at start-up, and on upstream values whose meaning this chart cannot keep. */}}
 {{- define "pod-identity.validate" -}}
 {{- if not (has .Values.operationMode (list "standard" "managed")) }}
 {{- fail (printf "operationMode must be standard or managed, not %q" .Values.operationMode) }}
 {{- end }}
-{{- if and .Values.allowCrossNamespace (eq .Values.operationMode "managed") }}
+{{- $cross := include "pod-identity.isTrue" .Values.allowCrossNamespace }}
+{{- $forced := ne (toString .Values.forceNamespaced) "false" }}
+{{- if and $cross (eq .Values.operationMode "managed") }}
 {{- fail "allowCrossNamespace cannot be used with operationMode=managed: managed mode is namespaced" }}
 {{- end }}
-{{- if and .Values.allowCrossNamespace (eq (toString .Values.forceNamespaced) "true") }}
+{{- if and $cross $forced }}
 {{- fail "allowCrossNamespace=true contradicts forceNamespaced=true; set forceNamespaced=false" }}
+{{- end }}
+{{- if and (not $forced) (kindIs "invalid" .Values.allowCrossNamespace) (eq .Values.operationMode "standard") }}
+{{- fail "forceNamespaced=false (upstream's default) asks for cross-namespace matching, which this chart leaves off: set allowCrossNamespace=true to keep it (pods may then use bindings and identities of any namespace), or allowCrossNamespace=false (or forceNamespaced=true) for namespaced matching" }}
 {{- end }}
 {{- if not (has .Values.nmi.iptablesMode (list "nft" "legacy")) }}
 {{- fail (printf "nmi.iptablesMode must be nft or legacy, not %q" .Values.nmi.iptablesMode) }}
@@ -58,13 +71,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not (has .Values.logFormat (list "text" "json")) }}
 {{- fail (printf "logFormat must be text or json, not %q" .Values.logFormat) }}
 {{- end }}
+{{- if include "pod-identity.isTrue" .Values.rbac.pspEnabled }}
+{{- fail "rbac.pspEnabled=true: PodSecurityPolicy was removed in Kubernetes 1.25, which this chart requires; use Pod Security Admission instead (NMI needs the privileged level in its namespace, see README.md)" }}
+{{- end }}
 {{- end }}
 
-{{/* NMI's --exception-namespaces, with the release namespace added for the MIC exception. Empty: every namespace. */}}
+{{/* NMI's --exception-namespaces, with the namespaces of the chart's own exceptions added (the release namespace for MIC's, kube-system for the AKS add-ons'). Empty: every namespace. */}}
 {{- define "pod-identity.exceptionNamespaces" -}}
 {{- $ns := .Values.exceptionNamespaces }}
-{{- if and $ns .Values.installMICException (eq .Values.operationMode "standard") }}
+{{- if and $ns (include "pod-identity.isTrue" .Values.installMICException) (eq .Values.operationMode "standard") }}
 {{- $ns = append $ns .Release.Namespace }}
+{{- end }}
+{{- if and $ns .Values.installAKSAddonException }}
+{{- $ns = append $ns "kube-system" }}
 {{- end }}
 {{- $ns | uniq | join "," }}
 {{- end }}
@@ -129,8 +148,7 @@ spec:
           type: RuntimeDefault
       initContainers:
         - name: cleanup
-          image: {{ include "pod-identity.image" (dict "ctx" . "image" .Values.nmi.image) }}
-          imagePullPolicy: {{ .Values.nmi.image.pullPolicy }}
+          {{- include "pod-identity.componentImage" (dict "ctx" . "component" "nmi") | nindent 10 }}
           args: ["cleanup"]
           {{- with (include "pod-identity.nmi.env" .) }}
           env:
@@ -150,8 +168,7 @@ spec:
       containers:
         # Ready once the init container succeeded: the waiting Job counts ready pods.
         - name: done
-          image: {{ include "pod-identity.image" (dict "ctx" . "image" .Values.nmi.image) }}
-          imagePullPolicy: {{ .Values.nmi.image.pullPolicy }}
+          {{- include "pod-identity.componentImage" (dict "ctx" . "component" "nmi") | nindent 10 }}
           command: ["sleep", "infinity"]
           securityContext:
             runAsUser: 65532
