@@ -7,6 +7,8 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SB="$ROOT/scripts/sandbox.sh"
+# shellcheck source=scripts/sandbox-layout.sh
+. "$ROOT/scripts/sandbox-layout.sh"
 STATE=${POD_IDENTITY_SANDBOX:-/tmp/pod-identity-sandbox}
 IDENTITY=myapp-identity
 SELECTOR=myapp
@@ -51,7 +53,7 @@ else
 fi
 
 begin "Step 2: az identity create -g $RG -n $IDENTITY (in the emulator) and grant it Storage Blob Data Reader"
-created=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:8090/admin/identities" \
+created=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" \
   -H 'content-type: application/json' -d "{\"name\":\"$IDENTITY\",\"resource_group\":\"$RG\"}" || true)
 # What `az identity create` prints: the ARM resource, in the CLI's flattened shape.
 echo "$created" | "$PYTHON" -c '
@@ -71,7 +73,7 @@ PRINCIPAL_ID=$(echo "$created" | "$PYTHON" -c 'import json,sys; print(json.load(
 # The seed's step 5: the cluster's service principal gets "Managed Identity Operator" on the identity,
 # and the identity "Storage Blob Data Reader" on the storage account (recorded; Azurite checks no roles).
 grants=0
-ip netns exec pi-cp curl -sf -X POST http://127.0.0.1:8090/admin/roles -H 'content-type: application/json' \
+ip netns exec pi-cp curl -sf -X POST http://127.0.0.1:$ADMIN_PORT/admin/roles -H 'content-type: application/json' \
   -d "{\"principal\":\"aks-cluster-sp\",\"scope\":\"$RESOURCE_ID\"}" >/dev/null || grants=1
 if [ -n "$CLIENT_ID" ] && [ -n "$RESOURCE_ID" ] && [ $grants -eq 0 ]; then
   echo "az role assignment create --role \"Managed Identity Operator\" --assignee <cluster SP> --scope $RESOURCE_ID: done"

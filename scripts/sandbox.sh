@@ -21,23 +21,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${POD_IDENTITY_SANDBOX:-/tmp/pod-identity-sandbox}
 CACHE=${POD_IDENTITY_CACHE:-$HOME/.cache/pod-identity}
-CP_IP=10.250.0.2
-SUB=0b1f6471-1bf0-4dda-aec3-cb9272f09590
-TENANT=72f988bf-86f1-41af-91ab-2d7cd011db47
-MIC_CLIENT_ID=5c8f2a10-0000-4000-8000-00000000000a
-NODES=(a-0 a-1 c-0)
-declare -A NODE_IP=([a-0]=10.250.0.11 [a-1]=10.250.0.12 [c-0]=10.250.0.13)
-declare -A NODE_NET=([a-0]=1 [a-1]=2 [c-0]=3)
-declare -A NODE_IMDS=([a-0]=18001 [a-1]=18002 [c-0]=18003)
-declare -A NODE_PROVIDER=(
-  [a-0]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachineScaleSets/ss-a/virtualMachines/0"
-  [a-1]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachineScaleSets/ss-a/virtualMachines/1"
-  [c-0]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachines/vm-c"
-)
-ARM_PORT=8443
-ENTRA_PORT=8444
-ADMIN_PORT=8090
-AZURITE_PORT=10000
+# shellcheck source=scripts/sandbox-layout.sh
+. "$ROOT/scripts/sandbox-layout.sh"
 
 log() { printf '[sandbox] %s\n' "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -195,7 +180,7 @@ kind: Config
 clusters:
 - name: sandbox
   cluster:
-    server: https://$1:6443
+    server: https://$1:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 "$STATE/pki/ca.crt")
 users:
 - name: admin
@@ -259,18 +244,18 @@ up() {
   kubeconfig "$CP_IP" "$STATE/kubeconfig-nodes"
 
   log "starting etcd and kube-apiserver..."
-  start etcd pi-cp "$ETCD" --data-dir="$STATE/etcd" --listen-client-urls=http://127.0.0.1:2379 \
-    --advertise-client-urls=http://127.0.0.1:2379 --listen-peer-urls=http://127.0.0.1:2380 \
+  start etcd pi-cp "$ETCD" --data-dir="$STATE/etcd" --listen-client-urls=http://127.0.0.1:$ETCD_PORT \
+    --advertise-client-urls=http://127.0.0.1:$ETCD_PORT --listen-peer-urls=http://127.0.0.1:$((ETCD_PORT + 1)) \
     --listen-metrics-urls= --unsafe-no-fsync=true --log-level=warn
-  wait_for etcd 30 nsx pi-cp curl -sf http://127.0.0.1:2379/health
-  start kube-apiserver pi-cp "$KUBE_APISERVER" --etcd-servers=http://127.0.0.1:2379 --secure-port=6443 \
+  wait_for etcd 30 nsx pi-cp curl -sf http://127.0.0.1:$ETCD_PORT/health
+  start kube-apiserver pi-cp "$KUBE_APISERVER" --etcd-servers=http://127.0.0.1:$ETCD_PORT --secure-port=$APISERVER_PORT \
     --bind-address=0.0.0.0 --advertise-address="$CP_IP" \
     --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
     --client-ca-file="$STATE/pki/ca.crt" --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/pki/sa.pub" \
     --service-account-signing-key-file="$STATE/pki/sa.key" --service-cluster-ip-range=10.96.0.0/24 \
     --allow-privileged=true --disable-admission-plugins=ServiceAccount --cert-dir="$STATE/pki/apiserver-certs"
-  wait_for kube-apiserver 90 nsx pi-cp curl -sf --cacert "$STATE/pki/ca.crt" https://127.0.0.1:6443/readyz
+  wait_for kube-apiserver 90 nsx pi-cp curl -sf --cacert "$STATE/pki/ca.crt" https://127.0.0.1:$APISERVER_PORT/readyz
   kctl apply -f "$ROOT/deploy/crds/aadpodidentity.k8s.io.yaml" >/dev/null
   kctl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
@@ -311,7 +296,7 @@ EOF
     --cloudconfig "$STATE/azure.json" --arm-endpoint "https://$CP_IP:$ARM_PORT" \
     --aad-endpoint "https://$CP_IP:$ENTRA_PORT" --ca-file "$STATE/emulator-tls/ca.pem" \
     --leader-election-instance mic-0 --arm-poll-interval 500ms
-  wait_for mic 60 nsx pi-cp curl -sf http://127.0.0.1:8080/readyz
+  wait_for mic 60 nsx pi-cp curl -sf http://127.0.0.1:$MIC_PROBE_PORT/readyz
 
   log "starting one NMI per node..."
   for n in "${NODES[@]}"; do
@@ -320,7 +305,7 @@ EOF
       --entra-endpoint "https://$CP_IP:$ENTRA_PORT/" --entra-ca-file "$STATE/emulator-tls/ca.pem"
   done
   for n in "${NODES[@]}"; do
-    wait_for "nmi-$n" 60 nsx "pi-node-$n" curl -sf http://127.0.0.1:8085/readyz
+    wait_for "nmi-$n" 60 nsx "pi-node-$n" curl -sf http://127.0.0.1:$NMI_PROBE_PORT/readyz
   done
   touch "$STATE/up"
   log "up in $((SECONDS - t0))s"
