@@ -168,7 +168,7 @@ async fn a_request_before_the_first_lists_waits_for_them() {
     let pods_listed_only = |h: &Harness| {
         h.state()
             .pods
-            .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+            .replace(vec![(mirror::key_of(&p), crate::state::WatchedPod::from(&p))]);
     };
     pods_listed_only(&h);
     let (answer, ()) = tokio::join!(h.token(""), async {
