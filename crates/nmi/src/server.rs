@@ -14,6 +14,8 @@ use std::{
 };
 
 use api::AzureIdentity;
+use authorize::Caller;
+pub use authorize::upstream_refusal;
 use axum::{
     Router,
     body::Body,
@@ -23,21 +25,24 @@ use axum::{
 };
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
-use matching::{IdentityRequest, NotChosen, PodFacts};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::{
-    Error,
     cache::{Cached, TokenCache},
-    memo::{Answer, AnswerMemo, Audit, Kept},
+    memo::{Answer, AnswerMemo, Kept},
     metrics::Metrics,
+    missing::MissingReports,
     ratelimit::PodRateLimiter,
+    refusal::{Reason, Refusal, RefusalLog},
     request::{self, Route, TokenQuery},
     response::{self, TokenBody},
-    state::{Decision, PodLookup, State},
+    state::State,
     token::{TokenSource, now},
 };
+
+mod authorize;
+mod hold;
 
 /// How the pod-facing server behaves.
 #[derive(Clone, Debug)]
@@ -66,6 +71,10 @@ pub struct Nmi<S> {
     principals: RwLock<HashMap<String, String>>,
     /// Token answers authorized at the current state version, for pods asking the same again.
     memo: AnswerMemo,
+    /// Which refusals are logged (one line per pod and reason per window).
+    refusals: RefusalLog,
+    /// Which findings of identities missing on the VM are written for MIC.
+    missing: MissingReports,
 }
 
 /// `Retry-After` upstream used with `--set-retry-after-header`.
@@ -92,7 +101,17 @@ impl<S: TokenSource> Nmi<S> {
             rate_limit: PodRateLimiter::default(),
             principals: RwLock::default(),
             memo: AnswerMemo::default(),
+            refusals: RefusalLog::default(),
+            missing: MissingReports::default(),
         })
+    }
+
+    /// Answers a refused token request from `source`: counted by reason, and logged (see
+    /// [`RefusalLog`]).
+    fn refuse(&self, source: IpAddr, refusal: Refusal) -> Response {
+        self.metrics.refused(refusal.reason.label());
+        self.refusals.record(&refusal, source, std::time::Instant::now());
+        refusal.response
     }
 
     fn principal_of(&self, client_id: &str) -> Option<String> {
@@ -177,18 +196,17 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
     let route = request::classify(uri.path());
     let response = match (nmi.rate_limit.check(peer.ip(), started), route) {
         (Err(wait), _) => {
-            nmi.metrics.refused("rate_limited");
-            response::with_retry_after(
-                response::error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
-                    &format!(
-                        "too many requests from {}: over NMI's per-pod rate limit; retry later",
-                        peer.ip()
-                    ),
+            let mut refusal = Refusal::new(
+                Reason::RateLimited,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "too many requests from {}: over NMI's per-pod rate limit; retry later",
+                    peer.ip()
                 ),
-                wait,
-            )
+            );
+            refusal.response = response::with_retry_after(refusal.response, wait);
+            nmi.refuse(peer.ip(), refusal)
         }
         (Ok(()), route) => match route {
             Route::Token => {
@@ -197,17 +215,25 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
                 } else if let Some(answer) = remembered(nmi, peer.ip(), req.uri().query()) {
                     answer
                 } else {
-                    match request::parse_token_query(req.uri().query()) {
-                        Err(e) => bad_request(&nmi.metrics, &e.to_string()),
+                    let answer = match request::parse_token_query(req.uri().query()) {
+                        Err(e) => Err(bad_request(e.to_string())),
                         Ok(q) => token_for_ip(nmi, peer.ip(), q, req).await,
-                    }
+                    };
+                    answer.unwrap_or_else(|r| nmi.refuse(peer.ip(), r))
                 }
             }
             Route::Invalid => {
-                nmi.metrics.refused("invalid_path");
-                response::error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request")
+                let refusal = Refusal::new(
+                    Reason::InvalidPath,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Invalid request".into(),
+                );
+                nmi.refuse(peer.ip(), refusal)
             }
-            Route::HostToken => host_token(nmi, peer.ip(), req).await,
+            Route::HostToken => host_token(nmi, peer.ip(), req)
+                .await
+                .unwrap_or_else(|r| nmi.refuse(peer.ip(), r)),
             Route::Instance if nmi.config.block_instance_metadata => response::error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -238,325 +264,13 @@ fn header_check(config: &Config, headers: &HeaderMap) -> Option<Response> {
     (config.metadata_header_required && !ok).then(response::metadata_header_missing)
 }
 
-fn bad_request(metrics: &Metrics, description: &str) -> Response {
-    metrics.refused("bad_request");
-    response::error(StatusCode::BAD_REQUEST, "invalid_request", description)
-}
-
-/// Who a token request is for.
-enum Caller {
-    /// A pod, found by the request's source IP.
-    Ip(IpAddr),
-    /// `/host/token`: a host process names the pod.
-    Named { namespace: String, name: String },
-}
-
-impl Caller {
-    fn describe(&self) -> String {
-        match self {
-            Self::Ip(ip) => format!("IP {ip}"),
-            Self::Named { namespace, name } => format!("pod {namespace}/{name}"),
-        }
-    }
-}
-
-/// A request NMI will not answer with a token, as the response to give.
-struct Refusal(Response);
-
-impl<S: TokenSource> Nmi<S> {
-    fn lookup(&self, caller: &Caller) -> PodLookup {
-        match caller {
-            Caller::Ip(ip) => self.state.pods.by_addr(*ip),
-            Caller::Named { namespace, name } => self
-                .state
-                .pods
-                .by_name(namespace, name)
-                .map_or(PodLookup::NotFound, PodLookup::Found),
-        }
-    }
-
-    /// A retryable refusal while NMI's view of the cluster cannot prove anything, counted as `reason`.
-    fn unavailable(&self, reason: &str, description: &str) -> Refusal {
-        self.metrics.refused(reason);
-        Refusal(response::with_retry_after(
-            response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                description,
-            ),
-            RETRY_AFTER_STALE,
-        ))
-    }
-
-    /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
-    /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
-    /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
-    async fn wait_synced(&self, caller: &Caller) -> Result<(), Refusal> {
-        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
-        // Subscribed before looking, so that the last list's change is not missed.
-        let mut changes = self.state.subscribe();
-        while !self.state.is_synced() {
-            if !matches!(
-                tokio::time::timeout_at(deadline, changes.changed()).await,
-                Ok(Ok(()))
-            ) {
-                return Err(self.unavailable(
-                    "not_synced",
-                    &format!(
-                        "NMI has not yet read the cluster's pods, bindings and identities (it has just \
-                         started): it cannot tell which identity {} may use; retry later",
-                        caller.describe()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just started.
-    /// Refuses (503, retryable) while the watched state is too old to prove anything.
-    async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
-        if self.state.is_stale() {
-            // `aadpodidentity_nmi_state_stale` is kept by `track_staleness`.
-            return Err(self.unavailable(
-                "state_stale",
-                &format!(
-                    "NMI cannot reach the Kubernetes API (watches failing for {:?}): it cannot prove \
-                     which identity {} may use; retry later",
-                    self.state.unproven_for().unwrap_or_default(),
-                    caller.describe()
-                ),
-            ));
-        }
-        if !self.state.is_synced() {
-            self.wait_synced(caller).await?;
-        }
-        // The common case, a known pod, needs no subscription to later changes.
-        if let PodLookup::Found(pod) = self.lookup(caller) {
-            return Ok(pod);
-        }
-        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
-        // Subscribed before looking again, so that no change after the look is missed.
-        let mut changes = self.state.subscribe();
-        loop {
-            match self.lookup(caller) {
-                PodLookup::Found(pod) => return Ok(pod),
-                PodLookup::Ambiguous(pods) => {
-                    self.metrics.refused("ambiguous_ip");
-                    return Err(Refusal(response::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        &format!(
-                            "failed to match pod IP: {} is claimed by several pods ({}); refusing",
-                            caller.describe(),
-                            pods.join(", ")
-                        ),
-                    )));
-                }
-                PodLookup::NotFound => {
-                    let timed_out = tokio::select! {
-                        r = changes.changed() => r.is_err(),
-                        () = tokio::time::sleep_until(deadline) => true,
-                    };
-                    if timed_out {
-                        self.metrics.refused("no_pod");
-                        return Err(Refusal(response::error(
-                            StatusCode::NOT_FOUND,
-                            "not_found",
-                            &format!(
-                                "no Pending or Running pod on node {} matches {}",
-                                self.state.node,
-                                caller.describe()
-                            ),
-                        )));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Decides, waiting for MIC (woken by the AzureAssignedIdentity watch) up to `--identity-wait`.
-    async fn authorize(
-        &self,
-        caller: &Caller,
-        pod: Arc<PodFacts>,
-        query: &TokenQuery,
-    ) -> Result<(Arc<PodFacts>, Arc<AzureIdentity>, String, u64), Refusal> {
-        let deadline = tokio::time::Instant::now() + self.config.identity_wait;
-        // Subscribed only once a wait is needed (then the state is decided again first, so that no
-        // change after the subscription is missed).
-        let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
-        let mut pod = pod;
-        let mut learned = false;
-        let mut learn_failure: Option<Arc<Error>> = None;
-        loop {
-            // Read before deciding: a change that lands during the decision moves it.
-            let version = self.state.version();
-            match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
-                Decision::Use {
-                    identity,
-                    binding,
-                    out_of,
-                } => {
-                    if out_of > 1 && query.identity == IdentityRequest::Default {
-                        tracing::info!(
-                            pod = %pod.name, namespace = %pod.namespace, binding,
-                            identity = identity.metadata.name.as_deref().unwrap_or_default(),
-                            out_of,
-                            "request names no identity; chose the identity of the oldest binding"
-                        );
-                    }
-                    return Ok((pod, identity, binding, version));
-                }
-                Decision::LearnPrincipals(identities) if !learned => {
-                    learned = true;
-                    for identity in identities {
-                        match self.cache.get(&identity, &query.resource).await {
-                            Ok(cached) => self.learn(&identity, &cached),
-                            Err(e) => learn_failure = Some(e),
-                        }
-                    }
-                    continue;
-                }
-                Decision::LearnPrincipals(_) => {
-                    // An identity whose principal could not be learned may be the one asked for:
-                    // a transient failure must stay retryable rather than become a refusal.
-                    return Err(match learn_failure {
-                        Some(e) => Refusal(upstream_error(&self.metrics, &e)),
-                        None => self.forbidden(&pod, &NotChosen::NotBound(query.identity.clone())),
-                    });
-                }
-                Decision::Refused(why) => return Err(self.forbidden(&pod, &why)),
-                Decision::Waiting { .. } if changes.is_none() => {
-                    changes = Some(self.state.subscribe());
-                    continue;
-                }
-                Decision::Waiting { identity } => {
-                    let changes = changes.as_mut().expect("subscribed before waiting");
-                    let timed_out = tokio::select! {
-                        r = changes.changed() => r.is_err(),
-                        () = tokio::time::sleep_until(deadline) => true,
-                    };
-                    if timed_out {
-                        self.metrics.refused("not_assigned");
-                        let text = format!(
-                            "identity {identity} is not yet assigned to pod {}/{} on node {} (waiting for MIC); retry later",
-                            pod.namespace, pod.name, self.state.node
-                        );
-                        return Err(Refusal(if self.config.set_retry_after_header {
-                            response::with_retry_after(
-                                response::error(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "service_unavailable",
-                                    &text,
-                                ),
-                                RETRY_AFTER_WAITING,
-                            )
-                        } else {
-                            response::error(StatusCode::NOT_FOUND, "not_found", &text)
-                        }));
-                    }
-                }
-            }
-            // The pod itself may have gone (or its IP moved) while waiting.
-            pod = self.find_pod(caller).await?;
-        }
-    }
-
-    fn forbidden(&self, pod: &PodFacts, why: &NotChosen) -> Refusal {
-        let text = match why {
-            NotChosen::Unbound => {
-                self.metrics.refused("unbound");
-                format!(
-                    "pod {}/{} is not bound to any AzureIdentity (label {}, bindings of its namespace)",
-                    pod.namespace,
-                    pod.name,
-                    api::v1::BINDING_LABEL
-                )
-            }
-            NotChosen::NotBound(r) => {
-                self.metrics.refused("not_bound");
-                let what = match r {
-                    IdentityRequest::Default => "the default identity".to_owned(),
-                    IdentityRequest::ClientId(c) => format!("client_id {c}"),
-                    IdentityRequest::ObjectId(o) => format!("object_id {o}"),
-                    IdentityRequest::ResourceId(m) => format!("msi_res_id {m}"),
-                };
-                format!(
-                    "pod {}/{} is not bound to the identity with {what}",
-                    pod.namespace, pod.name
-                )
-            }
-        };
-        Refusal(response::error(StatusCode::FORBIDDEN, "forbidden", &text))
-    }
-
-    /// Authorizes the caller's `pod` and fetches; re-checks authorization after the fetch, since the
-    /// pod or its binding may have gone while NMI talked to Azure (unless nothing changed at all).
-    async fn issue(
-        &self,
-        caller: &Caller,
-        pod: Arc<PodFacts>,
-        query: &TokenQuery,
-    ) -> Result<Issued, Refusal> {
-        let (pod, identity, binding, decided_at) = self.authorize(caller, pod, query).await?;
-        let cached = self
-            .cache
-            .get(&identity, &query.resource)
-            .await
-            .map_err(|e| Refusal(upstream_error(&self.metrics, &e)))?;
-        self.learn(&identity, &cached);
-        // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
-        let still = self.state.version() == decided_at
-            || match self.lookup(caller) {
-                PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
-                    match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
-                        Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
-                        _ => false,
-                    }
-                }
-                _ => false,
-            };
-        if !still {
-            self.metrics.refused("changed_during_fetch");
-            return Err(Refusal(response::error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                &format!(
-                    "pod {}/{} lost its binding to {} while its token was fetched",
-                    pod.namespace,
-                    pod.name,
-                    identity.metadata.name.as_deref().unwrap_or_default()
-                ),
-            )));
-        }
-        let audit = Audit {
-            pod: pod.name.clone(),
-            namespace: pod.namespace.clone(),
-            identity: format!(
-                "{}/{}",
-                identity.metadata.namespace.as_deref().unwrap_or_default(),
-                identity.metadata.name.as_deref().unwrap_or_default()
-            ),
-            binding,
-            client_id: identity.spec.client_id().unwrap_or_default().to_owned(),
-            resource: query.resource.clone(),
-        };
-        audit.log(&caller.describe(), cached.hit);
-        self.metrics.issued(cached.hit);
-        Ok(Issued {
-            cached,
-            audit,
-            decided_at,
-        })
-    }
-}
-
-struct Issued {
-    cached: Cached,
-    audit: Audit,
-    /// The state version the authorization was decided at.
-    decided_at: u64,
+fn bad_request(description: String) -> Refusal {
+    Refusal::new(
+        Reason::BadRequest,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        description,
+    )
 }
 
 /// The answer this pod got for this very query before, if the state has not changed since
@@ -594,12 +308,12 @@ async fn token_for_ip<S: TokenSource>(
     ip: IpAddr,
     query: TokenQuery,
     req: Request<Body>,
-) -> Response {
+) -> Result<Response, Refusal> {
     let caller = Caller::Ip(ip);
-    let pod = match nmi.find_pod(&caller).await {
-        Ok(p) => p,
-        Err(Refusal(r)) => return r,
-    };
+    let pod = nmi
+        .find_pod(&caller)
+        .await
+        .map_err(|r| r.asking(&query.identity))?;
     if nmi.state.is_excepted(&pod) {
         tracing::info!(
             target: "nmi::audit",
@@ -607,7 +321,7 @@ async fn token_for_ip<S: TokenSource>(
             "excepted pod: passed through to the node's identity"
         );
         nmi.metrics.issued(false);
-        return pass_through(nmi, req).await;
+        return Ok(pass_through(nmi, req).await);
     }
     let raw_query = req.uri().query().unwrap_or_default().to_owned();
     match nmi.issue(&caller, pod, &query).await {
@@ -637,9 +351,9 @@ async fn token_for_ip<S: TokenSource>(
                     },
                 );
             }
-            response::json_body(StatusCode::OK, body)
+            Ok(response::json_body(StatusCode::OK, body))
         }
-        Err(Refusal(r)) => r,
+        Err(r) => Err(r.asking(&query.identity)),
     }
 }
 
@@ -649,7 +363,11 @@ struct HostTokenBody<'a> {
     clientid: &'a str,
 }
 
-async fn host_token<S: TokenSource>(nmi: &Nmi<S>, peer: IpAddr, req: Request<Body>) -> Response {
+async fn host_token<S: TokenSource>(
+    nmi: &Nmi<S>,
+    peer: IpAddr,
+    req: Request<Body>,
+) -> Result<Response, Refusal> {
     let headers = req.headers().clone();
     let query_string = req.uri().query().map(str::to_owned);
     drop(req);
@@ -661,27 +379,27 @@ async fn host_token<S: TokenSource>(nmi: &Nmi<S>, peer: IpAddr, req: Request<Bod
             .map(str::to_owned)
     };
     let (Some(namespace), Some(name)) = (header("podns"), header("podname")) else {
-        return bad_request(&nmi.metrics, "missing 'podname' and 'podns' from request header");
+        return Err(bad_request(
+            "missing 'podname' and 'podns' from request header".into(),
+        ));
     };
     if !peer.is_loopback() {
-        nmi.metrics.refused("host_token_not_loopback");
-        return response::error(
+        return Err(Refusal::new(
+            Reason::HostTokenNotLoopback,
             StatusCode::FORBIDDEN,
             "forbidden",
-            "request remote address is not from a host",
-        );
+            "request remote address is not from a host".into(),
+        ));
     }
-    let query = match request::parse_token_query(query_string.as_deref()) {
-        Ok(q) => q,
-        Err(e) => return bad_request(&nmi.metrics, &e.to_string()),
-    };
+    let query =
+        request::parse_token_query(query_string.as_deref()).map_err(|e| bad_request(e.to_string()))?;
     let caller = Caller::Named { namespace, name };
-    let pod = match nmi.find_pod(&caller).await {
-        Ok(p) => p,
-        Err(Refusal(r)) => return r,
+    let issued = match nmi.find_pod(&caller).await {
+        Ok(pod) => nmi.issue(&caller, pod, &query).await,
+        Err(r) => Err(r),
     };
-    match nmi.issue(&caller, pod, &query).await {
-        Ok(issued) => response::json(
+    match issued {
+        Ok(issued) => Ok(response::json(
             StatusCode::OK,
             &HostTokenBody {
                 token: TokenBody::new(
@@ -692,44 +410,8 @@ async fn host_token<S: TokenSource>(nmi: &Nmi<S>, peer: IpAddr, req: Request<Bod
                 ),
                 clientid: &issued.audit.client_id,
             },
-        ),
-        Err(Refusal(r)) => r,
-    }
-}
-
-/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
-/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
-/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop").
-pub fn upstream_error(metrics: &Metrics, e: &Error) -> Response {
-    metrics.refused("upstream");
-    let text = e.to_string();
-    match e {
-        Error::Upstream {
-            status, retry_after, ..
-        } => {
-            let (code, name) = match *status {
-                429 => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-                404 | 410 => (
-                    StatusCode::from_u16(*status).expect("a valid status"),
-                    "service_unavailable",
-                ),
-                s if s >= 500 => (
-                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                    "service_unavailable",
-                ),
-                _ => (StatusCode::FORBIDDEN, "forbidden"),
-            };
-            let r = response::error(code, name, &text);
-            match retry_after {
-                Some(after) => response::with_retry_after(r, *after),
-                None => r,
-            }
-        }
-        Error::Http { .. } | Error::Kube(_) => {
-            response::error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", &text)
-        }
-        Error::BadUpstreamBody { .. } => response::error(StatusCode::BAD_GATEWAY, "bad_gateway", &text),
-        _ => response::error(StatusCode::FORBIDDEN, "forbidden", &text),
+        )),
+        Err(r) => Err(r.asking(&query.identity)),
     }
 }
 

@@ -3,11 +3,10 @@
 //! Every change bumps a counter that requests waiting for MIC listen to.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     fmt::Debug,
-    net::IpAddr,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -19,9 +18,14 @@ use api::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, runtime::watcher};
 use matching::{AssignedFacts, IdentityRequest, NotChosen, PodFacts, Policy};
+#[cfg(test)]
+use mirror::Sink;
+use mirror::key_of;
 pub use mirror::{Key, Mirror};
-use mirror::{Sink, key_of};
 use tokio::sync::watch;
+
+mod pods;
+pub use pods::{PodIndex, PodLookup, WatchedPod};
 
 /// Where NMI gets identities from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -30,115 +34,6 @@ pub enum Mode {
     Standard,
     /// Identities are pre-assigned to the VMs by the operator; no MIC, no AzureAssignedIdentity.
     Managed,
-}
-
-/// This node's pods, and which of them may be the source of a request from an IP.
-#[derive(Default)]
-pub struct PodIndex {
-    inner: RwLock<PodIndexInner>,
-    ready: AtomicBool,
-}
-
-#[derive(Default)]
-struct PodIndexInner {
-    by_key: HashMap<Key, Arc<PodFacts>>,
-    /// Keyed by the parsed address, so that a request's source needs no formatting to be found
-    /// (and IPv6 spellings compare as addresses).
-    by_ip: HashMap<IpAddr, BTreeSet<Key>>,
-}
-
-impl PodIndexInner {
-    fn remove(&mut self, key: &Key) {
-        if let Some(old) = self.by_key.remove(key)
-            && let Some(ip) = old.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())
-            && let Some(set) = self.by_ip.get_mut(&ip)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                self.by_ip.remove(&ip);
-            }
-        }
-    }
-    fn insert(&mut self, key: Key, pod: PodFacts) {
-        self.remove(&key);
-        // Only a Pending or Running pod with its own network namespace can be a request's source;
-        // a finished pod's IP may already belong to another pod.
-        if pod.is_addressable()
-            && let Some(ip) = pod.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())
-        {
-            self.by_ip.entry(ip).or_default().insert(key.clone());
-        }
-        self.by_key.insert(key, Arc::new(pod));
-    }
-}
-
-impl Sink<PodFacts> for PodIndex {
-    fn apply(&self, key: Key, item: PodFacts) {
-        self.inner.write().expect("lock").insert(key, item);
-    }
-    fn delete(&self, key: &Key) {
-        self.inner.write().expect("lock").remove(key);
-    }
-    fn replace(&self, items: Vec<(Key, PodFacts)>) {
-        let mut fresh = PodIndexInner::default();
-        for (k, v) in items {
-            fresh.insert(k, v);
-        }
-        *self.inner.write().expect("lock") = fresh;
-        self.ready.store(true, Ordering::Release);
-    }
-}
-
-/// Who sent a request, by source IP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PodLookup {
-    Found(Arc<PodFacts>),
-    /// No Pending or Running pod of this node has the IP.
-    NotFound,
-    /// Several pods claim the IP; NMI cannot tell which one is asking, so it refuses.
-    Ambiguous(Vec<String>),
-}
-
-impl PodIndex {
-    /// The pod a request from `ip` comes from; an unparsable address matches no pod.
-    pub fn by_ip(&self, ip: &str) -> PodLookup {
-        ip.parse().map_or(PodLookup::NotFound, |ip| self.by_addr(ip))
-    }
-
-    pub fn by_addr(&self, ip: IpAddr) -> PodLookup {
-        let inner = self.inner.read().expect("lock");
-        match inner.by_ip.get(&ip) {
-            None => PodLookup::NotFound,
-            Some(keys) if keys.len() == 1 => {
-                let key = keys.iter().next().expect("one key");
-                inner
-                    .by_key
-                    .get(key)
-                    .map_or(PodLookup::NotFound, |p| PodLookup::Found(p.clone()))
-            }
-            Some(keys) => PodLookup::Ambiguous(keys.iter().map(|(ns, n)| format!("{ns}/{n}")).collect()),
-        }
-    }
-
-    /// A pod by name, for `/host/token`; only pods a request could come from.
-    pub fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodFacts>> {
-        let inner = self.inner.read().expect("lock");
-        inner
-            .by_key
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .filter(|p| p.is_addressable())
-            .cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.read().expect("lock").by_key.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
 }
 
 /// What the watched state says about a pod's request for an identity.
@@ -181,6 +76,8 @@ pub struct State {
     failing_since: Mutex<HashMap<&'static str, Instant>>,
     /// How long a failing watch's last-known state is still used (ms); 0: forever.
     max_staleness_ms: AtomicU64,
+    /// Set by `spawn_watches`.
+    client: OnceLock<kube::Client>,
 }
 
 /// Default of `--max-state-staleness`.
@@ -202,6 +99,7 @@ impl State {
             any_failing: AtomicBool::new(false),
             failing_since: Mutex::default(),
             max_staleness_ms: AtomicU64::new(DEFAULT_MAX_STALENESS.as_millis() as u64),
+            client: OnceLock::new(),
         }
     }
 
@@ -330,6 +228,12 @@ impl State {
 
     /// Whether MIC reports this pod's use of this identity as assigned on this node.
     fn is_assigned(&self, pod: &PodFacts, identity: &AzureIdentity) -> bool {
+        self.assigned_object(pod, identity).is_some()
+    }
+
+    /// The `Assigned` AzureAssignedIdentity (namespace, name) by which MIC reports this pod's use
+    /// of this identity on this node, if there is one.
+    pub fn assigned_object(&self, pod: &PodFacts, identity: &AzureIdentity) -> Option<Key> {
         let id_ns = identity.metadata.namespace.as_deref();
         let id_name = identity.metadata.name.as_deref();
         let client_id = identity.spec.client_id().map(str::to_ascii_lowercase);
@@ -351,12 +255,23 @@ impl State {
             pod.namespace.clone(),
             AzureAssignedIdentity::object_name(&pod.name, &pod.namespace, id_name.unwrap_or_default()),
         );
-        self.assigned
-            .with(|aais| aais.get(&likely).is_some_and(|a| matches(a)) || aais.values().any(|a| matches(a)))
+        self.assigned.with(|aais| {
+            if aais.get(&likely).is_some_and(|a| matches(a)) {
+                return Some(likely);
+            }
+            aais.iter().find(|(_, a)| matches(a)).map(|(k, _)| k.clone())
+        })
+    }
+
+    /// The Kubernetes client of the watches, once they are spawned: NMI also writes its findings
+    /// about AzureAssignedIdentities with it.
+    pub fn client(&self) -> Option<&kube::Client> {
+        self.client.get()
     }
 
     /// Spawns the watches that keep this state current. They run until the runtime stops.
     pub fn spawn_watches(self: &Arc<Self>, client: kube::Client) {
+        let _ = self.client.set(client.clone());
         let node = self.node.clone();
         let pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         mirror::spawn(
@@ -364,7 +279,7 @@ impl State {
             Api::<Pod>::all(client.clone()),
             pods,
             |s| &s.pods,
-            |p: Pod| PodFacts::from(&p),
+            |p: Pod| WatchedPod::from(&p),
         );
         let all = watcher::Config::default;
         mirror::spawn(
@@ -403,7 +318,7 @@ impl State {
     /// Applies one pod as its watch would.
     #[cfg(test)]
     pub fn apply_pod(&self, pod: &Pod) {
-        self.pods.apply(key_of(pod), PodFacts::from(pod));
+        self.pods.apply(key_of(pod), WatchedPod::from(pod));
         self.changed();
     }
 }
@@ -438,7 +353,7 @@ impl State {
         assigned: Vec<AzureAssignedIdentity>,
     ) {
         self.pods
-            .replace(pods.iter().map(|p| (key_of(p), PodFacts::from(p))).collect());
+            .replace(pods.iter().map(|p| (key_of(p), WatchedPod::from(p))).collect());
         self.bindings
             .replace(bindings.into_iter().map(|o| (key_of(&o), o)).collect());
         self.identities

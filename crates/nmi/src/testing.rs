@@ -159,6 +159,8 @@ pub struct Counting {
     pub fail_with: Mutex<Option<(u16, Option<Duration>)>>,
     /// principal ids by client id.
     pub principals: Mutex<BTreeMap<String, String>>,
+    /// Client ids the node's IMDS does not have: their fetches fail as IMDS's do.
+    pub missing: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Counting {
@@ -186,10 +188,18 @@ impl TokenSource for Counting {
                     body: "scripted failure".into(),
                 });
             }
+            let client = identity.spec.client_id().unwrap_or_default().to_owned();
+            if self.missing.lock().unwrap().contains(&client) {
+                return Err(Error::Upstream {
+                    what: "IMDS",
+                    status: 400,
+                    retry_after: None,
+                    body: r#"{"error":"invalid_request","error_description":"Identity not found"}"#.into(),
+                });
+            }
             if let Err(code) = identity.spec.identity_type() {
                 return Err(Error::Identity(format!("unsupported identity type {code}")));
             }
-            let client = identity.spec.client_id().unwrap_or_default().to_owned();
             let oid = self.principals.lock().unwrap().get(&client).cloned();
             let life = self
                 .lifetime

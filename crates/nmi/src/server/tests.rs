@@ -80,6 +80,17 @@ fn harness(mode: Mode) -> Harness {
     configured(mode, config())
 }
 
+/// A harness that holds requests for MIC long enough for any test to act meanwhile.
+fn patient(mode: Mode) -> Harness {
+    configured(
+        mode,
+        Config {
+            identity_wait: Duration::from_secs(10),
+            ..config()
+        },
+    )
+}
+
 /// A harness with the default matching policy and `config`.
 fn configured(mode: Mode, config: Config) -> Harness {
     harness_with(mode, matching::Policy::default(), config)
@@ -168,7 +179,7 @@ async fn a_request_before_the_first_lists_waits_for_them() {
     let pods_listed_only = |h: &Harness| {
         h.state()
             .pods
-            .replace(vec![(mirror::key_of(&p), PodFacts::from(&p))]);
+            .replace(vec![(mirror::key_of(&p), crate::state::WatchedPod::from(&p))]);
     };
     pods_listed_only(&h);
     let (answer, ()) = tokio::join!(h.token(""), async {
@@ -282,9 +293,10 @@ async fn a_pod_appearing_during_the_pod_wait_is_served() {
     assert_eq!(h.token("").await.status, StatusCode::OK);
 }
 
-// §5.2 case 5.
+// §5.2 case 5, adjusted (issue 13 §5): refused rather than guessed, and retryable, since the
+// usual cause (an old pod's deletion not yet seen) passes.
 #[tokio::test]
-async fn two_pods_on_one_ip_are_refused() {
+async fn two_pods_on_one_ip_are_refused_with_a_retryable_answer() {
     let h = harness(Mode::Managed);
     h.state().replace_all(
         vec![
@@ -296,10 +308,89 @@ async fn two_pods_on_one_ip_are_refused() {
         vec![],
         vec![],
     );
+    let started = std::time::Instant::now();
     let a = h.token("").await;
-    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        started.elapsed() >= h.nmi.config.pod_wait,
+        "held for --pod-wait first"
+    );
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_eq!(a.headers[header::RETRY_AFTER], "5");
     assert!(a.description().contains("ns/a, ns/b"), "{}", a.body);
+    assert_refused_without_token(&a);
     assert_eq!(h.source.calls(), 0);
+    assert!(
+        h.nmi
+            .metrics
+            .encode()
+            .contains("aadpodidentity_nmi_refusals_total{reason=\"ambiguous_ip\"} 1")
+    );
+}
+
+// Issue 13 §5: the new pod's request arrives before NMI has seen the old pod go. It is held, and
+// answered for the new pod (bound to another identity) once the old pod's deletion arrives.
+#[tokio::test]
+async fn a_request_held_on_a_shared_ip_is_answered_for_the_new_pod_once_the_old_one_goes() {
+    let h = configured(
+        Mode::Managed,
+        Config {
+            pod_wait: Duration::from_secs(10),
+            ..config()
+        },
+    );
+    h.state().replace_all(
+        vec![
+            pod("ns", "old", POD_IP, Some("old")),
+            pod("ns", "new", POD_IP, Some("new")),
+        ],
+        vec![
+            binding("ns", "b-old", "id-old", "old", 1),
+            binding("ns", "b-new", "id-new", "new", 1),
+        ],
+        vec![identity("ns", "id-old", 1), identity("ns", "id-new", 2)],
+        vec![],
+        vec![],
+    );
+    let state = h.nmi.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        state.delete_pod("ns", "old");
+    });
+    let a = h.token("").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.json()["client_id"], client_id(2), "the new pod's identity");
+}
+
+// Issue 13 §5: a pod being deleted is no candidate for its IP: its (former) IP is the new pod's.
+#[tokio::test]
+async fn a_terminating_pods_ip_belongs_to_the_new_pod() {
+    let h = harness(Mode::Managed);
+    let mut old = pod("ns", "old", POD_IP, Some("old"));
+    old.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    h.state().replace_all(
+        vec![old.clone()],
+        vec![
+            binding("ns", "b-old", "id-old", "old", 1),
+            binding("ns", "b-new", "id-new", "new", 1),
+        ],
+        vec![identity("ns", "id-old", 1), identity("ns", "id-new", 2)],
+        vec![],
+        vec![],
+    );
+    // Alone, the terminating pod gets no new token.
+    let a = h.token("").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    h.state().apply_pod(&pod("ns", "new", POD_IP, Some("new")));
+    let a = h.token("").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.json()["client_id"], client_id(2));
+    assert_eq!(
+        h.source.calls(),
+        1,
+        "no token was fetched for the old pod's identity"
+    );
 }
 
 // §5.2 cases 6 and 8: bounded wait (not 80–100 s), then 404; never 400.
@@ -337,13 +428,7 @@ async fn retry_after_flag_gives_503_with_retry_after() {
 // Improvement 8: the held request is woken by the AAI watch, not by polling.
 #[tokio::test]
 async fn a_held_request_succeeds_once_mic_assigns() {
-    let h = configured(
-        Mode::Standard,
-        Config {
-            identity_wait: Duration::from_secs(10),
-            ..config()
-        },
-    );
+    let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Created)));
     let state = h.nmi.state.clone();
     let assign = tokio::spawn(async move {
@@ -364,13 +449,7 @@ async fn a_held_request_succeeds_once_mic_assigns() {
 // gets its answer, new connections are refused at once, and `serve` returns after the last answer.
 #[tokio::test]
 async fn on_shutdown_a_held_request_is_answered_and_new_connections_are_refused() {
-    let h = configured(
-        Mode::Standard,
-        Config {
-            identity_wait: Duration::from_secs(10),
-            ..config()
-        },
-    );
+    let h = patient(Mode::Standard);
     let pod_ip = "127.0.30.1";
     let p = h.seed_at(pod_ip, Some(Some(Created)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -869,5 +948,115 @@ async fn object_id_lookup_meeting_imds_throttling_stays_retryable() {
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
     *h.source.fail_with.lock().unwrap() = None;
     let a = h.token(&format!("&object_id={}", principal_id(2))).await;
+    assert_eq!(a.json()["client_id"], client_id(2));
+}
+
+/// Issue 13 §3: IMDS lacks an identity MIC reports `Assigned` (a removal landed after MIC marked
+/// the assignment). The request is held, IMDS asked again with a backoff, and the pod gets its
+/// token once the identity is back, never IMDS's final 400.
+#[tokio::test]
+async fn identity_missing_on_the_vm_is_held_until_it_is_back() {
+    let h = patient(Mode::Standard);
+    h.seed(Some(Some(Assigned)));
+    h.source.missing.lock().unwrap().insert(client_id(1));
+    let source = h.source.clone();
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        source.missing.lock().unwrap().clear();
+    });
+    let a = h.token("").await;
+    back.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.json()["client_id"], client_id(1));
+    let calls = h.source.calls();
+    assert!(
+        (2..=5).contains(&calls),
+        "asked IMDS again with a backoff: {calls} calls"
+    );
+    assert!(!h.nmi.metrics.encode().contains("identity_missing_on_vm"));
+}
+
+/// Issue 13 §3: if the identity does not come back within `--identity-wait`, the answer is the
+/// "not yet assigned" one (404, or 503 + Retry-After with the flag), never IMDS's 400 or a 403.
+#[tokio::test]
+async fn identity_missing_past_the_wait_is_answered_as_not_yet_assigned() {
+    for retry_after in [false, true] {
+        let h = configured(
+            Mode::Standard,
+            Config {
+                set_retry_after_header: retry_after,
+                ..config()
+            },
+        );
+        h.seed(Some(Some(Assigned)));
+        h.source.missing.lock().unwrap().insert(client_id(1));
+        let started = std::time::Instant::now();
+        let a = h.token("").await;
+        assert!(started.elapsed() >= h.nmi.config.identity_wait);
+        assert_refused_without_token(&a);
+        if retry_after {
+            assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+            assert_eq!(a.headers[header::RETRY_AFTER], "20");
+        } else {
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+        }
+        assert!(a.description().contains("not yet usable"), "{}", a.body);
+        assert!(!a.body.contains("Identity not found"), "{}", a.body);
+        assert!(h.source.calls() >= 2, "IMDS was asked again");
+        assert!(
+            h.nmi
+                .metrics
+                .encode()
+                .contains("aadpodidentity_nmi_refusals_total{reason=\"identity_missing_on_vm\"} 1")
+        );
+    }
+}
+
+/// While held, MIC marking the object otherwise (it re-assigns) is followed at once: the request
+/// then waits for `Assigned` like any other, and is answered when both MIC and IMDS agree.
+#[tokio::test]
+async fn identity_missing_then_reassigned_by_mic_is_served() {
+    let h = patient(Mode::Standard);
+    let p = h.seed(Some(Some(Assigned)));
+    h.source.missing.lock().unwrap().insert(client_id(1));
+    let (state, source) = (h.nmi.state.clone(), h.source.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Created)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        source.missing.lock().unwrap().clear();
+        state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Assigned)));
+    });
+    let a = h.token("").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}
+
+/// In managed mode no MIC would put the identity there: IMDS's refusal is passed on at once, as
+/// a 403 naming it (never a 400, which SDKs take for "no IMDS identity at all").
+#[tokio::test]
+async fn identity_missing_in_managed_mode_is_refused_at_once() {
+    let h = patient(Mode::Managed);
+    h.seed(None);
+    h.source.missing.lock().unwrap().insert(client_id(1));
+    let a = h.token("").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert!(a.description().contains("Identity not found"), "{}", a.body);
+    assert_eq!(h.source.calls(), 1);
+}
+
+/// An `object_id` request learns its identities' principals from tokens; one of them missing on
+/// the VM is held the same way rather than refused.
+#[tokio::test]
+async fn object_id_lookup_meeting_a_missing_identity_is_held() {
+    let h = patient(Mode::Standard);
+    two_identities(&h);
+    h.source.missing.lock().unwrap().insert(client_id(2));
+    let source = h.source.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        source.missing.lock().unwrap().clear();
+    });
+    let a = h.token(&format!("&object_id={}", principal_id(2))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.json()["client_id"], client_id(2));
 }

@@ -62,6 +62,62 @@ fn two_pods_on_one_ip_are_ambiguous_until_one_goes() {
     assert_eq!(found(s.pods.by_ip("10.0.0.2")), "ns/b");
 }
 
+fn deleted(mut p: k8s_openapi::api::core::v1::Pod) -> k8s_openapi::api::core::v1::Pod {
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    p
+}
+
+/// Issue 13 §5, the candidate rule on plain values: only a Pending or Running pod with its own
+/// network namespace and no deletion timestamp may be a request's source.
+#[test]
+fn ip_candidates_are_live_pods_not_being_deleted() {
+    let candidate = |phase: Option<&str>, host_network: bool, terminating: bool| {
+        WatchedPod {
+            facts: PodFacts {
+                phase: phase.map(str::to_owned),
+                host_network,
+                ip: Some("10.0.0.1".into()),
+                ..Default::default()
+            },
+            terminating,
+        }
+        .is_ip_candidate()
+    };
+    assert!(candidate(Some("Running"), false, false));
+    assert!(candidate(Some("Pending"), false, false));
+    for phase in [Some("Succeeded"), Some("Failed"), Some("Unknown"), None] {
+        assert!(!candidate(phase, false, false), "{phase:?}");
+    }
+    assert!(!candidate(Some("Running"), false, true), "being deleted");
+    assert!(!candidate(Some("Pending"), false, true), "being deleted");
+    assert!(!candidate(Some("Running"), true, false), "hostNetwork");
+    // Read from the pod object: the deletion timestamp is what marks it.
+    let p = pod("ns", "p", "10.0.0.1", None);
+    assert!(WatchedPod::from(&p).is_ip_candidate());
+    assert!(!WatchedPod::from(&deleted(p)).is_ip_candidate());
+}
+
+/// Issue 13 §5: a deleted pod's IP handed to a new pod: while NMI sees the old one Running, the IP
+/// is ambiguous; once it sees the old one terminating (or gone), the IP is the new pod's.
+#[test]
+fn a_reused_ip_is_ambiguous_until_the_old_pod_is_seen_going() {
+    let s = state(Mode::Managed);
+    let (old, new) = (
+        pod("ns", "old", "10.0.0.1", None),
+        pod("ns", "new", "10.0.0.1", None),
+    );
+    s.replace_all(vec![old.clone(), new], vec![], vec![], vec![], vec![]);
+    assert!(matches!(s.pods.by_ip("10.0.0.1"), PodLookup::Ambiguous(_)));
+    s.apply_pod(&deleted(old));
+    assert_eq!(found(s.pods.by_ip("10.0.0.1")), "ns/new");
+    assert!(s.pods.by_name("ns", "old").is_none(), "nor by name (/host/token)");
+    assert_eq!(s.pods.len(), 2, "the terminating pod is still known");
+    s.delete_pod("ns", "old");
+    assert_eq!(found(s.pods.by_ip("10.0.0.1")), "ns/new");
+}
+
 fn facts(p: &k8s_openapi::api::core::v1::Pod) -> PodFacts {
     PodFacts::from(p)
 }

@@ -136,6 +136,8 @@ pub struct Opts {
     pub rate_limit: Option<(f64, u32)>,
     pub max_staleness: Duration,
     pub pod_wait: Duration,
+    /// `--set-retry-after-header`.
+    pub set_retry_after_header: bool,
     /// Added to the world's own, which has only `SP_CLIENT`.
     pub service_principals: Vec<ServicePrincipalSpec>,
 }
@@ -150,6 +152,7 @@ impl Default for Opts {
             rate_limit: None,
             max_staleness: nmi::state::DEFAULT_MAX_STALENESS,
             pod_wait: Duration::from_secs(1),
+            set_retry_after_header: false,
             service_principals: vec![],
         }
     }
@@ -224,7 +227,7 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
         server::Config {
             metadata_header_required: true,
             block_instance_metadata: false,
-            set_retry_after_header: false,
+            set_retry_after_header: opts.set_retry_after_header,
             identity_wait: opts.identity_wait,
             pod_wait: opts.pod_wait,
             imds,
@@ -279,21 +282,7 @@ impl Env {
     /// A Running pod on this node with `ip`, as a kubelet would report it.
     pub async fn pod_in(&self, ns: &str, name: &str, ip: &str, labels: Value, host_network: bool) {
         let before = self.state.pods.len();
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": self.node, "hostNetwork": host_network,
-                     "containers": [{"name": "app", "image": "app"}]}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &pod).await.unwrap();
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await
-        .unwrap();
+        self.create_running_pod(ns, name, ip, labels, host_network).await;
         let (ns, name, ip) = (ns.to_owned(), name.to_owned(), ip.to_owned());
         if host_network {
             // Never addressable by IP, so not in the IP index: wait until the watch has it at all.
@@ -310,6 +299,32 @@ impl Env {
             )
             .await;
         }
+    }
+
+    /// Creates a Running pod on this node with `ip`, without waiting for NMI to see it.
+    pub async fn create_running_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        ip: &str,
+        labels: Value,
+        host_network: bool,
+    ) {
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": self.node, "hostNetwork": host_network,
+                     "containers": [{"name": "app", "image": "app"}]}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &pod).await.unwrap();
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn identity_in(&self, ns: &str, u: Uami) -> AzureIdentity {

@@ -1,0 +1,336 @@
+//! Refusals: a token request NMI answers without a token. Each one is counted in
+//! `aadpodidentity_nmi_refusals_total` by [`Reason`] and logged at `info` on the `nmi::refusal`
+//! target, with who asked, for what, and what would fix it. The lines are rate-limited per
+//! (pod, reason) by [`RefusalLog`], so that a pod retrying in a tight loop cannot fill the log:
+//! one line per window, the next one saying how many were left out.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use matching::{IdentityRequest, PodFacts};
+
+use crate::response;
+
+/// Why a token request was refused: the `reason` label of `aadpodidentity_nmi_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Over `--pod-rate-limit` for the source IP.
+    RateLimited,
+    /// The query is malformed (no `resource`, repeated parameters, several selectors...).
+    BadRequest,
+    /// A path that spells the token path in a way IMDS might resolve.
+    InvalidPath,
+    /// No Pending or Running pod of this node has the source IP.
+    NoPod,
+    /// Several pods that may send from the source IP claim it.
+    AmbiguousIp,
+    /// The pod is bound to no identity.
+    Unbound,
+    /// The pod is not bound to the identity it asked for.
+    NotBound,
+    /// MIC has not (yet) marked the assignment `Assigned`.
+    NotAssigned,
+    /// MIC marked the assignment `Assigned`, but IMDS does not have the identity on this VM.
+    IdentityMissingOnVm,
+    /// IMDS or Entra refused or failed, or the identity cannot be used as configured.
+    Upstream,
+    /// The pod lost its binding while its token was fetched.
+    ChangedDuringFetch,
+    /// `/host/token` from a non-loopback address.
+    HostTokenNotLoopback,
+    /// NMI has just started and its watches have not all listed yet.
+    NotSynced,
+    /// A watch has failed for longer than `--max-state-staleness`.
+    StateStale,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 14] = [
+        Self::RateLimited,
+        Self::BadRequest,
+        Self::InvalidPath,
+        Self::NoPod,
+        Self::AmbiguousIp,
+        Self::Unbound,
+        Self::NotBound,
+        Self::NotAssigned,
+        Self::IdentityMissingOnVm,
+        Self::Upstream,
+        Self::ChangedDuringFetch,
+        Self::HostTokenNotLoopback,
+        Self::NotSynced,
+        Self::StateStale,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::BadRequest => "bad_request",
+            Self::InvalidPath => "invalid_path",
+            Self::NoPod => "no_pod",
+            Self::AmbiguousIp => "ambiguous_ip",
+            Self::Unbound => "unbound",
+            Self::NotBound => "not_bound",
+            Self::NotAssigned => "not_assigned",
+            Self::IdentityMissingOnVm => "identity_missing_on_vm",
+            Self::Upstream => "upstream",
+            Self::ChangedDuringFetch => "changed_during_fetch",
+            Self::HostTokenNotLoopback => "host_token_not_loopback",
+            Self::NotSynced => "not_synced",
+            Self::StateStale => "state_stale",
+        }
+    }
+
+    /// What an operator reading the log line could do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::RateLimited => {
+                "the pod asks faster than --pod-rate-limit allows: let its SDK cache tokens, or raise the limit"
+            }
+            Self::BadRequest => {
+                "send api-version and resource, and at most one of client_id, object_id, msi_res_id"
+            }
+            Self::InvalidPath => "ask /metadata/identity/oauth2/token, spelled exactly so",
+            Self::NoPod => {
+                "check the pod's status.podIP and spec.nodeName, and NMI's /readyz; a pod being deleted gets no new token"
+            }
+            Self::AmbiguousIp => {
+                "several pods hold this IP (an old pod's deletion not yet seen); the SDK's retry is answered once it is"
+            }
+            Self::Unbound => {
+                "label the pod aadpodidbinding=<selector of an AzureIdentityBinding in its namespace>"
+            }
+            Self::NotBound => {
+                "ask for an identity one of the pod's bindings names, or add a binding for this one"
+            }
+            Self::NotAssigned => {
+                "MIC has not assigned the identity yet: see MIC's log and the pod's Events (IdentityAssignmentFailed)"
+            }
+            Self::IdentityMissingOnVm => {
+                "the VM or scale set lacks the identity although MIC marked it Assigned; NMI told MIC (annotation aadpodidentity.k8s.io/identity-missing): see MIC's log and ARM"
+            }
+            Self::Upstream => "IMDS or Entra refused or failed: see the detail",
+            Self::ChangedDuringFetch => {
+                "the pod's binding changed while its token was fetched; a retry is decided anew"
+            }
+            Self::HostTokenNotLoopback => "/host/token is for processes on the node itself",
+            Self::NotSynced => {
+                "NMI has just started and is still reading the cluster; the SDK's retry succeeds"
+            }
+            Self::StateStale => "NMI cannot reach the Kubernetes API: check the apiserver and NMI's network",
+        }
+    }
+}
+
+/// The request's identity selector, as a refusal names it.
+pub fn describe_request(request: &IdentityRequest) -> String {
+    match request {
+        IdentityRequest::Default => "the default identity".to_owned(),
+        IdentityRequest::ClientId(c) => format!("client_id {c}"),
+        IdentityRequest::ObjectId(o) => format!("object_id {o}"),
+        IdentityRequest::ResourceId(m) => format!("msi_res_id {m}"),
+    }
+}
+
+/// The pod a refused request was attributed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl From<&PodFacts> for PodName {
+    fn from(p: &PodFacts) -> Self {
+        Self {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+        }
+    }
+}
+
+/// A token request NMI will not answer with a token: the answer to give and what to log about it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub response: Response,
+    /// The `error_description` the pod gets.
+    pub detail: String,
+    /// The pod the request was attributed to, once known.
+    pub pod: Option<PodName>,
+    /// What the request asked for, once its query was read.
+    pub requested: Option<String>,
+    /// The AzureIdentity NMI chose for the pod, when it chose one.
+    pub identity: Option<String>,
+}
+
+impl Refusal {
+    /// An IMDS-style error answer.
+    pub fn new(reason: Reason, status: StatusCode, error: &str, detail: String) -> Self {
+        Self::with_response(reason, response::error(status, error, &detail), detail)
+    }
+
+    /// A prepared answer (one that passes on upstream's status and `Retry-After`).
+    pub fn with_response(reason: Reason, response: Response, detail: String) -> Self {
+        Self {
+            reason,
+            response,
+            detail,
+            pod: None,
+            requested: None,
+            identity: None,
+        }
+    }
+
+    /// 503 + `Retry-After`: NMI cannot decide now, and the SDKs' retry will be answered.
+    pub fn unavailable(reason: Reason, detail: String, retry_after: Duration) -> Self {
+        let mut r = Self::new(
+            reason,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            detail,
+        );
+        r.response = response::with_retry_after(r.response, retry_after);
+        r
+    }
+
+    pub fn for_pod(mut self, pod: &PodFacts) -> Self {
+        self.pod = Some(pod.into());
+        self
+    }
+
+    pub fn asking(mut self, request: &IdentityRequest) -> Self {
+        self.requested.get_or_insert_with(|| describe_request(request));
+        self
+    }
+
+    /// The AzureIdentity chosen: `<namespace>/<name>`, or its name alone where that is all NMI has.
+    pub fn identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// The `nmi::refusal` line; `suppressed` lines of the same (pod, reason) were left out before it.
+    fn log(&self, source: IpAddr, suppressed: u64) {
+        let (namespace, pod) = self
+            .pod
+            .as_ref()
+            .map_or(("", ""), |p| (p.namespace.as_str(), p.name.as_str()));
+        tracing::info!(
+            target: "nmi::refusal",
+            pod,
+            namespace,
+            source = %source,
+            reason = self.reason.label(),
+            identity = self.requested.as_deref().unwrap_or(""),
+            azure_identity = self.identity.as_deref().unwrap_or(""),
+            status = self.response.status().as_u16(),
+            detail = %self.detail,
+            hint = self.reason.hint(),
+            suppressed,
+            "token request refused"
+        );
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.response
+    }
+}
+
+/// How long the refusals of one (pod, reason) share one log line.
+pub const LOG_WINDOW: Duration = Duration::from_secs(15);
+/// Windows kept before the expired ones are dropped (each is a few dozen bytes).
+const PRUNE_ABOVE: usize = 4096;
+
+/// Who a refusal is about, for rate limiting: the pod when known, else the source IP.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Pod(String, String),
+    Ip(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    opened: Instant,
+    suppressed: u64,
+}
+
+/// Which refusal lines are written: the first of each (pod, reason) in a [`LOG_WINDOW`], the
+/// others counted and reported by the next line written.
+pub struct RefusalLog {
+    window: Duration,
+    windows: Mutex<HashMap<(Subject, Reason), Window>>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new(LOG_WINDOW)
+    }
+}
+
+impl RefusalLog {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            windows: Mutex::default(),
+        }
+    }
+
+    /// Whether to write the line of a refusal at `now`: `Some(n)` when it opens a new window, `n`
+    /// lines of the same pod and reason having been left out since the last one written.
+    pub fn admit(&self, pod: Option<&PodName>, source: IpAddr, reason: Reason, now: Instant) -> Option<u64> {
+        let subject = match pod {
+            Some(p) => Subject::Pod(p.namespace.clone(), p.name.clone()),
+            None => Subject::Ip(source),
+        };
+        let mut windows = self.windows.lock().expect("lock");
+        if windows.len() > PRUNE_ABOVE {
+            // A dropped window's unreported count is lost; only windows long past go.
+            let window = self.window;
+            windows.retain(|_, w| now.saturating_duration_since(w.opened) < window * 4);
+        }
+        match windows.get_mut(&(subject.clone(), reason)) {
+            Some(w) if now.saturating_duration_since(w.opened) < self.window => {
+                w.suppressed += 1;
+                None
+            }
+            Some(w) => {
+                let suppressed = w.suppressed;
+                *w = Window {
+                    opened: now,
+                    suppressed: 0,
+                };
+                Some(suppressed)
+            }
+            None => {
+                windows.insert(
+                    (subject, reason),
+                    Window {
+                        opened: now,
+                        suppressed: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
+
+    /// Logs `refusal` from `source` if its window allows.
+    pub fn record(&self, refusal: &Refusal, source: IpAddr, now: Instant) {
+        if let Some(suppressed) = self.admit(refusal.pod.as_ref(), source, refusal.reason, now) {
+            refusal.log(source, suppressed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,481 @@
+//! Who is asking and what they may have: the caller's pod (by source IP or, for `/host/token`, by
+//! name), the decision against the watched state with its waits (for the first lists, for a pod
+//! just started, for MIC), and the token fetched for it, held while IMDS lacks an identity MIC
+//! reports assigned (see `hold`).
+
+use std::{net::IpAddr, sync::Arc};
+
+use api::AzureIdentity;
+use axum::http::StatusCode;
+use matching::{IdentityRequest, NotChosen, PodFacts};
+use tokio::time::Instant;
+
+use super::{Nmi, RETRY_AFTER_STALE, RETRY_AFTER_WAITING};
+use crate::{
+    Error,
+    cache::Cached,
+    memo::Audit,
+    refusal::{PodName, Reason, Refusal},
+    request::TokenQuery,
+    state::{Decision, PodLookup},
+    token::TokenSource,
+};
+
+/// Who a token request is for.
+pub(super) enum Caller {
+    /// A pod, found by the request's source IP.
+    Ip(IpAddr),
+    /// `/host/token`: a host process names the pod.
+    Named { namespace: String, name: String },
+}
+
+impl Caller {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Self::Ip(ip) => format!("IP {ip}"),
+            Self::Named { namespace, name } => format!("pod {namespace}/{name}"),
+        }
+    }
+
+    /// Names the pod on a refusal given before the pod was found, when the caller named it.
+    fn tag(&self, refusal: Refusal) -> Refusal {
+        match self {
+            Self::Ip(_) => refusal,
+            Self::Named { namespace, name } => Refusal {
+                pod: Some(PodName {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                }),
+                ..refusal
+            },
+        }
+    }
+}
+
+/// A decision that the pod may use this identity.
+pub(super) struct Authorized {
+    pub pod: Arc<PodFacts>,
+    pub identity: Arc<AzureIdentity>,
+    pub binding: String,
+    /// The state version the decision was taken at.
+    pub decided_at: u64,
+}
+
+/// A token handed out.
+pub(super) struct Issued {
+    pub cached: Cached,
+    pub audit: Audit,
+    /// The state version the authorization was decided at.
+    pub decided_at: u64,
+}
+
+fn name_of(identity: &AzureIdentity) -> (&str, &str) {
+    (
+        identity.metadata.namespace.as_deref().unwrap_or_default(),
+        identity.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
+/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
+/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop").
+pub fn upstream_refusal(e: &Error) -> Refusal {
+    let text = e.to_string();
+    let refusal = |status, name: &str| Refusal::new(Reason::Upstream, status, name, text.clone());
+    match e {
+        Error::Upstream {
+            status, retry_after, ..
+        } => {
+            let mut r = match *status {
+                429 => refusal(StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+                404 | 410 => refusal(
+                    StatusCode::from_u16(*status).expect("a valid status"),
+                    "service_unavailable",
+                ),
+                s if s >= 500 => refusal(
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "service_unavailable",
+                ),
+                _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
+            };
+            if let Some(after) = retry_after {
+                r.response = crate::response::with_retry_after(r.response, *after);
+            }
+            r
+        }
+        Error::Http { .. } | Error::Kube(_) => {
+            refusal(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+        }
+        Error::BadUpstreamBody { .. } => refusal(StatusCode::BAD_GATEWAY, "bad_gateway"),
+        _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
+    }
+}
+
+impl<S: TokenSource> Nmi<S> {
+    fn lookup(&self, caller: &Caller) -> PodLookup {
+        match caller {
+            Caller::Ip(ip) => self.state.pods.by_addr(*ip),
+            Caller::Named { namespace, name } => self
+                .state
+                .pods
+                .by_name(namespace, name)
+                .map_or(PodLookup::NotFound, PodLookup::Found),
+        }
+    }
+
+    /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
+    /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
+    /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
+    async fn wait_synced(&self, caller: &Caller) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.config.pod_wait;
+        // Subscribed before looking, so that the last list's change is not missed.
+        let mut changes = self.state.subscribe();
+        while !self.state.is_synced() {
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Err(caller.tag(Refusal::unavailable(
+                    Reason::NotSynced,
+                    format!(
+                        "NMI has not yet read the cluster's pods, bindings and identities (it has just \
+                         started): it cannot tell which identity {} may use; retry later",
+                        caller.describe()
+                    ),
+                    RETRY_AFTER_STALE,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just
+    /// started, or for the deletion of an old pod still claiming the caller's IP. Refuses (503,
+    /// retryable) while the watched state is too old to prove anything, and while several pods
+    /// claim the IP: NMI never guesses which of them asks.
+    pub(super) async fn find_pod(&self, caller: &Caller) -> Result<Arc<PodFacts>, Refusal> {
+        if self.state.is_stale() {
+            // `aadpodidentity_nmi_state_stale` is kept by `track_staleness`.
+            return Err(caller.tag(Refusal::unavailable(
+                Reason::StateStale,
+                format!(
+                    "NMI cannot reach the Kubernetes API (watches failing for {:?}): it cannot prove \
+                     which identity {} may use; retry later",
+                    self.state.unproven_for().unwrap_or_default(),
+                    caller.describe()
+                ),
+                RETRY_AFTER_STALE,
+            )));
+        }
+        if !self.state.is_synced() {
+            self.wait_synced(caller).await?;
+        }
+        // The common case, a known pod, needs no subscription to later changes.
+        if let PodLookup::Found(pod) = self.lookup(caller) {
+            return Ok(pod);
+        }
+        let deadline = Instant::now() + self.config.pod_wait;
+        // Subscribed before looking again, so that no change after the look is missed.
+        let mut changes = self.state.subscribe();
+        loop {
+            let seen = match self.lookup(caller) {
+                PodLookup::Found(pod) => return Ok(pod),
+                other => other,
+            };
+            let timed_out = tokio::select! {
+                r = changes.changed() => r.is_err(),
+                () = tokio::time::sleep_until(deadline) => true,
+            };
+            if !timed_out {
+                continue;
+            }
+            return Err(caller.tag(match seen {
+                PodLookup::Ambiguous(pods) => Refusal::unavailable(
+                    Reason::AmbiguousIp,
+                    format!(
+                        "{} is claimed by several pods ({}): NMI cannot tell which one asks (an old \
+                         pod's deletion not yet seen?); refusing rather than guessing; retry later",
+                        caller.describe(),
+                        pods.join(", ")
+                    ),
+                    RETRY_AFTER_STALE,
+                ),
+                _ => Refusal::new(
+                    Reason::NoPod,
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "no Pending or Running pod on node {} that is not being deleted matches {}",
+                        self.state.node,
+                        caller.describe()
+                    ),
+                ),
+            }));
+        }
+    }
+
+    /// What NMI answers while a pod's identity is not (yet) usable on the node: 404, or 503 +
+    /// `Retry-After` with `--set-retry-after-header`; both retried by the SDKs, never 400.
+    fn not_yet_usable(&self, reason: Reason, pod: &PodFacts, text: String) -> Refusal {
+        let refusal = if self.config.set_retry_after_header {
+            Refusal::unavailable(reason, text, RETRY_AFTER_WAITING)
+        } else {
+            Refusal::new(reason, StatusCode::NOT_FOUND, "not_found", text)
+        };
+        refusal.for_pod(pod)
+    }
+
+    /// The answer once `--identity-wait` has run out with IMDS still lacking the identity.
+    fn still_missing(&self, pod: &PodFacts, identity: &AzureIdentity) -> Refusal {
+        let (ns, name) = name_of(identity);
+        self.not_yet_usable(
+            Reason::IdentityMissingOnVm,
+            pod,
+            format!(
+                "identity {name} of pod {}/{} is not yet usable on node {}: the node's IMDS does not \
+                 have it although MIC reports it assigned (MIC has been told); retry later",
+                pod.namespace, pod.name, self.state.node
+            ),
+        )
+        .identity(format!("{ns}/{name}"))
+    }
+
+    /// Decides, waiting for MIC (woken by the AzureAssignedIdentity watch) until `deadline`.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+        deadline: Instant,
+    ) -> Result<Authorized, Refusal> {
+        // Subscribed only once a wait is needed (then the state is decided again first, so that no
+        // change after the subscription is missed).
+        let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
+        let mut pod = pod;
+        let mut learned = false;
+        let mut learn_failure: Option<Arc<Error>> = None;
+        // Times IMDS answered "Identity not found" while principals were learned.
+        let mut missing = 0;
+        loop {
+            // Read before deciding: a change that lands during the decision moves it.
+            let version = self.state.version();
+            match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
+                Decision::Use {
+                    identity,
+                    binding,
+                    out_of,
+                } => {
+                    if out_of > 1 && query.identity == IdentityRequest::Default {
+                        tracing::info!(
+                            pod = %pod.name, namespace = %pod.namespace, binding,
+                            identity = identity.metadata.name.as_deref().unwrap_or_default(),
+                            out_of,
+                            "request names no identity; chose the identity of the oldest binding"
+                        );
+                    }
+                    return Ok(Authorized {
+                        pod,
+                        identity,
+                        binding,
+                        decided_at: version,
+                    });
+                }
+                Decision::LearnPrincipals(identities) if !learned => {
+                    learned = true;
+                    learn_failure = None;
+                    for identity in identities {
+                        match self.cache.get(&identity, &query.resource).await {
+                            Ok(cached) => self.learn(&identity, &cached),
+                            Err(e) => {
+                                if self.holds_for(&e) {
+                                    self.report_missing(&pod, &identity);
+                                }
+                                learn_failure = Some(e);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Decision::LearnPrincipals(_) => match learn_failure.take() {
+                    // One of the identities is not on the VM (yet): the one asked for may be it.
+                    Some(e) if self.holds_for(&e) => {
+                        let learning = || {
+                            matches!(
+                                self.state.decide(&pod, &query.identity, |c| self.principal_of(c)),
+                                Decision::LearnPrincipals(_)
+                            )
+                        };
+                        if !self.pause_for_imds(missing, deadline, learning).await {
+                            return Err(self.not_yet_usable(
+                                Reason::IdentityMissingOnVm,
+                                &pod,
+                                format!(
+                                    "pod {}/{} asked for {}, which cannot be told apart yet: an \
+                                     identity it is bound to is not yet on node {} ({e}); retry later",
+                                    pod.namespace,
+                                    pod.name,
+                                    crate::refusal::describe_request(&query.identity),
+                                    self.state.node
+                                ),
+                            ));
+                        }
+                        missing += 1;
+                        learned = false;
+                    }
+                    // An identity whose principal could not be learned may be the one asked for:
+                    // a transient failure must stay retryable rather than become a refusal.
+                    Some(e) => return Err(upstream_refusal(&e).for_pod(&pod)),
+                    None => {
+                        return Err(self.forbidden(&pod, &NotChosen::NotBound(query.identity.clone())));
+                    }
+                },
+                Decision::Refused(why) => return Err(self.forbidden(&pod, &why)),
+                Decision::Waiting { .. } if changes.is_none() => {
+                    changes = Some(self.state.subscribe());
+                    continue;
+                }
+                Decision::Waiting { identity } => {
+                    let changes = changes.as_mut().expect("subscribed before waiting");
+                    let timed_out = tokio::select! {
+                        r = changes.changed() => r.is_err(),
+                        () = tokio::time::sleep_until(deadline) => true,
+                    };
+                    if timed_out {
+                        let text = format!(
+                            "identity {identity} is not yet assigned to pod {}/{} on node {} (waiting for MIC); retry later",
+                            pod.namespace, pod.name, self.state.node
+                        );
+                        let refusal = self.not_yet_usable(Reason::NotAssigned, &pod, text);
+                        return Err(refusal.identity(identity));
+                    }
+                }
+            }
+            // The pod itself may have gone (or its IP moved) while waiting.
+            pod = self.find_pod(caller).await?;
+        }
+    }
+
+    fn forbidden(&self, pod: &PodFacts, why: &NotChosen) -> Refusal {
+        let (reason, text) = match why {
+            NotChosen::Unbound => (
+                Reason::Unbound,
+                format!(
+                    "pod {}/{} is not bound to any AzureIdentity (label {}, bindings of its namespace)",
+                    pod.namespace,
+                    pod.name,
+                    api::v1::BINDING_LABEL
+                ),
+            ),
+            NotChosen::NotBound(r) => (
+                Reason::NotBound,
+                format!(
+                    "pod {}/{} is not bound to the identity with {}",
+                    pod.namespace,
+                    pod.name,
+                    crate::refusal::describe_request(r)
+                ),
+            ),
+        };
+        Refusal::new(reason, StatusCode::FORBIDDEN, "forbidden", text).for_pod(pod)
+    }
+
+    /// Whether the caller is still `pod`, and the state still gives it `identity` for `query`.
+    fn still_decided(
+        &self,
+        caller: &Caller,
+        pod: &PodFacts,
+        query: &TokenQuery,
+        identity: &AzureIdentity,
+    ) -> bool {
+        match self.lookup(caller) {
+            PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
+                match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
+                    Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Authorizes the caller's `pod` and fetches, holding the request within `--identity-wait`
+    /// while IMDS lacks an identity MIC reports assigned; re-checks authorization after the fetch,
+    /// since the pod or its binding may have gone while NMI talked to Azure (unless nothing
+    /// changed at all).
+    pub(super) async fn issue(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+    ) -> Result<Issued, Refusal> {
+        let deadline = Instant::now() + self.config.identity_wait;
+        let mut pod = pod;
+        // Times IMDS answered "Identity not found" for this request.
+        let mut missing = 0;
+        let (authorized, cached) = loop {
+            let a = self.authorize(caller, pod, query, deadline).await?;
+            match self.cache.get(&a.identity, &query.resource).await {
+                Ok(cached) => break (a, cached),
+                Err(e) if self.holds_for(&e) => {
+                    self.report_missing(&a.pod, &a.identity);
+                    let holds = || self.still_decided(caller, &a.pod, query, &a.identity);
+                    if !self.pause_for_imds(missing, deadline, holds).await {
+                        return Err(self.still_missing(&a.pod, &a.identity));
+                    }
+                    missing += 1;
+                    pod = self.find_pod(caller).await?;
+                }
+                Err(e) => {
+                    let (ns, name) = name_of(&a.identity);
+                    return Err(upstream_refusal(&e)
+                        .for_pod(&a.pod)
+                        .identity(format!("{ns}/{name}")));
+                }
+            }
+        };
+        let Authorized {
+            pod,
+            identity,
+            binding,
+            decided_at,
+        } = authorized;
+        self.learn(&identity, &cached);
+        // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
+        let still = self.state.version() == decided_at || self.still_decided(caller, &pod, query, &identity);
+        let (id_ns, id_name) = name_of(&identity);
+        if !still {
+            return Err(Refusal::new(
+                Reason::ChangedDuringFetch,
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "pod {}/{} lost its binding to {id_name} while its token was fetched",
+                    pod.namespace, pod.name,
+                ),
+            )
+            .for_pod(&pod)
+            .identity(format!("{id_ns}/{id_name}")));
+        }
+        if missing > 0 {
+            tracing::info!(
+                pod = %pod.name, namespace = %pod.namespace, identity = id_name, tries = missing + 1,
+                "IMDS has the identity again: the held request got its token"
+            );
+        }
+        let audit = Audit {
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            identity: format!("{id_ns}/{id_name}"),
+            binding,
+            client_id: identity.spec.client_id().unwrap_or_default().to_owned(),
+            resource: query.resource.clone(),
+        };
+        audit.log(&caller.describe(), cached.hit);
+        self.metrics.issued(cached.hit);
+        Ok(Issued {
+            cached,
+            audit,
+            decided_at,
+        })
+    }
+}
