@@ -10,10 +10,9 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::Parser;
 use nmi::{
     cache::{CachePolicy, TokenCache},
-    flags::{Command, Flags, LogFormat},
+    flags::{Command, Flags, KubenetVerdict, LogFormat, kubenet_verdict},
     iptables,
     metrics::Metrics,
     server::{self, Nmi},
@@ -23,9 +22,20 @@ use nmi::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    init_logging(flags.log_format);
-    flags.check().map_err(anyhow::Error::msg)?;
+    let flags = Flags::parse_go();
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    init_logging(
+        flags.log_format,
+        rust_log.as_deref(),
+        &flags.common.log_filter("nmi"),
+    );
+    let force_namespaced_env = std::env::var("FORCENAMESPACED").ok();
+    flags
+        .check(force_namespaced_env.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    for note in flags.notes(force_namespaced_env.as_deref(), rust_log.is_some()) {
+        tracing::warn!("{note}");
+    }
     if let Some(Command::Cleanup) = flags.command {
         iptables::cleanup(&iptables::System::default()).await?;
         tracing::info!(chain = iptables::CHAIN, "iptables interception rules removed");
@@ -34,9 +44,11 @@ async fn main() -> anyhow::Result<()> {
     run(flags).await
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// RUST_LOG wins; without it, upstream's `-v` sets the level.
+fn init_logging(format: LogFormat, rust_log: Option<&str>, from_verbosity: &str) {
+    let filter = rust_log
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(from_verbosity));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
@@ -45,7 +57,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
-    let config = match &flags.kubeconfig {
+    let mut config = match &flags.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -53,10 +65,31 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
+    let agent = flags.common.user_agent("NMI", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent).context("--custom-user-agent is not a valid header value")?,
+    ));
     Ok(kube::Client::try_from(config)?)
 }
 
+/// Upstream refused to start on kubenet unless told otherwise; so does NMI.
+fn check_kubenet(flags: &Flags) -> anyhow::Result<()> {
+    let Some(check) = flags.upstream.kubenet_check() else {
+        return Ok(());
+    };
+    match kubenet_verdict(&check, std::fs::read_to_string(&check.path)) {
+        KubenetVerdict::Run => Ok(()),
+        KubenetVerdict::RunWithNote(note) => {
+            tracing::warn!("{note}");
+            Ok(())
+        }
+        KubenetVerdict::Refuse(why) => anyhow::bail!(why),
+    }
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
+    check_kubenet(&flags)?;
     let metrics = Metrics::new();
     let client = kube_client(&flags)
         .await
@@ -99,7 +132,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             metadata_header_required: flags.metadata_header_required,
             block_instance_metadata: flags.block_instance_metadata,
             set_retry_after_header: flags.set_retry_after_header,
-            identity_wait: flags.identity_wait,
+            identity_wait: flags.identity_wait(),
             pod_wait: flags.pod_wait,
             imds,
         },

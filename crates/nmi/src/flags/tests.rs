@@ -1,0 +1,242 @@
+use clap::Parser;
+use upstream_flags::{COMMON_FLAGS, UpstreamFlag};
+
+use super::*;
+
+/// Upstream v1.8.17's own NMI flags (`cmd/nmi/main.go`; `nmi --help` of that build lists these
+/// and [`COMMON_FLAGS`]), plus the chart's pre-v1.6.2 `--host-ip`. `--version` exits, so it is
+/// checked on its own.
+const NMI_FLAGS: &[UpstreamFlag] = &[
+    UpstreamFlag::with_value("nmi-listen-address", "127.0.0.1"),
+    UpstreamFlag::with_value("nmi-port", "2579"),
+    UpstreamFlag::with_value("metadata-ip", "169.254.169.254"),
+    UpstreamFlag::with_value("metadata-port", "80"),
+    UpstreamFlag::with_value("node", "aks-nodepool1-0"),
+    UpstreamFlag::with_value("ipt-update-interval-sec", "60"),
+    UpstreamFlag::boolean("forceNamespaced"),
+    UpstreamFlag::with_value("MICNamespace", "kube-system"),
+    UpstreamFlag::with_value("http-probe-port", "8085"),
+    UpstreamFlag::with_value("retry-attempts-for-created", "16"),
+    UpstreamFlag::with_value("retry-attempts-for-assigned", "4"),
+    UpstreamFlag::with_value("find-identity-retry-interval", "5"),
+    UpstreamFlag::boolean("enableProfile"),
+    UpstreamFlag::boolean("enableScaleFeatures"),
+    UpstreamFlag::boolean("block-instance-metadata"),
+    UpstreamFlag::boolean("metadata-header-required"),
+    UpstreamFlag::with_value("prometheus-port", "9090"),
+    UpstreamFlag::with_value("operation-mode", "managed"),
+    UpstreamFlag::boolean("allow-network-plugin-kubenet"),
+    UpstreamFlag::with_value("kubelet-config", "/etc/default/kubelet"),
+    UpstreamFlag::boolean("set-retry-after-header"),
+    UpstreamFlag::boolean("enable-conntrack-deletion"),
+    UpstreamFlag::with_value("host-ip", "10.240.0.4"),
+];
+
+fn parse(args: &[&str]) -> Flags {
+    let mut argv = vec!["nmi"];
+    argv.extend_from_slice(args);
+    Flags::try_parse_go(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The arguments of one of `examples/upstream-args/*.pod`, with `$(VAR)` expanded as a kubelet would.
+fn pod_args(pod: &str) -> Vec<String> {
+    let mut argv = vec!["nmi".to_owned()];
+    argv.extend(pod.lines().filter_map(|l| l.strip_prefix("arg ")).map(|a| {
+        a.replace("$(NODE_NAME)", "aks-nodepool1-0")
+            .replace("$(HOST_IP)", "10.240.0.4")
+    }));
+    argv
+}
+
+fn flags_of(notes: &[Note]) -> Vec<&str> {
+    notes.iter().map(|n| n.flag.as_str()).collect()
+}
+
+#[test]
+fn every_upstream_flag_is_accepted_in_each_go_spelling() {
+    for flag in NMI_FLAGS.iter().chain(COMMON_FLAGS) {
+        for spelling in flag.spellings() {
+            let mut argv = vec!["nmi".to_owned(), "--node=n".to_owned()];
+            argv.extend(spelling.iter().cloned());
+            let parsed = Flags::try_parse_go(&argv);
+            assert!(parsed.is_ok(), "{spelling:?}: {}", parsed.unwrap_err());
+            let f = parsed.unwrap();
+            assert!(f.check(None).is_ok(), "{spelling:?}");
+            // Every note is one line.
+            assert!(f.notes(None, false).iter().all(|n| !n.to_string().contains('\n')));
+        }
+    }
+    let version = Flags::try_parse_go(["nmi", "-version"]).unwrap_err();
+    assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
+}
+
+#[test]
+fn defaults_are_upstream_ports_and_namespaced() {
+    let f = parse(&["--node", "n"]);
+    assert_eq!((f.port, f.metadata_port, f.prometheus_port), (2579, 80, 9090));
+    assert_eq!(f.metadata_ip.to_string(), "169.254.169.254");
+    assert!(f.policy().namespaced);
+    assert!(f.metadata_header_required && !f.block_instance_metadata && !f.set_retry_after_header);
+    assert_eq!(f.mode, Mode::Standard);
+    assert_eq!(f.identity_wait(), DEFAULT_IDENTITY_WAIT);
+    assert!(f.check(None).is_ok());
+    assert!(f.notes(None, false).is_empty());
+}
+
+#[test]
+fn honoured_upstream_flags_take_effect() {
+    let f = parse(&[
+        "-node=n",
+        "--operation-mode=Managed",
+        "--forceNamespaced",
+        "--metadata-header-required=false",
+        "-block-instance-metadata",
+        "--set-retry-after-header=true",
+        "--exception-namespaces=kube-system,ops",
+        "--identity-wait=1.5",
+        "-nmi-port",
+        "2580",
+        "--ipt-update-interval-sec=30",
+    ]);
+    assert_eq!(f.mode, Mode::Managed);
+    assert_eq!(f.force_namespaced, Some(true));
+    assert!(!f.metadata_header_required && f.block_instance_metadata && f.set_retry_after_header);
+    assert_eq!(f.identity_wait(), Duration::from_millis(1500));
+    assert_eq!((f.port, f.ipt_update_interval_sec), (2580, 30));
+    let allowed = f.policy().exception_namespaces.unwrap();
+    assert!(allowed.contains("ops") && allowed.contains("kube-system"));
+    assert!(f.notes(None, false).is_empty());
+}
+
+#[test]
+fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_notes_what_differs() {
+    let rbac = Flags::try_parse_go(pod_args(include_str!(
+        "../../../../examples/upstream-args/deployment-rbac.nmi.pod"
+    )))
+    .unwrap();
+    assert_eq!(rbac.node, "aks-nodepool1-0");
+    assert!(rbac.check(None).is_ok());
+    assert!(rbac.notes(None, false).is_empty());
+    assert_eq!(rbac.upstream.kubenet_check().map(|c| c.explicit), Some(false));
+
+    let managed = Flags::try_parse_go(pod_args(include_str!(
+        "../../../../examples/upstream-args/managed-mode.nmi.pod"
+    )))
+    .unwrap();
+    assert_eq!(managed.mode, Mode::Managed);
+    assert!(managed.check(None).is_ok() && managed.notes(None, false).is_empty());
+
+    let chart = Flags::try_parse_go(pod_args(include_str!(
+        "../../../../examples/upstream-args/chart-all-args.nmi.pod"
+    )))
+    .unwrap();
+    assert!(chart.check(Some("true")).is_ok());
+    assert_eq!((chart.probe_port, chart.prometheus_port), (8086, 9091));
+    assert!(chart.block_instance_metadata && chart.set_retry_after_header);
+    assert_eq!(chart.log_format, LogFormat::Json);
+    assert_eq!(chart.common.log_filter("nmi"), "info,nmi=debug");
+    assert_eq!(chart.identity_wait(), Duration::from_secs(2));
+    assert_eq!(chart.upstream.kubenet_check(), None);
+    assert_eq!(
+        flags_of(&chart.notes(Some("true"), false)),
+        [
+            "--MICNamespace",
+            "--retry-attempts-for-created/--retry-attempts-for-assigned/--find-identity-retry-interval",
+            "--enable-conntrack-deletion",
+            "--custom-user-agent",
+        ]
+    );
+
+    let legacy = Flags::try_parse_go(pod_args(include_str!(
+        "../../../../examples/upstream-args/chart-legacy-tag.nmi.pod"
+    )))
+    .unwrap();
+    assert_eq!(
+        flags_of(&legacy.notes(Some("false"), false)),
+        ["--forceNamespaced=false / FORCENAMESPACED", "--host-ip"]
+    );
+}
+
+#[test]
+fn each_flag_not_honoured_gets_one_note() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--host-ip=10.0.0.4"], "--host-ip"),
+        (&["--MICNamespace=default"], "--MICNamespace"),
+        (
+            &["--retry-attempts-for-created=16"],
+            "--retry-attempts-for-created/--retry-attempts-for-assigned/--find-identity-retry-interval",
+        ),
+        (&["--enableProfile"], "--enableProfile"),
+        (&["--enableScaleFeatures=false"], "--enableScaleFeatures=false"),
+        (&["--enable-conntrack-deletion"], "--enable-conntrack-deletion"),
+        (&["--custom-user-agent=x"], "--custom-user-agent"),
+        (
+            &["--forceNamespaced=false"],
+            "--forceNamespaced=false / FORCENAMESPACED",
+        ),
+        (&["--logtostderr=false"], "--logtostderr=false"),
+        (&["--log_dir=/tmp"], "--log_dir"),
+    ];
+    for (args, flag) in cases {
+        let mut all = vec!["--node=n"];
+        all.extend_from_slice(args);
+        assert_eq!(flags_of(&parse(&all).notes(None, false)), [*flag], "{args:?}");
+    }
+    // Values that ask for what NMI does anyway are not noted.
+    let quiet = parse(&[
+        "--node=n",
+        "--enableProfile=false",
+        "--enableScaleFeatures",
+        "--enable-conntrack-deletion=false",
+        "--allow-network-plugin-kubenet=false",
+        "--forceNamespaced=true",
+        "--logtostderr",
+    ]);
+    assert!(quiet.notes(None, false).is_empty());
+}
+
+#[test]
+fn namespacing_from_flag_and_environment() {
+    let f = parse(&["--node=n"]);
+    assert_eq!(
+        flags_of(&f.notes(Some("false"), false)),
+        ["--forceNamespaced=false / FORCENAMESPACED"]
+    );
+    assert!(f.policy().namespaced, "still namespaced after the note");
+    let cross = parse(&["--node=n", "--allow-cross-namespace"]);
+    assert!(cross.notes(Some("false"), false).is_empty());
+    assert!(cross.check(Some("true")).is_err());
+    assert!(
+        parse(&["--node=n", "--allow-cross-namespace", "--forceNamespaced"])
+            .check(None)
+            .is_err()
+    );
+}
+
+#[test]
+fn retry_flags_map_onto_the_identity_wait_unless_it_is_given() {
+    let f = parse(&["--node=n", "--find-identity-retry-interval=2"]);
+    assert_eq!(f.identity_wait(), Duration::from_secs(40));
+    let f = parse(&[
+        "--node=n",
+        "--find-identity-retry-interval=2",
+        "--identity-wait=7",
+    ]);
+    assert_eq!(f.identity_wait(), Duration::from_secs(7));
+}
+
+#[test]
+fn cross_namespace_needs_the_explicit_flag_and_not_managed_mode() {
+    let f = parse(&["--node=n", "--allow-cross-namespace"]);
+    assert!(!f.policy().namespaced);
+    let f = parse(&["--node=n", "--allow-cross-namespace", "--operation-mode=managed"]);
+    assert!(f.check(None).is_err());
+    assert!(Flags::try_parse_from(["nmi"]).unwrap().check(None).is_err());
+}
+
+#[test]
+fn a_boolean_takes_no_separate_value_as_in_go() {
+    assert!(Flags::try_parse_go(["nmi", "--node=n", "--block-instance-metadata", "false"]).is_err());
+    // Our own flag keeps its optional separate value.
+    assert!(!parse(&["--node=n", "--manage-iptables", "false"]).manage_iptables);
+}
