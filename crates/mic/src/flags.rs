@@ -1,14 +1,14 @@
 //! MIC's command-line flags. Upstream's names are kept wherever they still mean something, and
-//! upstream v1.8.17's whole command line is accepted in its Go syntax ([`Flags::parse_go`]);
+//! upstream v1.8.17's whole command line is accepted in its Go syntax ([`upstream_flags::ParseGo`]);
 //! flags whose job is done differently here are noted at start-up ([`Flags::notes`], README
 //! "Upstream flags").
 
 mod upstream;
 
-use std::{ffi::OsString, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use clap::{CommandFactory, Parser};
-use upstream_flags::{Common, Note, UpstreamNamespacing, go};
+use clap::Parser;
+use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
 
 pub use upstream::Upstream;
 
@@ -90,44 +90,25 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Parses the process's arguments in upstream's Go syntax (`-flag`, `--flag=value`, bare
-    /// booleans); exits with clap's message on an error, as `Parser::parse` does.
-    pub fn parse_go() -> Self {
-        Self::parse_from(go::normalize(&Self::command(), std::env::args_os()))
-    }
-
-    /// [`Flags::parse_go`] of given arguments (the first is the program name).
-    pub fn try_parse_go<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString>,
-    {
-        Self::try_parse_from(go::normalize(&Self::command(), args))
-    }
-
-    /// Settings that cannot work together. `force_namespaced_env`: the FORCENAMESPACED variable,
-    /// which upstream read.
-    pub fn check(&self, force_namespaced_env: Option<&str>) -> Result<(), String> {
-        UpstreamNamespacing::from_upstream(self.force_namespaced, force_namespaced_env)
+    /// Settings that cannot work together.
+    pub fn check(&self, env: &Environment) -> Result<(), String> {
+        UpstreamNamespacing::from_upstream(self.force_namespaced, env)
             .reconcile(self.allow_cross_namespace, "MIC")
             .map(|_| ())
     }
 
     /// Upstream flags given and not honoured as upstream did, each with what replaced it; logged
     /// once at start-up.
-    pub fn notes(&self, force_namespaced_env: Option<&str>, rust_log_set: bool) -> Vec<Note> {
-        let namespacing = UpstreamNamespacing::from_upstream(self.force_namespaced, force_namespaced_env);
-        let mut notes: Vec<Note> = namespacing
-            .reconcile(self.allow_cross_namespace, "MIC")
-            .ok()
-            .flatten()
+    pub fn notes(&self, env: &Environment) -> Vec<Note> {
+        let mut notes: Vec<Note> = UpstreamNamespacing::from_upstream(self.force_namespaced, env)
+            .note(self.allow_cross_namespace, "MIC")
             .into_iter()
             .collect();
         notes.extend(
             self.upstream
                 .notes(self.failure_retry_interval, self.reconcile_interval),
         );
-        notes.extend(self.common.notes(rust_log_set));
+        notes.extend(self.common.notes(env));
         notes
     }
 

@@ -13,19 +13,7 @@ use mic::{
     metrics::Metrics,
 };
 use tokio::sync::watch;
-
-/// RUST_LOG wins; without it, upstream's `-v` sets the level.
-fn init_logging(format: &str, rust_log: Option<&str>, from_verbosity: &str) {
-    let filter = rust_log
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(from_verbosity));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
-}
+use upstream_flags::{Environment, ParseGo};
 
 async fn kube_client(flags: &Flags, user_agent: &str) -> anyhow::Result<kube::Client> {
     let mut config = match &flags.kubeconfig {
@@ -46,19 +34,10 @@ async fn kube_client(flags: &Flags, user_agent: &str) -> anyhow::Result<kube::Cl
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_go();
-    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
-    init_logging(
-        &flags.log_format,
-        rust_log.as_deref(),
-        &flags.common.log_filter("mic"),
-    );
-    let force_namespaced_env = std::env::var("FORCENAMESPACED").ok();
-    flags
-        .check(force_namespaced_env.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    for note in flags.notes(force_namespaced_env.as_deref(), rust_log.is_some()) {
-        tracing::warn!("{note}");
-    }
+    let env = Environment::from_process();
+    upstream_flags::init_logging(flags.log_format == "json", &env, &flags.common.log_filter("mic"));
+    flags.check(&env).map_err(anyhow::Error::msg)?;
+    upstream_flags::warn(&flags.notes(&env));
     let user_agent = flags.common.user_agent("MIC", env!("CARGO_PKG_VERSION"));
     let cloud = match &flags.cloudconfig {
         Some(path) => CloudConfig::from_file(path)?,

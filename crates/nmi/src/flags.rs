@@ -1,13 +1,14 @@
 //! Command-line flags. Upstream's names are kept wherever they still mean something, and upstream
-//! v1.8.17's whole command line is accepted in its Go syntax ([`Flags::parse_go`]); flags whose job
-//! is done differently here are noted at start-up ([`Flags::notes`], README "Upstream flags").
+//! v1.8.17's whole command line is accepted in its Go syntax ([`upstream_flags::ParseGo`]); flags
+//! whose job is done differently here are noted at start-up ([`Flags::notes`], README "Upstream
+//! flags").
 
 mod upstream;
 
-use std::{collections::BTreeSet, ffi::OsString, net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
-use upstream_flags::{Common, Note, UpstreamNamespacing, go};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
 
 pub use upstream::{DEFAULT_KUBELET_CONFIG, KubenetCheck, KubenetVerdict, Upstream, kubenet_verdict};
 
@@ -169,21 +170,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Flags {
-    /// Parses the process's arguments in upstream's Go syntax (`-flag`, `--flag=value`, bare
-    /// booleans); exits with clap's message on an error, as `Parser::parse` does.
-    pub fn parse_go() -> Self {
-        Self::parse_from(go::normalize(&Self::command(), std::env::args_os()))
-    }
-
-    /// [`Flags::parse_go`] of given arguments (the first is the program name).
-    pub fn try_parse_go<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString>,
-    {
-        Self::try_parse_from(go::normalize(&Self::command(), args))
-    }
-
     /// How long a request is held for MIC: --identity-wait, else upstream's retry flags, else 20 s.
     pub fn identity_wait(&self) -> Duration {
         self.identity_wait
@@ -192,17 +178,14 @@ impl Flags {
     }
 
     /// Upstream flags given and not honoured as upstream did, each with what replaced it; logged
-    /// once at start-up. `force_namespaced_env`: the FORCENAMESPACED variable, which upstream read.
-    pub fn notes(&self, force_namespaced_env: Option<&str>, rust_log_set: bool) -> Vec<Note> {
-        let namespacing = UpstreamNamespacing::from_upstream(self.force_namespaced, force_namespaced_env);
-        let mut notes: Vec<Note> = namespacing
-            .reconcile(self.allow_cross_namespace, "NMI")
-            .ok()
-            .flatten()
+    /// once at start-up.
+    pub fn notes(&self, env: &Environment) -> Vec<Note> {
+        let mut notes: Vec<Note> = UpstreamNamespacing::from_upstream(self.force_namespaced, env)
+            .note(self.allow_cross_namespace, "NMI")
             .into_iter()
             .collect();
         notes.extend(self.upstream.notes(self.identity_wait.is_some()));
-        notes.extend(self.common.notes(rust_log_set));
+        notes.extend(self.common.notes(env));
         if self.common.custom_user_agent.is_some() {
             notes.push(Note::new(
                 "--custom-user-agent",
@@ -225,15 +208,15 @@ impl Flags {
         }
     }
 
-    /// Settings that cannot work together. `force_namespaced_env`: as for [`Flags::notes`].
-    pub fn check(&self, force_namespaced_env: Option<&str>) -> Result<(), String> {
+    /// Settings that cannot work together.
+    pub fn check(&self, env: &Environment) -> Result<(), String> {
         if self.command.is_none() && self.node.is_empty() {
             return Err("--node (or NODE_NAME) is required".into());
         }
         if self.mode == Mode::Managed && self.allow_cross_namespace {
             return Err("managed mode is namespaced: --allow-cross-namespace cannot be used with it".into());
         }
-        UpstreamNamespacing::from_upstream(self.force_namespaced, force_namespaced_env)
+        UpstreamNamespacing::from_upstream(self.force_namespaced, env)
             .reconcile(self.allow_cross_namespace, "NMI")
             .map(|_| ())
     }

@@ -19,41 +19,25 @@ use nmi::{
     state::State,
     token::{Azure, AzureConfig},
 };
+use upstream_flags::{Environment, ParseGo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_go();
-    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
-    init_logging(
-        flags.log_format,
-        rust_log.as_deref(),
+    let env = Environment::from_process();
+    upstream_flags::init_logging(
+        flags.log_format == LogFormat::Json,
+        &env,
         &flags.common.log_filter("nmi"),
     );
-    let force_namespaced_env = std::env::var("FORCENAMESPACED").ok();
-    flags
-        .check(force_namespaced_env.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    for note in flags.notes(force_namespaced_env.as_deref(), rust_log.is_some()) {
-        tracing::warn!("{note}");
-    }
+    flags.check(&env).map_err(anyhow::Error::msg)?;
+    upstream_flags::warn(&flags.notes(&env));
     if let Some(Command::Cleanup) = flags.command {
         iptables::cleanup(&iptables::System::default()).await?;
         tracing::info!(chain = iptables::CHAIN, "iptables interception rules removed");
         return Ok(());
     }
     run(flags).await
-}
-
-/// RUST_LOG wins; without it, upstream's `-v` sets the level.
-fn init_logging(format: LogFormat, rust_log: Option<&str>, from_verbosity: &str) {
-    let filter = rust_log
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(from_verbosity));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {

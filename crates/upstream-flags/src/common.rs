@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::{Note, go};
+use crate::{Environment, Note, go};
 
 /// klog's flags and `--custom-user-agent`, accepted as upstream's manifests pass them
 /// (`--logtostderr`, `-v=<n>`). Logging here is `tracing` to standard output, so verbosity is
@@ -75,10 +75,10 @@ impl Common {
         }
     }
 
-    /// A note for each given flag that is not honoured. `rust_log_set`: RUST_LOG decides the levels.
-    pub fn notes(&self, rust_log_set: bool) -> Vec<Note> {
+    /// A note for each given flag that is not honoured.
+    pub fn notes(&self, env: &Environment) -> Vec<Note> {
         let mut notes = Vec::new();
-        if self.v.is_some() && rust_log_set {
+        if self.v.is_some() && env.rust_log.is_some() {
             notes.push(Note::new(
                 "-v",
                 "ignored: RUST_LOG is set and decides the log levels",
@@ -164,9 +164,13 @@ mod tests {
     fn upstream_manifests_logging_flags_are_accepted_and_noted_only_when_not_honoured() {
         let c = parse(&["--logtostderr", "-v=0"]);
         assert_eq!((c.logtostderr, c.v), (Some(true), Some(0)));
-        assert!(c.notes(false).is_empty());
+        assert!(c.notes(&Environment::default()).is_empty());
         let c = parse(&["-logtostderr=true", "--alsologtostderr", "--v", "2"]);
-        assert!(c.notes(false).is_empty(), "{:?}", c.notes(false));
+        assert!(
+            c.notes(&Environment::default()).is_empty(),
+            "{:?}",
+            c.notes(&Environment::default())
+        );
     }
 
     #[test]
@@ -188,7 +192,10 @@ mod tests {
             "-v",
             "6",
         ]);
-        let notes = c.notes(true);
+        let notes = c.notes(&Environment {
+            rust_log: Some("info".into()),
+            ..Environment::default()
+        });
         let flags: Vec<&str> = notes.iter().map(|n| n.flag.as_str()).collect();
         assert_eq!(
             flags,
@@ -229,6 +236,6 @@ mod tests {
         );
         let c = parse(&["--custom-user-agent=contoso/1"]);
         assert_eq!(c.user_agent("MIC", "0.1.0"), "pod-identity/MIC/0.1.0 contoso/1");
-        assert!(c.notes(false).is_empty());
+        assert!(c.notes(&Environment::default()).is_empty());
     }
 }

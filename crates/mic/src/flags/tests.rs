@@ -1,4 +1,4 @@
-use upstream_flags::{COMMON_FLAGS, UpstreamFlag};
+use upstream_flags::{COMMON_FLAGS, ParseGo, UpstreamFlag, parse_each};
 
 use super::*;
 
@@ -51,16 +51,16 @@ fn flags_of(notes: &[Note]) -> Vec<&str> {
 
 #[test]
 fn every_upstream_flag_is_accepted_in_each_go_spelling() {
-    for flag in MIC_FLAGS.iter().chain(COMMON_FLAGS) {
-        for spelling in flag.spellings() {
-            let mut argv = vec!["mic".to_owned()];
-            argv.extend(spelling.iter().cloned());
-            let parsed = Flags::try_parse_go(&argv);
-            assert!(parsed.is_ok(), "{spelling:?}: {}", parsed.unwrap_err());
-            let f = parsed.unwrap();
-            assert!(f.check(None).is_ok(), "{spelling:?}");
-            assert!(f.notes(None, false).iter().all(|n| !n.to_string().contains('\n')));
-        }
+    let all = [MIC_FLAGS, COMMON_FLAGS].concat();
+    let parsed: Vec<Flags> = parse_each(&all, &["mic"]).unwrap_or_else(|e| panic!("{e}"));
+    for f in parsed {
+        assert!(f.check(&Environment::default()).is_ok(), "{f:?}");
+        // Every note is one line.
+        assert!(
+            f.notes(&Environment::default())
+                .iter()
+                .all(|n| !n.to_string().contains('\n'))
+        );
     }
     let version = Flags::try_parse_go(["mic", "-version"]).unwrap_err();
     assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
@@ -87,7 +87,7 @@ fn honoured_upstream_flags_take_effect() {
         (f.leader_namespace.as_str(), f.http_probe_port),
         ("kube-system", 8081)
     );
-    assert!(f.check(None).is_ok() && f.notes(None, false).is_empty());
+    assert!(f.check(&Environment::default()).is_ok() && f.notes(&Environment::default()).is_empty());
     let settings = f.settings(&CloudConfig::default());
     assert!(settings.policy.namespaced);
     assert_eq!(settings.drift_interval, Duration::from_secs(180));
@@ -101,13 +101,13 @@ fn upstreams_manifest_starts_without_a_note_and_the_chart_with_every_option_note
     )))
     .unwrap();
     assert_eq!(rbac.common.logtostderr, Some(true));
-    assert!(rbac.check(None).is_ok() && rbac.notes(None, false).is_empty());
+    assert!(rbac.check(&Environment::default()).is_ok() && rbac.notes(&Environment::default()).is_empty());
 
     let chart = Flags::try_parse_go(pod_args(include_str!(
         "../../../../examples/upstream-args/chart-all-args.mic.pod"
     )))
     .unwrap();
-    assert!(chart.check(Some("true")).is_ok());
+    assert!(chart.check(&Environment::forced(Some("true"))).is_ok());
     assert_eq!(
         (
             chart.leader_name.as_str(),
@@ -122,7 +122,7 @@ fn upstreams_manifest_starts_without_a_note_and_the_chart_with_every_option_note
         "pod-identity/MIC/1 contoso-aks/1.0"
     );
     assert_eq!(
-        flags_of(&chart.notes(Some("true"), false)),
+        flags_of(&chart.notes(&Environment::forced(Some("true")))),
         [
             "--syncRetryDuration",
             "--createDeleteBatch",
@@ -133,7 +133,7 @@ fn upstreams_manifest_starts_without_a_note_and_the_chart_with_every_option_note
     );
     // Upstream's chart sets FORCENAMESPACED="false" by default.
     assert_eq!(
-        flags_of(&rbac.notes(Some("false"), false)),
+        flags_of(&rbac.notes(&Environment::forced(Some("false")))),
         ["--forceNamespaced=false / FORCENAMESPACED"]
     );
 }
@@ -160,7 +160,11 @@ fn each_flag_not_honoured_gets_one_note() {
         (&["--log_file=/x"], "--log_file"),
     ];
     for (args, flag) in cases {
-        assert_eq!(flags_of(&parse(args).notes(None, false)), [*flag], "{args:?}");
+        assert_eq!(
+            flags_of(&parse(args).notes(&Environment::default())),
+            [*flag],
+            "{args:?}"
+        );
     }
     let quiet = parse(&[
         "--enableProfile=false",
@@ -170,7 +174,7 @@ fn each_flag_not_honoured_gets_one_note() {
         "--logtostderr",
         "-v=3",
     ]);
-    assert!(quiet.notes(None, false).is_empty());
+    assert!(quiet.notes(&Environment::default()).is_empty());
 }
 
 #[test]
@@ -179,11 +183,18 @@ fn force_namespaced_takes_a_value_and_contradictions_are_refused() {
     assert_eq!(parse(&["-forceNamespaced"]).force_namespaced, Some(true));
     assert!(
         parse(&["--forceNamespaced", "--allow-cross-namespace"])
-            .check(None)
+            .check(&Environment::default())
             .is_err()
     );
-    assert!(parse(&["--allow-cross-namespace"]).check(Some("true")).is_err());
+    assert!(
+        parse(&["--allow-cross-namespace"])
+            .check(&Environment::forced(Some("true")))
+            .is_err()
+    );
     let cross = parse(&["--allow-cross-namespace"]);
-    assert!(cross.check(Some("false")).is_ok() && cross.notes(Some("false"), false).is_empty());
+    assert!(
+        cross.check(&Environment::forced(Some("false"))).is_ok()
+            && cross.notes(&Environment::forced(Some("false"))).is_empty()
+    );
     assert!(!cross.settings(&CloudConfig::default()).policy.namespaced);
 }

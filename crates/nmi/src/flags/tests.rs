@@ -1,5 +1,5 @@
 use clap::Parser;
-use upstream_flags::{COMMON_FLAGS, UpstreamFlag};
+use upstream_flags::{COMMON_FLAGS, ParseGo, UpstreamFlag, parse_each};
 
 use super::*;
 
@@ -54,17 +54,16 @@ fn flags_of(notes: &[Note]) -> Vec<&str> {
 
 #[test]
 fn every_upstream_flag_is_accepted_in_each_go_spelling() {
-    for flag in NMI_FLAGS.iter().chain(COMMON_FLAGS) {
-        for spelling in flag.spellings() {
-            let mut argv = vec!["nmi".to_owned(), "--node=n".to_owned()];
-            argv.extend(spelling.iter().cloned());
-            let parsed = Flags::try_parse_go(&argv);
-            assert!(parsed.is_ok(), "{spelling:?}: {}", parsed.unwrap_err());
-            let f = parsed.unwrap();
-            assert!(f.check(None).is_ok(), "{spelling:?}");
-            // Every note is one line.
-            assert!(f.notes(None, false).iter().all(|n| !n.to_string().contains('\n')));
-        }
+    let all = [NMI_FLAGS, COMMON_FLAGS].concat();
+    let parsed: Vec<Flags> = parse_each(&all, &["nmi", "--node=n"]).unwrap_or_else(|e| panic!("{e}"));
+    for f in parsed {
+        assert!(f.check(&Environment::default()).is_ok(), "{f:?}");
+        // Every note is one line.
+        assert!(
+            f.notes(&Environment::default())
+                .iter()
+                .all(|n| !n.to_string().contains('\n'))
+        );
     }
     let version = Flags::try_parse_go(["nmi", "-version"]).unwrap_err();
     assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
@@ -79,8 +78,8 @@ fn defaults_are_upstream_ports_and_namespaced() {
     assert!(f.metadata_header_required && !f.block_instance_metadata && !f.set_retry_after_header);
     assert_eq!(f.mode, Mode::Standard);
     assert_eq!(f.identity_wait(), DEFAULT_IDENTITY_WAIT);
-    assert!(f.check(None).is_ok());
-    assert!(f.notes(None, false).is_empty());
+    assert!(f.check(&Environment::default()).is_ok());
+    assert!(f.notes(&Environment::default()).is_empty());
 }
 
 #[test]
@@ -105,7 +104,7 @@ fn honoured_upstream_flags_take_effect() {
     assert_eq!((f.port, f.ipt_update_interval_sec), (2580, 30));
     let allowed = f.policy().exception_namespaces.unwrap();
     assert!(allowed.contains("ops") && allowed.contains("kube-system"));
-    assert!(f.notes(None, false).is_empty());
+    assert!(f.notes(&Environment::default()).is_empty());
 }
 
 #[test]
@@ -115,8 +114,8 @@ fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_note
     )))
     .unwrap();
     assert_eq!(rbac.node, "aks-nodepool1-0");
-    assert!(rbac.check(None).is_ok());
-    assert!(rbac.notes(None, false).is_empty());
+    assert!(rbac.check(&Environment::default()).is_ok());
+    assert!(rbac.notes(&Environment::default()).is_empty());
     assert_eq!(rbac.upstream.kubenet_check().map(|c| c.explicit), Some(false));
 
     let managed = Flags::try_parse_go(pod_args(include_str!(
@@ -124,13 +123,15 @@ fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_note
     )))
     .unwrap();
     assert_eq!(managed.mode, Mode::Managed);
-    assert!(managed.check(None).is_ok() && managed.notes(None, false).is_empty());
+    assert!(
+        managed.check(&Environment::default()).is_ok() && managed.notes(&Environment::default()).is_empty()
+    );
 
     let chart = Flags::try_parse_go(pod_args(include_str!(
         "../../../../examples/upstream-args/chart-all-args.nmi.pod"
     )))
     .unwrap();
-    assert!(chart.check(Some("true")).is_ok());
+    assert!(chart.check(&Environment::forced(Some("true"))).is_ok());
     assert_eq!((chart.probe_port, chart.prometheus_port), (8086, 9091));
     assert!(chart.block_instance_metadata && chart.set_retry_after_header);
     assert_eq!(chart.log_format, LogFormat::Json);
@@ -138,7 +139,7 @@ fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_note
     assert_eq!(chart.identity_wait(), Duration::from_secs(2));
     assert_eq!(chart.upstream.kubenet_check(), None);
     assert_eq!(
-        flags_of(&chart.notes(Some("true"), false)),
+        flags_of(&chart.notes(&Environment::forced(Some("true")))),
         [
             "--MICNamespace",
             "--retry-attempts-for-created/--retry-attempts-for-assigned/--find-identity-retry-interval",
@@ -152,7 +153,7 @@ fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_note
     )))
     .unwrap();
     assert_eq!(
-        flags_of(&legacy.notes(Some("false"), false)),
+        flags_of(&legacy.notes(&Environment::forced(Some("false")))),
         ["--forceNamespaced=false / FORCENAMESPACED", "--host-ip"]
     );
 }
@@ -180,7 +181,11 @@ fn each_flag_not_honoured_gets_one_note() {
     for (args, flag) in cases {
         let mut all = vec!["--node=n"];
         all.extend_from_slice(args);
-        assert_eq!(flags_of(&parse(&all).notes(None, false)), [*flag], "{args:?}");
+        assert_eq!(
+            flags_of(&parse(&all).notes(&Environment::default())),
+            [*flag],
+            "{args:?}"
+        );
     }
     // Values that ask for what NMI does anyway are not noted.
     let quiet = parse(&[
@@ -192,23 +197,23 @@ fn each_flag_not_honoured_gets_one_note() {
         "--forceNamespaced=true",
         "--logtostderr",
     ]);
-    assert!(quiet.notes(None, false).is_empty());
+    assert!(quiet.notes(&Environment::default()).is_empty());
 }
 
 #[test]
 fn namespacing_from_flag_and_environment() {
     let f = parse(&["--node=n"]);
     assert_eq!(
-        flags_of(&f.notes(Some("false"), false)),
+        flags_of(&f.notes(&Environment::forced(Some("false")))),
         ["--forceNamespaced=false / FORCENAMESPACED"]
     );
     assert!(f.policy().namespaced, "still namespaced after the note");
     let cross = parse(&["--node=n", "--allow-cross-namespace"]);
-    assert!(cross.notes(Some("false"), false).is_empty());
-    assert!(cross.check(Some("true")).is_err());
+    assert!(cross.notes(&Environment::forced(Some("false"))).is_empty());
+    assert!(cross.check(&Environment::forced(Some("true"))).is_err());
     assert!(
         parse(&["--node=n", "--allow-cross-namespace", "--forceNamespaced"])
-            .check(None)
+            .check(&Environment::default())
             .is_err()
     );
 }
@@ -230,8 +235,13 @@ fn cross_namespace_needs_the_explicit_flag_and_not_managed_mode() {
     let f = parse(&["--node=n", "--allow-cross-namespace"]);
     assert!(!f.policy().namespaced);
     let f = parse(&["--node=n", "--allow-cross-namespace", "--operation-mode=managed"]);
-    assert!(f.check(None).is_err());
-    assert!(Flags::try_parse_from(["nmi"]).unwrap().check(None).is_err());
+    assert!(f.check(&Environment::default()).is_err());
+    assert!(
+        Flags::try_parse_from(["nmi"])
+            .unwrap()
+            .check(&Environment::default())
+            .is_err()
+    );
 }
 
 #[test]
