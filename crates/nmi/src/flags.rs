@@ -1,10 +1,21 @@
-//! Command-line flags. Upstream's names are kept wherever they still mean something.
+//! Command-line flags. Upstream's names are kept wherever they still mean something, and upstream
+//! v1.8.17's whole command line is accepted in its Go syntax ([`upstream_flags::ParseGo`]); flags
+//! whose job is done differently here are noted at start-up ([`Flags::notes`], README "Upstream
+//! flags").
+
+mod upstream;
 
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
+
+pub use upstream::{DEFAULT_KUBELET_CONFIG, KubenetCheck, KubenetVerdict, Upstream, kubenet_verdict};
 
 use crate::state::Mode;
+
+/// How long a request is held for MIC when neither --identity-wait nor upstream's retry flags say.
+pub const DEFAULT_IDENTITY_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -14,7 +25,7 @@ pub enum LogFormat {
 
 /// NMI, the node agent of pod identity: answers pods' IMDS token requests with the identity bound to them.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "nmi", version)]
+#[command(name = "nmi", version, args_override_self = true)]
 pub struct Flags {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -60,9 +71,9 @@ pub struct Flags {
     )]
     pub mode: Mode,
 
-    /// Kept for compatibility: NMI is namespaced by default, so this changes nothing.
-    #[arg(long = "forceNamespaced", env = "FORCENAMESPACED", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
-    pub force_namespaced: bool,
+    /// Upstream's (with env FORCENAMESPACED): NMI is namespaced by default, so true changes nothing; false is noted (see --allow-cross-namespace).
+    #[arg(long = "forceNamespaced", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go::parse_bool)]
+    pub force_namespaced: Option<bool>,
 
     /// Let a pod match bindings and identities of other namespaces (upstream's default; a risk).
     #[arg(long = "allow-cross-namespace", default_value_t = false)]
@@ -73,20 +84,20 @@ pub struct Flags {
     pub exception_namespaces: Option<Vec<String>>,
 
     /// Answer /metadata/instance* with 403 instead of passing it to IMDS.
-    #[arg(long = "block-instance-metadata", default_value_t = false)]
+    #[arg(long = "block-instance-metadata", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go::parse_bool)]
     pub block_instance_metadata: bool,
 
     /// Require the `Metadata: true` header, as IMDS does.
-    #[arg(long = "metadata-header-required", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    #[arg(long = "metadata-header-required", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go::parse_bool)]
     pub metadata_header_required: bool,
 
     /// While waiting for MIC times out, answer 503 with `Retry-After` instead of 404.
-    #[arg(long = "set-retry-after-header", default_value_t = false)]
+    #[arg(long = "set-retry-after-header", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go::parse_bool)]
     pub set_retry_after_header: bool,
 
-    /// Longest a request is held while MIC assigns its identity (woken by the AzureAssignedIdentity watch).
-    #[arg(long = "identity-wait", value_parser = parse_secs, default_value = "20")]
-    pub identity_wait: Duration,
+    /// Longest a request is held while MIC assigns its identity (woken by the AzureAssignedIdentity watch) [default: 20, or what upstream's retry flags add up to].
+    #[arg(long = "identity-wait", value_parser = parse_secs)]
+    pub identity_wait: Option<Duration>,
 
     /// Longest a request from an unknown IP is held while the pod watch catches up.
     #[arg(long = "pod-wait", value_parser = parse_secs, default_value = "2")]
@@ -135,6 +146,12 @@ pub struct Flags {
     /// Kubeconfig to use instead of the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub upstream: Upstream,
+
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -153,6 +170,32 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Flags {
+    /// How long a request is held for MIC: --identity-wait, else upstream's retry flags, else 20 s.
+    pub fn identity_wait(&self) -> Duration {
+        self.identity_wait
+            .or_else(|| self.upstream.identity_wait())
+            .unwrap_or(DEFAULT_IDENTITY_WAIT)
+    }
+
+    /// Upstream flags given and not honoured as upstream did, each with what replaced it; logged
+    /// once at start-up.
+    pub fn notes(&self, env: &Environment) -> Vec<Note> {
+        let mut notes: Vec<Note> = UpstreamNamespacing::from_upstream(self.force_namespaced, env)
+            .note(self.allow_cross_namespace, "NMI")
+            .into_iter()
+            .collect();
+        notes.extend(self.upstream.notes(self.identity_wait.is_some()));
+        notes.extend(self.common.notes(env));
+        if self.common.custom_user_agent.is_some() {
+            notes.push(Note::new(
+                "--custom-user-agent",
+                "appended to the User-Agent of NMI's Kubernetes API requests only; its IMDS and Entra requests \
+                 say pod-identity/NMI/<version>",
+            ));
+        }
+        notes
+    }
+
     pub fn policy(&self) -> matching::Policy {
         matching::Policy {
             namespaced: !self.allow_cross_namespace,
@@ -166,66 +209,18 @@ impl Flags {
     }
 
     /// Settings that cannot work together.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self, env: &Environment) -> Result<(), String> {
         if self.command.is_none() && self.node.is_empty() {
             return Err("--node (or NODE_NAME) is required".into());
         }
         if self.mode == Mode::Managed && self.allow_cross_namespace {
             return Err("managed mode is namespaced: --allow-cross-namespace cannot be used with it".into());
         }
-        Ok(())
+        UpstreamNamespacing::from_upstream(self.force_namespaced, env)
+            .reconcile(self.allow_cross_namespace, "NMI")
+            .map(|_| ())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[test]
-    fn defaults_are_upstream_ports_and_namespaced() {
-        let f = Flags::try_parse_from(["nmi", "--node", "n"]).unwrap();
-        assert_eq!((f.port, f.metadata_port, f.prometheus_port), (2579, 80, 9090));
-        assert_eq!(f.metadata_ip.to_string(), "169.254.169.254");
-        assert!(f.policy().namespaced);
-        assert!(f.metadata_header_required);
-        assert_eq!(f.mode, Mode::Standard);
-        assert!(f.check().is_ok());
-    }
-
-    #[test]
-    fn upstream_spellings_parse() {
-        let f = Flags::try_parse_from([
-            "nmi",
-            "--node=n",
-            "--operation-mode=Managed",
-            "--forceNamespaced",
-            "--metadata-header-required=false",
-            "--exception-namespaces=kube-system,ops",
-            "--identity-wait=1.5",
-        ])
-        .unwrap();
-        assert_eq!(f.mode, Mode::Managed);
-        assert!(f.force_namespaced);
-        assert!(!f.metadata_header_required);
-        assert_eq!(f.identity_wait, Duration::from_millis(1500));
-        let allowed = f.policy().exception_namespaces.unwrap();
-        assert!(allowed.contains("ops") && allowed.contains("kube-system"));
-    }
-
-    #[test]
-    fn cross_namespace_needs_the_explicit_flag_and_not_managed_mode() {
-        let f = Flags::try_parse_from(["nmi", "--node=n", "--allow-cross-namespace"]).unwrap();
-        assert!(!f.policy().namespaced);
-        let f = Flags::try_parse_from([
-            "nmi",
-            "--node=n",
-            "--allow-cross-namespace",
-            "--operation-mode=managed",
-        ])
-        .unwrap();
-        assert!(f.check().is_err());
-        assert!(Flags::try_parse_from(["nmi"]).unwrap().check().is_err());
-    }
-}
+mod tests;

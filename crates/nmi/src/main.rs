@@ -10,22 +10,28 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::Parser;
 use nmi::{
     cache::{CachePolicy, TokenCache},
-    flags::{Command, Flags, LogFormat},
+    flags::{Command, Flags, KubenetVerdict, LogFormat, kubenet_verdict},
     iptables,
     metrics::Metrics,
     server::{self, Nmi},
     state::State,
     token::{Azure, AzureConfig},
 };
+use upstream_flags::{Environment, ParseGo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    init_logging(flags.log_format);
-    flags.check().map_err(anyhow::Error::msg)?;
+    let flags = Flags::parse_go();
+    let env = Environment::from_process();
+    upstream_flags::init_logging(
+        flags.log_format == LogFormat::Json,
+        &env,
+        &flags.common.log_filter("nmi"),
+    );
+    flags.check(&env).map_err(anyhow::Error::msg)?;
+    upstream_flags::warn(&flags.notes(&env));
     if let Some(Command::Cleanup) = flags.command {
         iptables::cleanup(&iptables::System::default()).await?;
         tracing::info!(chain = iptables::CHAIN, "iptables interception rules removed");
@@ -34,18 +40,8 @@ async fn main() -> anyhow::Result<()> {
     run(flags).await
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
-    let config = match &flags.kubeconfig {
+    let mut config = match &flags.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -53,10 +49,31 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
+    let agent = flags.common.user_agent("NMI", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent).context("--custom-user-agent is not a valid header value")?,
+    ));
     Ok(kube::Client::try_from(config)?)
 }
 
+/// Upstream refused to start on kubenet unless told otherwise; so does NMI.
+fn check_kubenet(flags: &Flags) -> anyhow::Result<()> {
+    let Some(check) = flags.upstream.kubenet_check() else {
+        return Ok(());
+    };
+    match kubenet_verdict(&check, std::fs::read_to_string(&check.path)) {
+        KubenetVerdict::Run => Ok(()),
+        KubenetVerdict::RunWithNote(note) => {
+            tracing::warn!("{note}");
+            Ok(())
+        }
+        KubenetVerdict::Refuse(why) => anyhow::bail!(why),
+    }
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
+    check_kubenet(&flags)?;
     let metrics = Metrics::new();
     let client = kube_client(&flags)
         .await
@@ -99,7 +116,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             metadata_header_required: flags.metadata_header_required,
             block_instance_metadata: flags.block_instance_metadata,
             set_retry_after_header: flags.set_retry_after_header,
-            identity_wait: flags.identity_wait,
+            identity_wait: flags.identity_wait(),
             pod_wait: flags.pod_wait,
             imds,
         },
