@@ -10,8 +10,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=pod-identity-tes
   -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj /CN=pod-identity-test-sp \
   -keyout "$tmp/sp.key" -out "$tmp/sp.csr" 2>/dev/null
+# X.509 v3 (an extension makes it so): v1 certificates are refused by webpki, and so by the emulator.
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n' > "$tmp/ext"
 openssl x509 -req -in "$tmp/sp.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
-  -days 36500 -out sp-cert.pem 2>/dev/null
+  -extfile "$tmp/ext" -days 36500 -out sp-cert.pem 2>/dev/null
 # OpenSSL 3's default: PBES2 (PBKDF2, AES-256-CBC) bags, HMAC-SHA256 MAC; the CA after the leaf.
 openssl pkcs12 -export -in sp-cert.pem -inkey "$tmp/sp.key" -certfile "$tmp/ca.pem" \
   -passout "pass:$PASS" -out sp-aes.p12
