@@ -197,7 +197,8 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
                 } else if let Some(answer) = remembered(nmi, peer.ip(), req.uri().query()) {
                     answer
                 } else {
-                    match request::parse_token_query(req.uri().query()) {
+                    match request::parse_imds_token_query(req.uri().query()) {
+                        Err(request::QueryError::ApiVersion) => crate::api_version::refusal(&nmi.metrics),
                         Err(e) => bad_request(&nmi.metrics, &e.to_string()),
                         Ok(q) => token_for_ip(nmi, peer.ip(), q, req).await,
                     }
