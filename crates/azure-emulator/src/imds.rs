@@ -91,6 +91,27 @@ fn bad(description: &str) -> Response {
     err(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
 
+/// Whether IMDS serves `category` at api-version `v`: a `YYYY-MM-DD` date from the category's
+/// first version on (`since`). Later versions than any listed are served, as a VM's IMDS learns
+/// new versions before clients use them.
+pub fn api_version_ok(v: Option<&str>, since: &str) -> bool {
+    let Some(v) = v else { return false };
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && v >= since
+}
+
+/// The first api-version of the identity endpoints, and of the instance endpoint.
+const IDENTITY_SINCE: &str = "2018-02-01";
+const INSTANCE_SINCE: &str = "2017-03-01";
+
 fn api_version_error() -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -172,23 +193,50 @@ async fn handle(State(ctx): State<ImdsCtx>, req: Request) -> Response {
             if !metadata_ok(req.headers()) {
                 return bad("Required metadata header not specified");
             }
-            match q(&query, "api-version") {
-                Some(v) if v >= "2017-03-01" && v.len() == 10 => {}
-                _ => return api_version_error(),
+            if !api_version_ok(q(&query, "api-version"), INSTANCE_SINCE) {
+                return api_version_error();
             }
             if let Some(d) = req.extensions().get::<crate::server::InjectedDelay>() {
                 tokio::time::sleep(d.0).await;
             }
             instance(&ctx, path.ends_with("/compute"))
         }
+        "/metadata/identity/info" => {
+            if !metadata_ok(req.headers()) {
+                return bad("Required metadata header not specified");
+            }
+            if !api_version_ok(q(&query, "api-version"), IDENTITY_SINCE) {
+                return api_version_error();
+            }
+            info(&ctx)
+        }
         _ => err(StatusCode::NOT_FOUND, "not_found", "Resource not found"),
     }
 }
 
+/// `/metadata/identity/info`: the tenant of the VM's identities, when it has any.
+fn info(ctx: &ImdsCtx) -> Response {
+    let has_identity = lock(&ctx.shared.inner)
+        .computes
+        .get(&ctx.compute_key)
+        .is_some_and(|c| c.effective.system.is_some() || !c.effective.user.is_empty());
+    if !has_identity {
+        return bad("Identity not found");
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info<'a> {
+        tenant_id: &'a str,
+    }
+    Json(Info {
+        tenant_id: &ctx.shared.tenant,
+    })
+    .into_response()
+}
+
 fn token(ctx: &ImdsCtx, query: &[(String, String)]) -> Response {
-    match q(query, "api-version") {
-        Some(v) if v >= "2018-02-01" && v.len() == 10 => {}
-        _ => return api_version_error(),
+    if !api_version_ok(q(query, "api-version"), IDENTITY_SINCE) {
+        return api_version_error();
     }
     let Some(resource) = q(query, "resource").filter(|r| !r.is_empty()) else {
         return bad("Required audience parameter not specified");

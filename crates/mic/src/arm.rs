@@ -1,7 +1,8 @@
 //! A thin ARM client for VM and scale-set identities: GET, delta PATCH with
 //! long-running-operation polling, `Retry-After` honoured per subscription,
 //! exponential backoff with jitter for 5xx and timeouts. Tokens come from Entra
-//! (a service principal) or from IMDS (the controller's managed identity).
+//! (a service principal, with a secret or a certificate) or from IMDS (the
+//! controller's managed identity), for the audience of the cloud's ARM.
 
 mod body;
 
@@ -16,6 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use api::certificate::CertificateCredential;
 use matching::ComputeTarget;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -25,7 +27,9 @@ use crate::metrics::Metrics;
 
 /// The api-version used for `Microsoft.Compute` reads and writes (the identity dictionary form).
 pub const COMPUTE_API_VERSION: &str = "2023-09-01";
-const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
+/// The public cloud's ARM audience, for clients built with [`ArmClient::new`].
+pub const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Why an ARM call failed, once retries are spent.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +79,25 @@ pub enum Credential {
         client_id: String,
         secret: String,
     },
+    /// A service principal with a certificate (`aadClientCertPath`/`aadClientCertPassword`).
+    ClientCertificate {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        certificate: Arc<CertificateCredential>,
+    },
     /// The node's managed identity through IMDS (`useManagedIdentityExtension`), optionally user-assigned.
     ManagedIdentity { imds: String, client_id: Option<String> },
+}
+
+/// Where ARM is and how MIC gets its tokens: what the cloud config selects.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// ARM's base URL.
+    pub endpoint: String,
+    /// The audience of ARM tokens (the cloud's; Azure Stack Hub's own).
+    pub resource: String,
+    pub credential: Credential,
 }
 
 /// Retry limits; the defaults suit production, tests shorten them.
@@ -111,6 +132,8 @@ struct Inner {
     http: reqwest::Client,
     endpoint: String,
     credential: Credential,
+    /// The audience of ARM tokens.
+    resource: String,
     retry: RetryPolicy,
     token: Mutex<Option<(String, SystemTime)>>,
     /// Per subscription: no call before this instant (set by 429 `Retry-After`), for reads and writes alike.
@@ -119,6 +142,7 @@ struct Inner {
 }
 
 impl ArmClient {
+    /// A client for ARM at `endpoint` with tokens for the public cloud's ARM audience.
     pub fn new(
         http: reqwest::Client,
         endpoint: &str,
@@ -126,11 +150,31 @@ impl ArmClient {
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::connect(
+            http,
+            Connection {
+                endpoint: endpoint.to_owned(),
+                resource: MANAGEMENT_RESOURCE.to_owned(),
+                credential,
+            },
+            retry,
+            metrics,
+        )
+    }
+
+    /// A client for the cloud the configuration selected ([`crate::cloud::CloudConfig::connection`]).
+    pub fn connect(
+        http: reqwest::Client,
+        connection: Connection,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 http,
-                endpoint: endpoint.trim_end_matches('/').to_owned(),
-                credential,
+                endpoint: connection.endpoint.trim_end_matches('/').to_owned(),
+                credential: connection.credential,
+                resource: connection.resource,
                 retry,
                 token: Mutex::new(None),
                 gates: Mutex::new(HashMap::new()),
@@ -315,7 +359,8 @@ impl ArmClient {
         {
             return Ok(token.clone());
         }
-        let (token, expires) = fetch_token(&self.inner.http, &self.inner.credential).await?;
+        let (token, expires) =
+            fetch_token(&self.inner.http, &self.inner.credential, &self.inner.resource).await?;
         *cached = Some((token.clone(), expires));
         Ok(token)
     }
@@ -337,6 +382,7 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 async fn fetch_token(
     http: &reqwest::Client,
     credential: &Credential,
+    resource: &str,
 ) -> Result<(String, SystemTime), CallError> {
     let err = |e: &dyn std::fmt::Display| CallError::Token(e.to_string());
     let resp = match credential {
@@ -352,14 +398,35 @@ async fn fetch_token(
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id),
                     ("client_secret", secret),
-                    ("resource", MANAGEMENT_RESOURCE),
+                    ("resource", resource),
+                ])
+                .send()
+                .await
+        }
+        Credential::ClientCertificate {
+            authority,
+            tenant,
+            client_id,
+            certificate,
+        } => {
+            let url = format!("{}/{tenant}/oauth2/token", authority.trim_end_matches('/'));
+            let assertion = certificate
+                .assertion(client_id, &url, now_secs())
+                .map_err(|e| err(&e))?;
+            http.post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", &assertion),
+                    ("resource", resource),
                 ])
                 .send()
                 .await
         }
         Credential::ManagedIdentity { imds, client_id } => {
             let url = format!("{}/metadata/identity/oauth2/token", imds.trim_end_matches('/'));
-            let mut query = vec![("api-version", "2018-02-01"), ("resource", MANAGEMENT_RESOURCE)];
+            let mut query = vec![("api-version", "2018-02-01"), ("resource", resource)];
             if let Some(c) = client_id {
                 query.push(("client_id", c));
             }
@@ -385,6 +452,13 @@ async fn fetch_token(
         v => v.as_u64().unwrap_or(3600),
     };
     Ok((token.to_owned(), SystemTime::now() + Duration::from_secs(secs)))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,12 +1,30 @@
 //! The cloud configuration MIC reads: `/etc/kubernetes/azure.json` on AKS (the
-//! fields upstream read), environment variables without it, and overrides for
-//! the ARM and Entra endpoints and a CA file (to reach the Azure emulator).
+//! fields upstream read, and cloud-provider-azure's certificate service principal),
+//! environment variables without it, and overrides for the ARM and Entra endpoints
+//! and a CA file (to reach the Azure emulator).
 
-use std::{collections::BTreeSet, path::Path};
+mod environment;
 
+pub use environment::{CloudEndpoints, ENVIRONMENT_FILEPATH, from_environment_file, known_cloud, select};
+
+use std::{collections::BTreeSet, path::Path, sync::Arc};
+
+use api::certificate::{CertificateCredential, CredentialError};
 use serde::Deserialize;
 
-use crate::{Error, arm::Credential};
+use crate::{
+    Error,
+    arm::{Connection, Credential},
+};
+
+/// Endpoints given on MIC's command line, which win over the cloud's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointOverrides {
+    /// `--arm-endpoint`.
+    pub arm: Option<String>,
+    /// `--aad-endpoint`.
+    pub aad: Option<String>,
+}
 
 /// The fields of azure.json that MIC uses (the file has many more; they are ignored).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -20,6 +38,12 @@ pub struct CloudConfig {
     pub aad_client_id: Option<String>,
     #[serde(default)]
     pub aad_client_secret: Option<String>,
+    /// A PKCS#12 file (or PEM) with the service principal's certificate and key, used when there
+    /// is no `aadClientSecret`, as cloud-provider-azure does.
+    #[serde(default)]
+    pub aad_client_cert_path: Option<String>,
+    #[serde(default)]
+    pub aad_client_cert_password: Option<String>,
     #[serde(default)]
     pub subscription_id: Option<String>,
     #[serde(default)]
@@ -55,6 +79,8 @@ impl CloudConfig {
             tenant_id: get("TENANT_ID"),
             aad_client_id: get("CLIENT_ID"),
             aad_client_secret: get("CLIENT_SECRET"),
+            aad_client_cert_path: None,
+            aad_client_cert_password: None,
             subscription_id: get("SUBSCRIPTION_ID"),
             resource_group: get("RESOURCE_GROUP"),
             use_managed_identity_extension: get("USE_MSI").is_some_and(|v| v.eq_ignore_ascii_case("true")),
@@ -63,7 +89,50 @@ impl CloudConfig {
         }
     }
 
-    /// How to authenticate to ARM.
+    /// The cloud's endpoints: those its `cloud` name selects (`AzureStackCloud`: from the file
+    /// that `env("AZURE_ENVIRONMENT_FILEPATH")` names), then `overrides` on top.
+    pub fn endpoints(
+        &self,
+        overrides: &EndpointOverrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CloudEndpoints, Error> {
+        let file = env(ENVIRONMENT_FILEPATH);
+        let mut endpoints = select(self.cloud.as_deref(), file.as_deref(), |path| {
+            std::fs::read_to_string(path).map_err(|e| e.to_string())
+        })
+        .map_err(|e| Error::Config(format!("cloud config: {e}")))?;
+        if let Some(arm) = overrides.arm.as_ref().filter(|s| !s.is_empty()) {
+            endpoints.resource_manager = arm.clone();
+        }
+        if let Some(aad) = overrides.aad.as_ref().filter(|s| !s.is_empty()) {
+            endpoints.active_directory = aad.clone();
+        }
+        Ok(endpoints)
+    }
+
+    /// Where ARM is and how MIC gets its tokens for it: [`Self::endpoints`] and
+    /// [`Self::credential`] together. What `main` builds its [`crate::arm::ArmClient`] from.
+    pub fn connection(
+        &self,
+        overrides: &EndpointOverrides,
+        imds: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Connection, Error> {
+        let endpoints = self.endpoints(overrides, env)?;
+        tracing::info!(
+            cloud = %endpoints.name, arm = %endpoints.resource_manager,
+            aad = %endpoints.active_directory, audience = %endpoints.token_audience,
+            "Azure cloud"
+        );
+        Ok(Connection {
+            credential: self.credential(&endpoints.active_directory, imds)?,
+            endpoint: endpoints.resource_manager,
+            resource: endpoints.token_audience,
+        })
+    }
+
+    /// How to authenticate to ARM: the managed identity (`useManagedIdentityExtension`), else a
+    /// service principal with `aadClientSecret`, else with the certificate at `aadClientCertPath`.
     pub fn credential(&self, authority: &str, imds: &str) -> Result<Credential, Error> {
         if self.use_managed_identity_extension {
             return Ok(Credential::ManagedIdentity {
@@ -71,18 +140,48 @@ impl CloudConfig {
                 client_id: self.user_assigned_identity_id.clone().filter(|s| !s.is_empty()),
             });
         }
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         let need = |v: &Option<String>, name: &str| {
-            v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            given(v).ok_or_else(|| {
                 Error::Config(format!(
                     "the cloud config has no {name} and useManagedIdentityExtension is false"
                 ))
             })
         };
-        Ok(Credential::ClientSecret {
+        let tenant = need(&self.tenant_id, "tenantId")?;
+        let client_id = need(&self.aad_client_id, "aadClientId")?;
+        if let Some(secret) = given(&self.aad_client_secret) {
+            return Ok(Credential::ClientSecret {
+                authority: authority.to_owned(),
+                tenant,
+                client_id,
+                secret,
+            });
+        }
+        let Some(path) = given(&self.aad_client_cert_path) else {
+            return Err(Error::Config(
+                "the cloud config has neither aadClientSecret nor aadClientCertPath, and \
+                 useManagedIdentityExtension is false"
+                    .into(),
+            ));
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::Config(format!("reading aadClientCertPath {path}: {e}")))?;
+        let password = self.aad_client_cert_password.as_deref();
+        let certificate = CertificateCredential::read(&bytes, None, password).map_err(|e| {
+            Error::Config(match e {
+                CredentialError::WrongPassword => format!(
+                    "aadClientCertPath {path}: the PKCS#12 bundle cannot be opened with \
+                     aadClientCertPassword (wrong or missing password)"
+                ),
+                other => format!("aadClientCertPath {path}: {other}"),
+            })
+        })?;
+        Ok(Credential::ClientCertificate {
             authority: authority.to_owned(),
-            tenant: need(&self.tenant_id, "tenantId")?,
-            client_id: need(&self.aad_client_id, "aadClientId")?,
-            secret: need(&self.aad_client_secret, "aadClientSecret")?,
+            tenant,
+            client_id,
+            certificate: Arc::new(certificate),
         })
     }
 
@@ -144,5 +243,131 @@ mod tests {
         assert!(e.contains("aadClientSecret"), "{e}");
         let env = CloudConfig::from_env(|k| (k == "USE_MSI").then(|| "True".to_owned()));
         assert!(env.use_managed_identity_extension);
+    }
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pkcs12");
+
+    fn cert_config(file: &str, password: &str) -> CloudConfig {
+        CloudConfig::parse(
+            &serde_json::json!({
+                "tenantId": "t", "aadClientId": "c",
+                "aadClientCertPath": format!("{FIXTURES}/{file}"), "aadClientCertPassword": password,
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_service_principal_reads_its_pkcs12_file() {
+        for file in ["sp-aes.p12", "sp-legacy.p12"] {
+            match cert_config(file, "pod-identity-test")
+                .credential("https://aad", "imds")
+                .unwrap()
+            {
+                Credential::ClientCertificate {
+                    tenant, client_id, ..
+                } => assert_eq!((tenant.as_str(), client_id.as_str()), ("t", "c")),
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = cert_config("sp-aes.p12", "nope")
+            .credential("a", "b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aadClientCertPassword") && e.contains("wrong"), "{e}");
+        let e = cert_config("certs-only.p12", "pod-identity-test")
+            .credential("a", "b")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("aadClientCertPath") && e.contains("no private key"),
+            "{e}"
+        );
+        let e = cert_config("missing.p12", "")
+            .credential("a", "b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reading aadClientCertPath"), "{e}");
+        let e = CloudConfig::parse(r#"{"tenantId":"t","aadClientId":"c"}"#)
+            .unwrap()
+            .credential("a", "b")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("aadClientSecret") && e.contains("aadClientCertPath"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_cloud_name_selects_endpoints_and_flags_override_them() {
+        let c =
+            CloudConfig::parse(r#"{"cloud":"AzureChinaCloud","useManagedIdentityExtension":true}"#).unwrap();
+        let none = |_: &str| None;
+        let conn = c
+            .connection(&EndpointOverrides::default(), "http://imds", none)
+            .unwrap();
+        assert_eq!(conn.endpoint, "https://management.chinacloudapi.cn/");
+        assert_eq!(conn.resource, "https://management.chinacloudapi.cn/");
+        let c = CloudConfig::parse(
+            r#"{"cloud":"AzureUSGovernmentCloud","tenantId":"t","aadClientId":"c","aadClientSecret":"s"}"#,
+        )
+        .unwrap();
+        match c
+            .connection(&EndpointOverrides::default(), "i", none)
+            .unwrap()
+            .credential
+        {
+            Credential::ClientSecret { authority, .. } => {
+                assert_eq!(authority, "https://login.microsoftonline.us/")
+            }
+            other => panic!("{other:?}"),
+        }
+        let flags = EndpointOverrides {
+            arm: Some("https://127.0.0.1:1".into()),
+            aad: Some("https://127.0.0.1:2".into()),
+        };
+        let conn = c.connection(&flags, "i", none).unwrap();
+        assert_eq!(conn.endpoint, "https://127.0.0.1:1");
+        // The audience stays the cloud's: the emulator stands in for that cloud's ARM.
+        assert_eq!(conn.resource, "https://management.usgovcloudapi.net/");
+        match conn.credential {
+            Credential::ClientSecret { authority, .. } => assert_eq!(authority, "https://127.0.0.1:2"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn azure_stack_reads_the_file_that_the_environment_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env.json");
+        std::fs::write(
+            &file,
+            r#"{"name":"AzureStackCloud","resourceManagerEndpoint":"https://arm.stack/","activeDirectoryEndpoint":"https://aad.stack/adfs/"}"#,
+        )
+        .unwrap();
+        let c =
+            CloudConfig::parse(r#"{"cloud":"AzureStackCloud","useManagedIdentityExtension":true}"#).unwrap();
+        let path = file.display().to_string();
+        let env = |k: &str| (k == ENVIRONMENT_FILEPATH).then(|| path.clone());
+        let e = c.endpoints(&EndpointOverrides::default(), env).unwrap();
+        assert_eq!(
+            (
+                e.resource_manager.as_str(),
+                e.active_directory.as_str(),
+                e.token_audience.as_str()
+            ),
+            (
+                "https://arm.stack/",
+                "https://aad.stack/adfs/",
+                "https://arm.stack/"
+            )
+        );
+        let err = c
+            .endpoints(&EndpointOverrides::default(), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENVIRONMENT_FILEPATH), "{err}");
     }
 }

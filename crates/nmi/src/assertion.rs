@@ -1,29 +1,16 @@
-//! Client assertions for service principals with a certificate (identity type 2): a JWT signed
-//! with the certificate's RSA key, as Entra's certificate-credentials flow expects.
+//! The certificate of a service principal with a certificate (identity type 2), read from its
+//! secret; the decoding and the client assertion are [`api::certificate`]'s.
 //!
-//! The secret holds PEM: the certificate under `certificate`, and its private key either in the
-//! same value or under `key`. Upstream stored a PKCS#12 bundle and its `password`; that form is
-//! refused with a message saying how to convert it.
+//! The secret holds, as upstream documents, a PKCS#12 bundle under `certificate` and its password
+//! under `password`; or PEM: the certificate under `certificate`, and its private key either in the
+//! same value or under `key`.
 
-use aws_lc_rs::{
-    digest,
-    rand::{SecureRandom, SystemRandom},
-    signature::{RSA_PKCS1_SHA256, RsaKeyPair},
-};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use api::certificate::{CertificateCredential, CredentialError, is_pem};
 use k8s_openapi::api::core::v1::Secret;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use serde_json::json;
 
 pub const CERTIFICATE_KEY: &str = "certificate";
 pub const PRIVATE_KEY_KEY: &str = "key";
-
-/// A certificate and its key, ready to sign assertions.
-pub struct Credential {
-    key: RsaKeyPair,
-    sha1: String,
-    sha256: String,
-}
+pub const PASSWORD_KEY: &str = "password";
 
 fn value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     secret
@@ -40,127 +27,117 @@ fn value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
+/// A type-2 identity's certificate and key, ready to sign client assertions.
+pub struct Credential(CertificateCredential);
+
 impl Credential {
-    /// Reads the certificate and key from a secret.
+    /// Reads the certificate and key from a secret. The error says which key of the secret to fix.
     pub fn from_secret(secret: &Secret) -> Result<Self, String> {
-        let cert_pem = value(secret, CERTIFICATE_KEY)
-            .ok_or_else(|| format!("the secret has no `{CERTIFICATE_KEY}` key"))?;
-        let Some(cert) = CertificateDer::pem_slice_iter(&cert_pem).next() else {
-            return Err(format!(
-                "`{CERTIFICATE_KEY}` is not a PEM certificate; a PKCS#12 bundle (upstream's format) must be \
-                 converted: `openssl pkcs12 -in cert.pfx -nodes` gives the PEM certificate and key"
-            ));
-        };
-        let cert = cert.map_err(|e| format!("`{CERTIFICATE_KEY}`: {e}"))?;
-        let key_pem = value(secret, PRIVATE_KEY_KEY).unwrap_or_else(|| cert_pem.clone());
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            format!("no PEM private key under `{PRIVATE_KEY_KEY}` or `{CERTIFICATE_KEY}`: {e}")
-        })?;
-        let key = match &key {
-            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
-            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-            _ => return Err("the private key must be RSA (PKCS#8 or PKCS#1)".into()),
-        }
-        .map_err(|e| format!("the private key is not a usable RSA key: {e}"))?;
-        Ok(Self {
-            key,
-            sha1: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &cert)),
-            sha256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &cert)),
-        })
+        from_secret(secret).map(Self)
     }
 
     /// A client assertion for `client_id` at the token endpoint `audience`, valid for 10 minutes.
     pub fn assertion(&self, client_id: &str, audience: &str, now: u64) -> Result<String, String> {
-        let rng = SystemRandom::new();
-        let mut id = [0u8; 16];
-        rng.fill(&mut id).map_err(|_| "no randomness".to_owned())?;
-        let header = json!({"alg": "RS256", "typ": "JWT", "x5t": self.sha1, "x5t#S256": self.sha256});
-        let claims = json!({
-            "aud": audience, "iss": client_id, "sub": client_id,
-            "jti": id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "nbf": now, "iat": now, "exp": now + 600,
-        });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(&RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut signature)
-            .map_err(|_| "signing the client assertion failed".to_owned())?;
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        self.0
+            .assertion(client_id, audience, now)
+            .map_err(|e| e.to_string())
     }
+}
+
+fn from_secret(secret: &Secret) -> Result<CertificateCredential, String> {
+    let certificate = value(secret, CERTIFICATE_KEY).ok_or_else(|| {
+        format!(
+            "the secret has no `{CERTIFICATE_KEY}` key (a PKCS#12 bundle, with its password under \
+             `{PASSWORD_KEY}`, or a PEM certificate)"
+        )
+    })?;
+    if is_pem(&certificate) {
+        let key = value(secret, PRIVATE_KEY_KEY);
+        return CertificateCredential::from_pem(&certificate, key.as_deref()).map_err(|e| match e {
+            CredentialError::NoPemKey(why) => {
+                format!("no PEM private key under `{PRIVATE_KEY_KEY}` or `{CERTIFICATE_KEY}` ({why})")
+            }
+            other => format!("`{CERTIFICATE_KEY}` (PEM): {other}"),
+        });
+    }
+    let password = match value(secret, PASSWORD_KEY) {
+        Some(p) => String::from_utf8(p).map_err(|_| format!("`{PASSWORD_KEY}` is not UTF-8 text"))?,
+        None => String::new(),
+    };
+    CertificateCredential::from_pkcs12(&certificate, &password).map_err(|e| match e {
+        CredentialError::WrongPassword => format!(
+            "`{CERTIFICATE_KEY}`: the PKCS#12 bundle cannot be opened with the secret's \
+             `{PASSWORD_KEY}` (wrong or missing password)"
+        ),
+        other => format!("`{CERTIFICATE_KEY}`: {other}"),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use k8s_openapi::ByteString;
+
     use super::*;
 
-    fn secret(pairs: &[(&str, &str)]) -> Secret {
+    fn secret(pairs: &[(&str, &[u8])]) -> Secret {
         Secret {
-            string_data: Some(
+            data: Some(
                 pairs
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
                     .collect::<BTreeMap<_, _>>(),
             ),
             ..Default::default()
         }
     }
 
-    fn cert() -> (String, String) {
-        testbed::rsa_cert("app")
-    }
+    const BUNDLE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/pkcs12/sp-aes.p12"
+    ));
 
     #[test]
-    fn signs_an_assertion_with_thumbprints() {
-        let (cert, key) = cert();
-        for s in [
-            secret(&[("certificate", &cert), ("key", &key)]),
-            secret(&[("certificate", &format!("{cert}{key}"))]),
-        ] {
-            let c = Credential::from_secret(&s).unwrap();
-            let jwt = c
-                .assertion("client", "https://login/t/oauth2/v2.0/token", 1000)
-                .unwrap();
-            let parts: Vec<&str> = jwt.split('.').collect();
-            assert_eq!(parts.len(), 3);
-            let header: serde_json::Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-            assert_eq!(header["alg"], "RS256");
-            assert_eq!(header["x5t"].as_str().unwrap().len(), 27, "base64url SHA-1");
-            let claims: serde_json::Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-            assert_eq!(
-                (claims["iss"].as_str(), claims["sub"].as_str()),
-                (Some("client"), Some("client"))
-            );
-            assert_eq!(claims["exp"], 1600);
-        }
-    }
-
-    #[test]
-    fn refuses_pkcs12_and_missing_parts_clearly() {
-        let e = Credential::from_secret(&secret(&[
-            ("certificate", "\u{30}\u{82}binary"),
-            ("password", "p"),
-        ]))
-        .err()
-        .unwrap();
-        assert!(e.contains("PKCS#12"), "{e}");
-        let (cert, _) = cert();
-        let e = Credential::from_secret(&secret(&[("certificate", &cert)]))
-            .err()
-            .unwrap();
-        assert!(e.contains("private key"), "{e}");
+    fn reads_upstreams_pkcs12_layout_and_pem() {
         assert!(
-            Credential::from_secret(&secret(&[]))
-                .err()
-                .unwrap()
-                .contains("`certificate`")
+            from_secret(&secret(&[
+                ("certificate", BUNDLE),
+                ("password", b"pod-identity-test")
+            ]))
+            .is_ok()
         );
+        let (cert, key) = testbed::rsa_cert("app");
+        assert!(
+            from_secret(&secret(&[
+                ("certificate", cert.as_bytes()),
+                ("key", key.as_bytes())
+            ]))
+            .is_ok()
+        );
+        let both = format!("{cert}{key}");
+        assert!(from_secret(&secret(&[("certificate", both.as_bytes())])).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_secrets_key_to_fix() {
+        let e = from_secret(&secret(&[("certificate", BUNDLE), ("password", b"nope")])).unwrap_err();
+        assert!(
+            e.contains("wrong or missing password") && e.contains("`password`"),
+            "{e}"
+        );
+        let e = from_secret(&secret(&[("certificate", BUNDLE)])).unwrap_err();
+        assert!(e.contains("wrong or missing password"), "{e}");
+        let (cert, _) = testbed::rsa_cert("app");
+        let e = from_secret(&secret(&[("certificate", cert.as_bytes())])).unwrap_err();
+        assert!(e.contains("private key") && e.contains("`key`"), "{e}");
+        let e = from_secret(&secret(&[])).unwrap_err();
+        assert!(e.contains("`certificate`") && e.contains("PKCS#12"), "{e}");
+        let e = from_secret(&secret(&[
+            ("certificate", b"\x30\x82garbage"),
+            ("password", b"p"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("PKCS#12"), "{e}");
     }
 }

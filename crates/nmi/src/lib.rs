@@ -13,6 +13,7 @@
 //! request gets, who is excepted) live in the `matching` crate, shared with MIC.
 #![forbid(unsafe_code)]
 
+pub mod api_version;
 pub mod assertion;
 pub mod cache;
 pub mod flags;

@@ -16,11 +16,14 @@ pub enum Route {
     HostToken,
     /// `/metadata/instance...`, blocked when `--block-instance-metadata` is on.
     Instance,
-    /// Anything else: passed through to IMDS.
+    /// Anything else: passed through to IMDS. This includes `/metadata/identity/info` (spelt
+    /// plainly), whose answer is the VM's tenant id and nothing a pod could use as a credential.
     Other,
 }
 
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
+/// IMDS's identity information: `{"tenantId": ...}`, the only identity path passed through.
+const INFO_PATH: &str = "/metadata/identity/info";
 
 /// Percent-decodes a path; invalid escapes are kept as written.
 pub fn decode_path(raw: &str) -> String {
@@ -90,6 +93,9 @@ pub fn classify(raw: &str) -> Route {
         return Route::Token;
     }
     let resolved = resolved(&decoded);
+    if resolved == INFO_PATH && is_plain(raw) {
+        return Route::Other;
+    }
     if looks_like_token_path(&lower) || resolved.starts_with("/metadata/identity") {
         return Route::Invalid;
     }
@@ -125,9 +131,13 @@ pub struct TokenQuery {
     pub identity: IdentityRequest,
 }
 
-/// Why a token query is refused (all 400 `invalid_request`).
+/// Why a token query is refused (all 400: `invalid_request`, except [`QueryError::ApiVersion`],
+/// which has IMDS's own body, see [`crate::api_version`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// No `api-version`, or one IMDS does not serve identities at.
+    #[error("api-version is invalid or was not specified in the request")]
+    ApiVersion,
     /// IMDS refuses repeated parameters; so do we, since two `client_id`s could be read two ways.
     #[error("parameter {0} is given more than once")]
     Duplicate(String),
@@ -137,15 +147,31 @@ pub enum QueryError {
     ConflictingSelectors,
 }
 
-/// Parses a token request's query string. Unknown parameters (`api-version`, `bypass_cache`,
-/// the .NET probe's `msi-res-id`, ...) are accepted and ignored, as IMDS and upstream do.
+/// Parses a query of IMDS's token endpoint, in the order IMDS checks it: repeated parameters,
+/// then `api-version` (its name in any letter case, as IMDS reads it), then the rest as
+/// [`parse_token_query`].
+pub fn parse_imds_token_query(query: Option<&str>) -> Result<TokenQuery, QueryError> {
+    parse(query, true)
+}
+
+/// Parses a token request's query string without IMDS's `api-version` rule (`/host/token`, which
+/// upstream's host clients call without one). Unknown parameters (`bypass_cache`, the .NET
+/// probe's `msi-res-id`, ...) are accepted and ignored, as IMDS and upstream do.
 pub fn parse_token_query(query: Option<&str>) -> Result<TokenQuery, QueryError> {
+    parse(query, false)
+}
+
+fn parse(query: Option<&str>, api_version_required: bool) -> Result<TokenQuery, QueryError> {
     let mut seen = std::collections::BTreeSet::new();
+    let mut api_version: Option<String> = None;
     let (mut resource, mut client_id, mut object_id, mut msi_res_id, mut mi_res_id) =
         (None, None, None, None, None);
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if !seen.insert(k.clone().into_owned()) {
             return Err(QueryError::Duplicate(k.into_owned()));
+        }
+        if k.eq_ignore_ascii_case("api-version") {
+            api_version = Some(v.clone().into_owned());
         }
         let v = Some(v.into_owned()).filter(|v| !v.is_empty());
         match k.as_ref() {
@@ -156,6 +182,9 @@ pub fn parse_token_query(query: Option<&str>) -> Result<TokenQuery, QueryError> 
             "mi_res_id" => mi_res_id = v,
             _ => {}
         }
+    }
+    if api_version_required && !api_version.as_deref().is_some_and(crate::api_version::supported) {
+        return Err(QueryError::ApiVersion);
     }
     let resource = resource.ok_or(QueryError::MissingResource)?;
     // msi_res_id wins over mi_res_id, as upstream; they are two spellings of one selector.

@@ -215,7 +215,9 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
                 } else if let Some(answer) = remembered(nmi, peer.ip(), req.uri().query()) {
                     answer
                 } else {
-                    let answer = match request::parse_token_query(req.uri().query()) {
+                    let answer = match request::parse_imds_token_query(req.uri().query()) {
+                        // IMDS's own refusal body (`newest-versions`), not the usual error shape.
+                        Err(request::QueryError::ApiVersion) => Ok(crate::api_version::refusal(&nmi.metrics)),
                         Err(e) => Err(bad_request(e.to_string())),
                         Ok(q) => token_for_ip(nmi, peer.ip(), q, req).await,
                     };

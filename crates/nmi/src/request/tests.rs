@@ -38,10 +38,24 @@ fn mangled_identity_paths_are_invalid_and_never_pass_through() {
         "/foo/%2E%2E/metadata/identity/oauth2/token",
         "/metadata/identity",
         "/metadata/identity/",
-        "/metadata/identity/info",
+        "/metadata/identity//info",
+        "/metadata/identity/info/../oauth2/token",
+        "/metadata/identity/info%2F..%2Foauth2%2Ftoken",
+        "/metadata/identity/infos",
         "/METADATA/IDENTITY/anything",
     ] {
         assert_eq!(classify(raw), Route::Invalid, "{raw}");
+    }
+}
+
+#[test]
+fn identity_info_passes_through_when_spelt_plainly() {
+    for raw in [
+        "/metadata/identity/info",
+        "/metadata/identity/info/",
+        "/METADATA/Identity/INFO",
+    ] {
+        assert_eq!(classify(raw), Route::Other, "{raw}");
     }
 }
 
@@ -115,6 +129,34 @@ fn query_selectors() {
 }
 
 #[test]
+fn imds_token_queries_need_a_version_imds_serves_identities_at() {
+    let q = |s: Option<&str>| parse_imds_token_query(s);
+    assert!(q(Some("api-version=2018-02-01&resource=r")).is_ok());
+    assert!(
+        q(Some("resource=r&API-Version=2019-08-01")).is_ok(),
+        "the name in any case"
+    );
+    for bad in [
+        None,
+        Some("resource=r"),
+        Some("api-version=&resource=r"),
+        Some("api-version=2017-12-01&resource=r"),
+        Some("api-version=latest&resource=r"),
+        // Before the missing resource, as IMDS checks.
+        Some("api-version=2017-12-01"),
+    ] {
+        assert_eq!(q(bad), Err(QueryError::ApiVersion), "{bad:?}");
+    }
+    // After a repeated parameter, as IMDS checks.
+    assert_eq!(
+        q(Some("resource=a&resource=b")),
+        Err(QueryError::Duplicate("resource".into()))
+    );
+    // `/host/token` has no such rule.
+    assert!(parse_token_query(Some("resource=r")).is_ok());
+}
+
+#[test]
 fn query_refusals() {
     let q = |s: Option<&str>| parse_token_query(s);
     // §5.2 case 3.
@@ -172,7 +214,10 @@ proptest! {
         let route = classify(&raw);
         let resolved = resolved(&decode_path(&raw));
         if route == Route::Other || route == Route::Instance {
-            prop_assert!(!resolved.starts_with("/metadata/identity"), "{raw} passes through");
+            prop_assert!(
+                !resolved.starts_with("/metadata/identity") || resolved == INFO_PATH,
+                "{raw} passes through"
+            );
             prop_assert!(is_plain(&raw), "{raw} is passed through, but not as it was checked");
         }
         if route == Route::Other {

@@ -843,7 +843,11 @@ async fn other_routes() {
     // §5.2 case 33, adjusted: another letter case is still the token path, answered by NMI (here:
     // no pod has this IP); a path IMDS might resolve to an identity path is refused.
     let a = h
-        .get_from("10.9.9.9", "/metadata/Identity/oauth2/token/?resource=r", &md)
+        .get_from(
+            "10.9.9.9",
+            "/metadata/Identity/oauth2/token/?api-version=2018-02-01&resource=r",
+            &md,
+        )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
     let a = h
