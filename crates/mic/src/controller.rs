@@ -7,7 +7,9 @@
 //! hands each worker the latest complete picture of what its target needs through a `watch`
 //! channel, so changes that arrive while a PATCH is in flight coalesce into the next batch:
 //! one delta PATCH per target per batch. The worker writes a batch's new objects while its
-//! PATCH runs, and objects whose identity is already on the target go straight to `Assigned`.
+//! PATCH runs, and objects whose identity is already on the target go straight to `Assigned`:
+//! "on the target" meaning that ARM's last answer has it and no change in flight removes it
+//! (the rule of [`crate::target_state`], which decides for each worker).
 //!
 //! The caches keep compact facts ([`PodFacts`], [`AssignedFacts`]), not whole objects, so
 //! memory grows by a few hundred bytes per pod.
@@ -207,8 +209,17 @@ struct TargetWork {
     protected: BTreeSet<String>,
     /// Identities that objects moved away from this target (new node, new identity).
     stale: BTreeSet<String>,
-    /// Bumped by the drift timer: the worker reads the target back from Azure.
-    refresh: u64,
+    /// When it moves, the worker reads the target back from Azure.
+    refresh: Refresh,
+}
+
+/// Counts that ask a worker to read its target back from Azure whenever either moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Refresh {
+    /// Bumped by the drift timer, for every target.
+    periodic: u64,
+    /// Bumped for this target when NMI reports one of its identities missing.
+    reported_missing: u64,
 }
 
 /// Runs the controller until `shutdown` resolves. Call it only while leader.
@@ -329,6 +340,7 @@ struct Planner {
     workers: HashMap<ComputeTarget, watch::Sender<TargetWork>>,
     /// When each pending assignment was first seen, for the latency metric.
     seen: HashMap<Key, Instant>,
+    /// Drift read-backs asked by the timer so far.
     refresh: u64,
 }
 
@@ -470,7 +482,10 @@ impl Planner {
             work.entry(target.clone()).or_default();
         }
         for (target, mut w) in work {
-            w.refresh = self.refresh;
+            w.refresh = Refresh {
+                periodic: self.refresh,
+                reported_missing: 0,
+            };
             w.protected = protected.clone();
             match self.workers.get(&target) {
                 Some(tx) => {
