@@ -11,9 +11,16 @@
 //! "on the target" meaning that ARM's last answer has it and no change in flight removes it
 //! (the rule of [`crate::target_state`], which decides for each worker).
 //!
+//! Drift (identities removed behind MIC's back) is repaired two ways: every target MIC works
+//! on is read back from ARM every [`Settings::drift_interval`]; and when NMI reports that IMDS
+//! did not know an assigned identity (`api::v1::IDENTITY_MISSING_ANNOTATION` on the
+//! `AzureAssignedIdentity`, see `missing`), that object's target is read back at once and what
+//! is missing goes back on in the worker's next batch.
+//!
 //! The caches keep compact facts ([`PodFacts`], [`AssignedFacts`]), not whole objects, so
 //! memory grows by a few hundred bytes per pod.
 
+mod missing;
 mod worker;
 
 use std::{
@@ -321,6 +328,8 @@ async fn plan_forever(
         workers: HashMap::new(),
         seen: HashMap::new(),
         refresh: 0,
+        findings: missing::Findings::default(),
+        reported_missing: HashMap::new(),
     };
     let mut drift = tokio::time::interval(planner.shared.settings.drift_interval);
     drift.tick().await;
@@ -342,6 +351,10 @@ struct Planner {
     seen: HashMap<Key, Instant>,
     /// Drift read-backs asked by the timer so far.
     refresh: u64,
+    /// NMI's findings of identities missing, and what was done about them.
+    findings: missing::Findings,
+    /// Per target, findings acted on (read-backs asked).
+    reported_missing: HashMap<ComputeTarget, u64>,
 }
 
 impl Planner {
@@ -477,6 +490,17 @@ impl Planner {
                 work.entry(target.clone()).or_default().stale = ids.clone();
             }
         }
+        // NMI found an identity missing from a VM or scale set: that target is read back now.
+        for a in self.findings.fresh(assigned.iter().map(AsRef::as_ref)) {
+            if let Some(target) = target_of(&a.node) {
+                tracing::info!(
+                    namespace = %a.namespace, name = %a.name, target = %target.arm_id(),
+                    "NMI reports the identity missing from the VM or scale set; reading it back"
+                );
+                *self.reported_missing.entry(target.clone()).or_default() += 1;
+                work.entry(target.clone()).or_default();
+            }
+        }
         // Targets that had work but need nothing now still get an empty picture (to finish releases).
         for target in self.workers.keys() {
             work.entry(target.clone()).or_default();
@@ -484,7 +508,7 @@ impl Planner {
         for (target, mut w) in work {
             w.refresh = Refresh {
                 periodic: self.refresh,
-                reported_missing: 0,
+                reported_missing: self.reported_missing.get(&target).copied().unwrap_or_default(),
             };
             w.protected = protected.clone();
             match self.workers.get(&target) {
