@@ -206,6 +206,10 @@ pub struct AssignedFacts {
     pub state: AssignmentState,
     /// The object has a deletion timestamp.
     pub deleting: bool,
+    /// The value of [`api::v1::IDENTITY_MISSING_ANNOTATION`]: NMI's latest finding that IMDS
+    /// did not know the identity (an opaque token, new at each finding). MIC reads the target
+    /// back from ARM when it changes.
+    pub identity_missing: Option<String>,
 }
 
 /// Which version of an object an `AzureAssignedIdentity` recorded.
@@ -249,6 +253,12 @@ impl From<&AzureAssignedIdentity> for AssignedFacts {
             client_id: identity.and_then(|i| i.spec.client_id().map(str::to_ascii_lowercase)),
             state: a.state(),
             deleting: a.metadata.deletion_timestamp.is_some(),
+            identity_missing: a
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|m| m.get(api::v1::IDENTITY_MISSING_ANNOTATION))
+                .cloned(),
         }
     }
 }

@@ -7,11 +7,20 @@
 //! hands each worker the latest complete picture of what its target needs through a `watch`
 //! channel, so changes that arrive while a PATCH is in flight coalesce into the next batch:
 //! one delta PATCH per target per batch. The worker writes a batch's new objects while its
-//! PATCH runs, and objects whose identity is already on the target go straight to `Assigned`.
+//! PATCH runs, and objects whose identity is already on the target go straight to `Assigned`:
+//! "on the target" meaning that ARM's last answer has it and no change in flight removes it
+//! (the rule of [`crate::target_state`], which decides for each worker).
+//!
+//! Drift (identities removed behind MIC's back) is repaired two ways: every target MIC works
+//! on is read back from ARM every [`Settings::drift_interval`]; and when NMI reports that IMDS
+//! did not know an assigned identity (`api::v1::IDENTITY_MISSING_ANNOTATION` on the
+//! `AzureAssignedIdentity`, see `missing`), that object's target is read back at once and what
+//! is missing goes back on in the worker's next batch.
 //!
 //! The caches keep compact facts ([`PodFacts`], [`AssignedFacts`]), not whole objects, so
 //! memory grows by a few hundred bytes per pod.
 
+mod missing;
 mod worker;
 
 use std::{
@@ -207,8 +216,17 @@ struct TargetWork {
     protected: BTreeSet<String>,
     /// Identities that objects moved away from this target (new node, new identity).
     stale: BTreeSet<String>,
-    /// Bumped by the drift timer: the worker reads the target back from Azure.
-    refresh: u64,
+    /// When it moves, the worker reads the target back from Azure.
+    refresh: Refresh,
+}
+
+/// Counts that ask a worker to read its target back from Azure whenever either moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Refresh {
+    /// Bumped by the drift timer, for every target.
+    periodic: u64,
+    /// Bumped for this target when NMI reports one of its identities missing.
+    reported_missing: u64,
 }
 
 /// Runs the controller until `shutdown` resolves. Call it only while leader.
@@ -310,6 +328,8 @@ async fn plan_forever(
         workers: HashMap::new(),
         seen: HashMap::new(),
         refresh: 0,
+        findings: missing::Findings::default(),
+        reported_missing: HashMap::new(),
     };
     let mut drift = tokio::time::interval(planner.shared.settings.drift_interval);
     drift.tick().await;
@@ -329,7 +349,12 @@ struct Planner {
     workers: HashMap<ComputeTarget, watch::Sender<TargetWork>>,
     /// When each pending assignment was first seen, for the latency metric.
     seen: HashMap<Key, Instant>,
+    /// Drift read-backs asked by the timer so far.
     refresh: u64,
+    /// NMI's findings of identities missing, and what was done about them.
+    findings: missing::Findings,
+    /// Per target, findings acted on (read-backs asked).
+    reported_missing: HashMap<ComputeTarget, u64>,
 }
 
 impl Planner {
@@ -465,12 +490,26 @@ impl Planner {
                 work.entry(target.clone()).or_default().stale = ids.clone();
             }
         }
+        // NMI found an identity missing from a VM or scale set: that target is read back now.
+        for a in self.findings.fresh(assigned.iter().map(AsRef::as_ref)) {
+            if let Some(target) = target_of(&a.node) {
+                tracing::info!(
+                    namespace = %a.namespace, name = %a.name, target = %target.arm_id(),
+                    "NMI reports the identity missing from the VM or scale set; reading it back"
+                );
+                *self.reported_missing.entry(target.clone()).or_default() += 1;
+                work.entry(target.clone()).or_default();
+            }
+        }
         // Targets that had work but need nothing now still get an empty picture (to finish releases).
         for target in self.workers.keys() {
             work.entry(target.clone()).or_default();
         }
         for (target, mut w) in work {
-            w.refresh = self.refresh;
+            w.refresh = Refresh {
+                periodic: self.refresh,
+                reported_missing: self.reported_missing.get(&target).copied().unwrap_or_default(),
+            };
             w.protected = protected.clone();
             match self.workers.get(&target) {
                 Some(tx) => {

@@ -6,9 +6,10 @@
 //! there needs them any more. NMI serves a pod's token only once MIC has
 //! marked its assignment `Assigned`.
 //!
-//! The decisions live in `matching` (pure) and [`arm::patch_bodies`] (pure); this
-//! crate is the I/O around them: watches, Kubernetes writes, ARM calls, leader
-//! election, metrics.
+//! The decisions live in `matching` (pure), [`arm::patch_bodies`] (pure) and
+//! [`target_state`] (pure: when an assignment may be marked `Assigned`, what each
+//! VM or scale set needs from ARM next); this crate is otherwise the I/O around
+//! them: watches, Kubernetes writes, ARM calls, leader election, metrics.
 #![forbid(unsafe_code)]
 
 pub mod arm;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod flags;
 pub mod leader;
 pub mod metrics;
+pub mod target_state;
 
 /// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).
 pub use api::v1::MIC_FIELD_MANAGER as FIELD_MANAGER;

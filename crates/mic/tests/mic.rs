@@ -268,14 +268,19 @@ async fn a_deleted_nodes_assignments_go_without_arm_calls() {
     c.stop_mic().await;
 }
 
-async fn wait_until(mut ok: impl FnMut() -> bool, what: &str) -> Result<(), String> {
-    for _ in 0..300 {
+async fn wait_until(ok: impl FnMut() -> bool, what: &str) -> Result<(), String> {
+    wait_within(LIMIT, ok, what).await
+}
+
+async fn wait_within(limit: Duration, mut ok: impl FnMut() -> bool, what: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("timed out waiting until {what}"))
+    Err(format!("timed out after {limit:?} waiting until {what}"))
 }
 
 /// A storm of 429s: MIC waits as `Retry-After` says, per subscription, and converges with
@@ -495,30 +500,7 @@ async fn drift_is_repaired() {
     c.pod("drift", "web", "c-0", Some("app")).await;
     c.wait_assigned(&[("web-drift-id1", Assigned)], LIMIT).await;
 
-    let token = c
-        .azure
-        .admin()
-        .app_token("mic", "https://management.azure.com/")
-        .unwrap();
-    let ca = reqwest::Certificate::from_pem(c.azure.ca_cert_pem().unwrap().as_bytes()).unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    let vm = format!(
-        "{}/subscriptions/{}/resourceGroups/node-rg/providers/Microsoft.Compute/virtualMachines/vm-c?api-version=2023-09-01",
-        c.azure.arm_url(),
-        support::SUB
-    );
-    let body = serde_json::json!({"identity": {"type": "SystemAssigned", "userAssignedIdentities": null}});
-    let resp = http
-        .patch(&vm)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    c.strip_vm_c().await;
     wait_until(|| c.on_node("c-0").is_empty(), "the identity is gone")
         .await
         .unwrap();
@@ -658,5 +640,119 @@ async fn mic_rides_out_an_etcd_restart() {
         Duration::from_secs(60),
     )
     .await;
+    c.stop_mic().await;
+}
+
+/// Issue 13: short-lived pods with one binding alternate between the two instances of a scale
+/// set. Pod 1 on a-1 ends; MIC removes the identity from `ss-a`; pod 2 on a-0 starts while that
+/// removal's operation runs (ARM takes 3 s here). Pod 2's object must not read `Assigned` until
+/// the identity is back: NMI would otherwise ask IMDS for it and hand the pod IMDS's 400
+/// "Identity not found". MIC puts it back as soon as the removal returns, not at the periodic
+/// drift pass (60 s).
+#[tokio::test]
+async fn a_pod_arriving_while_its_identity_is_removed_waits_until_it_is_back() {
+    use futures_util::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let mut c = Cluster::start(world(&BTreeMap::from([("ss-a", 3_000)]))).await;
+    c.namespace("churn").await;
+    c.identity("churn", "id1", 1).await;
+    c.binding("churn", "b", "id1", "job").await;
+    c.start_mic(settings()).await;
+
+    // Each time pod 2's object reads `Assigned`, what ARM (model) and IMDS (effective) show of
+    // the scale set right then. A removal in flight shows as the identity missing from the model.
+    let seen_assigned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let api = kube::Api::<api::AzureAssignedIdentity>::namespaced(c.client.clone(), "churn");
+        let admin = c.azure.admin();
+        let seen = seen_assigned.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default()).applied_objects().boxed();
+            while let Some(Ok(aai)) = events.next().await {
+                let assigned = aai.status.as_ref().and_then(|s| s.status) == Some(Assigned);
+                if aai.metadata.name.as_deref() == Some("job-2-churn-id1") && assigned {
+                    let a0 = admin
+                        .node_identities()
+                        .into_iter()
+                        .find(|n| n.node == "a-0")
+                        .unwrap();
+                    seen.lock().unwrap().push((a0.model, a0.effective));
+                }
+            }
+        })
+    };
+
+    c.pod("churn", "job-1", "a-1", Some("job")).await;
+    c.wait_assigned(&[("job-1-churn-id1", Assigned)], LIMIT).await;
+    c.delete_pod("churn", "job-1").await;
+    wait_until(|| c.in_arm_model("a-0").is_empty(), "ARM accepts the removal")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.on_node("a-0"),
+        [resource_id(1)],
+        "the removal's operation must still run when pod 2 arrives"
+    );
+    c.pod("churn", "job-2", "a-0", Some("job")).await;
+
+    c.wait_assigned(&[("job-2-churn-id1", Assigned)], LIMIT).await;
+    assert_eq!(c.on_node("a-0"), [resource_id(1)]);
+    assert_eq!(c.in_arm_model("a-0"), [resource_id(1)]);
+    // Added for pod 1, removed, added back for pod 2: nothing waited for the periodic pass.
+    assert_eq!(c.arm_writes(), BTreeMap::from([("ss-a".to_owned(), 3)]));
+    // The watch has seen the final `Assigned` (it reads the same apiserver), and every time the
+    // object read `Assigned` the identity was on the scale set, in ARM and in IMDS alike.
+    wait_until(
+        || !seen_assigned.lock().unwrap().is_empty(),
+        "the watch sees pod 2 assigned",
+    )
+    .await
+    .unwrap();
+    watch.abort();
+    for (model, effective) in seen_assigned.lock().unwrap().iter() {
+        let lower = |ids: &Vec<String>| ids.iter().map(|i| i.to_ascii_lowercase()).collect::<Vec<_>>();
+        assert_eq!(
+            (lower(model), lower(effective)),
+            (vec![resource_id(1)], vec![resource_id(1)]),
+            "pod 2 read Assigned while the identity was not (or no longer) on the scale set"
+        );
+    }
+    c.stop_mic().await;
+}
+
+/// Issue 13 §2: someone removes the identity behind MIC's back; NMI, told "Identity not found"
+/// by IMDS, marks the object (`IDENTITY_MISSING_ANNOTATION`); MIC reads the VM back and puts the
+/// identity back within seconds. The periodic read-back is set to an hour, so only the finding
+/// can explain the repair. A second finding (a new token) is acted on again.
+#[tokio::test]
+async fn an_identity_nmi_finds_missing_is_put_back_at_once() {
+    let mut c = Cluster::start(world(&BTreeMap::new())).await;
+    c.namespace("gone").await;
+    c.identity("gone", "id1", 1).await;
+    c.binding("gone", "b", "id1", "app").await;
+    let mut s = settings();
+    s.drift_interval = Duration::from_secs(3600);
+    c.start_mic(s).await;
+    c.pod("gone", "web", "c-0", Some("app")).await;
+    c.wait_assigned(&[("web-gone-id1", Assigned)], LIMIT).await;
+
+    for finding in 1..=2 {
+        c.strip_vm_c().await;
+        wait_until(|| c.on_node("c-0").is_empty(), "the identity is gone")
+            .await
+            .unwrap();
+        let token = k8s_openapi::jiff::Timestamp::now().to_string();
+        c.report_identity_missing("gone", "web-gone-id1", &token).await;
+        wait_within(
+            Duration::from_secs(20),
+            || c.on_node("c-0") == [resource_id(1)],
+            &format!("the identity is back after finding {finding}"),
+        )
+        .await
+        .unwrap();
+        c.wait_assigned(&[("web-gone-id1", Assigned)], LIMIT).await;
+    }
+    // One write to assign, one per repair; none of the test's own removals repeated by MIC.
+    assert_eq!(c.arm_writes(), BTreeMap::from([("vm-c".to_owned(), 5)]));
     c.stop_mic().await;
 }

@@ -187,6 +187,28 @@ fn facts_keep_what_the_decisions_read() {
     assert!(f.deleting);
 }
 
+/// NMI's finding that IMDS did not know the identity reaches MIC's planner through the facts;
+/// other annotations do not.
+#[test]
+fn facts_carry_nmis_identity_missing_finding() {
+    let ids = [identity("ns", "id", A)];
+    let bindings = [binding("ns", "b", "id", "app", 1)];
+    let pods = [on("n1", pod("ns", "web", Some("app")))];
+    let d = desired(&Policy::default(), &pods, &bindings, &ids);
+    let mut a = recorded(&d[0], Some(api::AssignmentState::Assigned));
+    a.metadata.annotations = Some([("team".to_owned(), "a".to_owned())].into());
+    assert_eq!(AssignedFacts::from(&a).identity_missing, None);
+    a.metadata.annotations.as_mut().unwrap().insert(
+        api::v1::IDENTITY_MISSING_ANNOTATION.to_owned(),
+        "2026-11-30T05:00:00Z".to_owned(),
+    );
+    let f = AssignedFacts::from(&a);
+    assert_eq!(f.identity_missing.as_deref(), Some("2026-11-30T05:00:00Z"));
+    // The finding changes nothing of what the object records: it is planned like before.
+    let p = plan(d.clone(), [&f]);
+    assert!(p.create.is_empty() && p.update.is_empty() && p.delete.is_empty() && p.retry.is_empty());
+}
+
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()
 }

@@ -1,12 +1,19 @@
 //! One worker per VM or scale set: applies the latest picture of what its target needs, one
 //! batch at a time.
 //!
+//! The worker is a thin shell around the target's [`TargetState`] (see `crate::target_state`):
+//! it feeds it the planner's pictures and ARM's answers, and carries out its verdicts: read the
+//! target, send this change, mark these objects.
+//!
 //! A batch creates its new `AzureAssignedIdentity` objects while its delta PATCH runs, then
 //! marks `Assigned` every object whose identity is now on the target: two writes per pod, and
 //! the creates done while the apiserver would otherwise wait for ARM. An object MIC created has
 //! no status until then, which counts as `Created` (see `AzureAssignedIdentity::state`); a
 //! batch running past [`CREATE_WAITING_AFTER`], or failing, writes `Created` for all to see.
-//! Objects whose identity is already there are written and marked at once, with no ARM call.
+//! Objects whose identity is already there (ARM's last answer has it and no change in flight
+//! removes it) are written and marked at once, with no ARM call. An object whose identity the
+//! PATCH in flight removes waits: when the PATCH returns, the identity is missing from a target
+//! that needs it, so the next batch adds it back and marks the object then.
 //! Writes run concurrently (bounded across workers); Events are queued, never awaited.
 
 use std::{
@@ -30,10 +37,11 @@ use mirror::Key;
 use serde_json::json;
 use tokio::{sync::watch, time::Instant};
 
-use super::{Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
+use super::{Refresh, Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
 use crate::{
     arm::{CallError, IdentityState, patch_bodies},
     events::{Kind, pod_ref, some_of},
+    target_state::{Known, Landing, Next, TargetState, Wants},
 };
 
 /// How long a write this worker made stands in for the planner's view of the object. The
@@ -80,12 +88,12 @@ impl Written {
 
 pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watch::Receiver<TargetWork>) {
     let mut worker = Worker {
+        state: TargetState::new(shared.settings.protected_client_ids.clone()),
         shared,
         target,
-        state: None,
         written: HashMap::new(),
     };
-    let mut refreshed = 0;
+    let mut refreshed = Refresh::default();
     let mut applied_needed = BTreeSet::new();
     loop {
         if !settle(&mut rx, &applied_needed).await {
@@ -95,7 +103,7 @@ pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watc
         applied_needed.clone_from(&work.needed);
         if work.refresh != refreshed {
             refreshed = work.refresh;
-            worker.state = None;
+            worker.state.forget();
         }
         let failed = worker.apply(&work, &mut rx).await;
         let retry_at = failed.then(|| Instant::now() + worker.shared.settings.failure_retry);
@@ -142,15 +150,15 @@ async fn sleep_until_opt(at: Option<Instant>) {
 struct Worker {
     shared: Arc<Shared>,
     target: ComputeTarget,
-    /// The target's identities as Azure last reported them (after our own PATCHes).
-    state: Option<IdentityState>,
+    /// The target's identities as Azure last reported them, the change in flight and the wants.
+    state: TargetState,
     written: HashMap<Key, Written>,
 }
 
 /// How one batch's ARM changes went.
 struct ArmOutcome {
-    /// Set when `current` still reflects Azure (after a transport error the outcome is unknown).
-    current: Option<IdentityState>,
+    /// What ARM's answers say the target carries; `None` when nothing was sent.
+    landing: Option<Landing>,
     /// Identities ARM refused by name (`LinkedAuthorizationFailed`), with the error.
     refused: BTreeMap<String, String>,
     /// An error that failed the whole batch.
@@ -178,7 +186,14 @@ impl Worker {
         let shared = self.shared.clone();
         let shared = &*shared;
         let target_id = self.target.arm_id();
-        if work.assign.is_empty() && work.release.is_empty() && work.stale.is_empty() && self.state.is_some()
+        self.state.want(wants_of(work));
+        // A needed identity missing from the target is work even with nothing pending: it is
+        // how an identity removed by a PATCH that was in flight when it was needed again, or
+        // found missing by a read-back, is put back.
+        if work.assign.is_empty()
+            && work.release.is_empty()
+            && work.stale.is_empty()
+            && !self.state.needs_arm_work()
         {
             self.written.clear();
             return false;
@@ -189,9 +204,9 @@ impl Worker {
             .retain(|k, w| asked.contains(k) && w.at.elapsed() < WRITTEN_FOR);
         let todo = self.todo(work);
 
-        if self.state.is_none() {
+        if self.state.next() == Next::Read {
             match shared.arm.get(&self.target).await {
-                Ok(s) => self.state = Some(s),
+                Ok(s) => self.state.read(s),
                 Err(e) => {
                     // Service principals need nothing from ARM: they proceed anyway.
                     let (sp, msi): (Vec<&ToAssign>, Vec<&ToAssign>) =
@@ -203,51 +218,51 @@ impl Worker {
                 }
             }
         }
-        let current = self.state.take().expect("state was just read");
-        if current.provisioning_state.as_deref() == Some("Deleting") {
+        if self.state.next() == Next::LeaveAlone {
             tracing::info!(target = %target_id, "not touching a VM or scale set that is being deleted");
-            self.state = Some(current);
             return false;
         }
-        let mut protected = current.ids_with_client_ids(&shared.settings.protected_client_ids);
-        protected.extend(work.protected.iter().cloned());
-        let released: BTreeSet<String> = work
-            .release
-            .iter()
-            .filter_map(|r| r.arm_id.clone())
-            .chain(work.stale.iter().cloned())
-            .collect();
-        let change = matching::target_change(&work.needed, &released, &current.ids(), &protected);
-
-        let on_before = current.ids();
+        let protected = self.state.protected();
+        let start = match (self.state.send(), self.state.known()) {
+            (Some(change), Known::Read(current)) => Some((change, current.clone())),
+            _ => None,
+        };
+        // What may be marked `Assigned` while the change is in flight: not what it removes.
+        let on = self.state.on_target();
         let started = Instant::now();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let target = self.target.clone();
         let arm = async {
-            let outcome = change_target(shared, &target, current, change, &protected).await;
+            let outcome = match start {
+                Some((change, current)) => change_target(shared, &target, current, change, &protected).await,
+                None => ArmOutcome {
+                    landing: None,
+                    refused: BTreeMap::new(),
+                    batch_error: None,
+                },
+            };
             let _ = done_tx.send(());
             outcome
         };
-        let (outcome, (latest, written)) = tokio::join!(arm, self.follow(work, rx, &on_before, done_rx));
+        let (outcome, (latest, written)) = tokio::join!(arm, self.follow(work, rx, &on, done_rx));
         let ArmOutcome {
-            current,
+            landing,
             refused,
             batch_error,
         } = outcome;
-        self.state = current;
-        let now_on = self.state.as_ref().map(IdentityState::ids).unwrap_or_default();
+        if let Some(landing) = landing {
+            self.state.landed(landing);
+        }
+        let now_on = self.state.on_target();
         let mut retry = batch_error.is_some() || !refused.is_empty() || !written;
 
-        // Objects whose identity this batch brought are marked `Assigned`, from the latest picture.
+        // Objects whose identity ARM's answer now shows are marked `Assigned`, from the latest
+        // picture (those marked while the PATCH ran are no longer to do).
         let seen = latest.as_ref().unwrap_or(work);
         let arrived: Vec<&ToAssign> = self
             .todo(seen)
             .into_iter()
-            .filter(|a| {
-                a.arm_id
-                    .as_ref()
-                    .is_some_and(|id| now_on.contains(&**id) && !on_before.contains(&**id))
-            })
+            .filter(|a| self.state.may_mark_assigned(a.arm_id.as_deref()))
             .collect();
         let outcome = self.write_all(&arrived, Some(AssignmentState::Assigned)).await;
         retry |= !self.record(outcome);
@@ -255,7 +270,9 @@ impl Worker {
             // Until the retry, the objects still waiting say so.
             retry |= !self.write_picture(seen, &now_on, Waiting::Mark).await;
         }
-        if latest.is_some() {
+        // A later picture, or an answer that leaves work (a read-back asked meanwhile), goes to
+        // ARM in the next round, not at the periodic pass.
+        if latest.is_some() || (!retry && self.state.needs_arm_work()) {
             rx.mark_changed();
         }
         tracing::debug!(
@@ -267,7 +284,7 @@ impl Worker {
         let failed: Vec<&ToAssign> = todo
             .iter()
             .copied()
-            .filter(|a| a.arm_id.as_deref().is_some_and(|id| !now_on.contains(id)))
+            .filter(|a| !self.state.may_mark_assigned(a.arm_id.as_deref()))
             .collect();
         // (`todo` is this batch's own picture: later arrivals are the next batch's business.)
         report_failure(
@@ -280,10 +297,7 @@ impl Worker {
             // Left-behind identities that are gone, needed again or protected need no more care.
             let mut stale = lock(&shared.stale);
             if let Some(ids) = stale.get_mut(&self.target) {
-                ids.retain(|id| {
-                    !(work.stale.contains(id)
-                        && (!now_on.contains(id) || work.needed.contains(id) || protected.contains(id)))
-                });
+                ids.retain(|id| !(work.stale.contains(id) && self.state.let_go(id)));
                 if ids.is_empty() {
                     stale.remove(&self.target);
                 }
@@ -291,10 +305,7 @@ impl Worker {
         }
         let mut done_with = Vec::new();
         for r in &work.release {
-            let still_there = r.arm_id.as_ref().is_some_and(|id| {
-                now_on.contains(id) && !work.needed.contains(id) && !protected.contains(id)
-            });
-            if still_there {
+            if r.arm_id.as_deref().is_some_and(|id| !self.state.let_go(id)) {
                 retry = true;
             } else {
                 done_with.push(&r.key);
@@ -309,7 +320,8 @@ impl Worker {
     }
 
     /// While ARM works on a batch: writes the objects of `work` and of every later picture, until
-    /// `done`. Objects whose identity is already on the target (`on`) or that need none are
+    /// `done`. Objects whose identity is on the target (`on`: ARM's last answer has it and the
+    /// change in flight does not remove it) or that need none are
     /// written and marked `Assigned` at once. New objects waiting for an identity are created
     /// without a status (which reads as `Created`), and get an explicit `Created` only once the
     /// batch has run for [`CREATE_WAITING_AFTER`]. In the common case of a quick operation their
@@ -531,9 +543,23 @@ async fn change_target(
         change = matching::target_change(&change.add, &change.remove, &current.ids(), protected);
     }
     ArmOutcome {
-        current: known.then_some(current),
+        landing: Some(if known {
+            Landing::Answered(current)
+        } else {
+            Landing::Unanswered
+        }),
         refused,
         batch_error,
+    }
+}
+
+/// What a picture wants of ARM, for the target's state machine.
+fn wants_of(work: &TargetWork) -> Wants {
+    Wants {
+        needed: work.needed.clone(),
+        released: work.release.iter().filter_map(|r| r.arm_id.clone()).collect(),
+        stale: work.stale.clone(),
+        protected: work.protected.clone(),
     }
 }
 

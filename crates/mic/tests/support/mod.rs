@@ -328,6 +328,61 @@ impl Cluster {
         ids
     }
 
+    /// The identities ARM's GET shows for a node's VM or scale set (its model, changed as soon as
+    /// ARM accepts a write, while IMDS keeps serving the old set until the operation ends),
+    /// lower-cased.
+    pub fn in_arm_model(&self, node: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .azure
+            .admin()
+            .node_identities()
+            .into_iter()
+            .find(|n| n.node == node)
+            .map(|n| n.model.iter().map(|i| i.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Removes every user-assigned identity from VM `vm-c` behind MIC's back, as `az vm identity
+    /// remove` would: an ARM PATCH with a token the emulator's admin API mints for MIC's own
+    /// service principal (any principal allowed to write the VM would do).
+    pub async fn strip_vm_c(&self) {
+        let token = self
+            .azure
+            .admin()
+            .app_token("mic", "https://management.azure.com/")
+            .unwrap();
+        let ca = reqwest::Certificate::from_pem(self.azure.ca_cert_pem().unwrap().as_bytes()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let vm = format!(
+            "{}/subscriptions/{SUB}/resourceGroups/node-rg/providers/Microsoft.Compute/virtualMachines/vm-c?api-version=2023-09-01",
+            self.azure.arm_url(),
+        );
+        let body = json!({"identity": {"type": "SystemAssigned", "userAssignedIdentities": null}});
+        let resp = http
+            .patch(&vm)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// Sets `IDENTITY_MISSING_ANNOTATION` on an `AzureAssignedIdentity` as NMI does when IMDS
+    /// answered "Identity not found" for it: a new token (the time) at each finding.
+    pub async fn report_identity_missing(&self, ns: &str, name: &str, token: &str) {
+        let patch = json!({"metadata": {"annotations": {api::v1::IDENTITY_MISSING_ANNOTATION: token}}});
+        Api::<AzureAssignedIdentity>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
     /// ARM writes accepted per VM or scale set name.
     pub fn arm_writes(&self) -> BTreeMap<String, u64> {
         self.azure
