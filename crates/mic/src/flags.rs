@@ -60,12 +60,13 @@ pub struct Flags {
     /// Port of /metrics.
     #[arg(long = "prometheus-port", default_value_t = 8888)]
     pub prometheus_port: u16,
-    /// ARM endpoint (the Azure emulator's in tests).
-    #[arg(long, default_value = "https://management.azure.com")]
-    pub arm_endpoint: String,
-    /// Entra authority for a service principal.
-    #[arg(long, default_value = "https://login.microsoftonline.com")]
-    pub aad_endpoint: String,
+    /// ARM endpoint (the Azure emulator's in tests); default: the cloud's (azure.json `cloud`).
+    /// The token audience stays the cloud's.
+    #[arg(long)]
+    pub arm_endpoint: Option<String>,
+    /// Entra authority for a service principal; default: the cloud's.
+    #[arg(long)]
+    pub aad_endpoint: Option<String>,
     /// IMDS endpoint, when MIC authenticates with a managed identity.
     #[arg(long, default_value = "http://169.254.169.254")]
     pub imds_endpoint: String,

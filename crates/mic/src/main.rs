@@ -43,7 +43,15 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => CloudConfig::from_file(path)?,
         None => CloudConfig::from_env(|k| std::env::var(k).ok()),
     };
-    let credential = cloud.credential(&flags.aad_endpoint, &flags.imds_endpoint)?;
+    // The cloud name picks ARM, Entra and the token audience; our endpoint flags override them.
+    let connection = cloud.connection(
+        &mic::cloud::EndpointOverrides {
+            arm: flags.arm_endpoint.clone(),
+            aad: flags.aad_endpoint.clone(),
+        },
+        &flags.imds_endpoint,
+        |k| std::env::var(k).ok(),
+    )?;
     let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .user_agent(&user_agent);
@@ -56,13 +64,7 @@ async fn main() -> anyhow::Result<()> {
         poll_interval: flags.arm_poll_interval,
         ..RetryPolicy::default()
     };
-    let arm = ArmClient::new(
-        http.build()?,
-        &flags.arm_endpoint,
-        credential,
-        retry,
-        metrics.clone(),
-    );
+    let arm = ArmClient::connect(http.build()?, connection, retry, metrics.clone());
     let client = kube_client(&flags, &user_agent)
         .await
         .context("connecting to the Kubernetes API")?;
