@@ -377,7 +377,7 @@ pub struct AzureAssignedIdentitySpec {
     pub replicas: Option<i32>,
 }
 
-/// Status of an `AzureAssignedIdentity`, written through the status subresource.
+/// Status of an `AzureAssignedIdentity`, written on the object itself (no status subresource, as upstream).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct AzureAssignedIdentityStatus {
     /// `Created`, `Assigned` or `Unassigned`. Absent on objects written by MIC before upstream 1.5, which NMI treats as assigned.
@@ -400,10 +400,12 @@ impl AzureAssignedIdentity {
     }
 
     /// The assignment state. A missing status counts as assigned (upstream's legacy rule: MICs
-    /// before 1.5 wrote none), except on an object our MIC wrote. Through the status subresource
-    /// it creates an object first and writes its status next, so a missing status there means
-    /// that write has not landed, or never did (MIC stopped in between): the identity may not be
-    /// on the VM yet, and the object is `Created` until MIC says otherwise.
+    /// before 1.5 wrote none), except on an object our MIC wrote. Our MIC may create an object
+    /// first and write its status next, so a missing status there means that write has not
+    /// landed, or never did (MIC stopped in between): the identity may not be on the VM yet, and
+    /// the object is `Created` until MIC says otherwise. Upstream's MIC (1.5 and later) puts the
+    /// status in the create's body, which the CRD keeps (it has no status subresource), so its
+    /// objects are never status-less and the legacy rule only meets real legacy objects.
     pub fn state(&self) -> AssignmentState {
         match self.status.as_ref().and_then(|s| s.status) {
             Some(state) => state,

@@ -502,7 +502,8 @@ impl Planner {
     }
 }
 
-/// Writes an `AzureAssignedIdentity`'s status.
+/// Writes an `AzureAssignedIdentity`'s status, on the object itself: the CRD has no status
+/// subresource, as upstream's had none (see `api::crds`).
 async fn set_state(
     shared: &Shared,
     (namespace, name): &Key,
@@ -511,7 +512,7 @@ async fn set_state(
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let status = json!({"status": {"status": state, "availableReplicas": 1}});
     let _permit = shared.writes.acquire().await;
-    api.patch_status(name, &crate::patch_params(), &Patch::Merge(&status))
+    api.patch(name, &crate::patch_params(), &Patch::Merge(&status))
         .await
         .map(drop)
 }
