@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode},
+    http::{HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
