@@ -49,7 +49,10 @@ pub fn ours(name: &str) -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{} is missing ({e}); {hint}", bin.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/compat sits two levels below the repository");
     let sources = [name, "api", "matching", "mirror"].map(|c| root.join("crates").join(c));
     if let Some((newer, _)) = sources
         .iter()
