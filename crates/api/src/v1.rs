@@ -236,6 +236,34 @@ impl AzureIdentitySpec {
             .as_ref()
             .or(self.legacy_client_password.as_ref())
     }
+
+    /// The same spec in upstream v1.8's camelCase spelling only. Upstream's binaries decode
+    /// case-sensitively, so a copy they read (an AzureAssignedIdentity's `azureIdentityRef`) must
+    /// say `clientID`: upstream's NMI reading a seed-spelled copy finds no client id and asks IMDS
+    /// for the node's default identity.
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            resource_id: self.resource_id().map(str::to_owned),
+            client_id: self.client_id().map(str::to_owned),
+            client_password: self.client_password().cloned(),
+            tenant_id: self.tenant_id().map(str::to_owned),
+            legacy_resource_id: None,
+            legacy_client_id: None,
+            legacy_client_password: None,
+            legacy_tenant_id: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl AzureIdentity {
+    /// A copy with its spec in upstream's spelling ([`AzureIdentitySpec::in_upstream_spelling`]).
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            spec: self.spec.in_upstream_spelling(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Binds pods whose `aadpodidbinding` label equals `selector` to the named `AzureIdentity`.
@@ -311,6 +339,28 @@ impl AzureIdentityBindingSpec {
     /// The selector, under either spelling.
     pub fn selector(&self) -> Option<&str> {
         non_empty(&self.selector).or_else(|| non_empty(&self.legacy_selector))
+    }
+
+    /// The same spec in upstream v1.8's camelCase spelling only (see
+    /// [`AzureIdentitySpec::in_upstream_spelling`]).
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            azure_identity: self.azure_identity().map(str::to_owned),
+            selector: self.selector().map(str::to_owned),
+            legacy_azure_identity: None,
+            legacy_selector: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl AzureIdentityBinding {
+    /// A copy with its spec in upstream's spelling.
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            spec: self.spec.in_upstream_spelling(),
+            ..self.clone()
+        }
     }
 }
 
