@@ -32,6 +32,17 @@ pub const SELECTOR: &str = "myapp";
 /// Where each node namespace forwards to Azurite (a local address of every node).
 const AZURITE_IP: &str = "10.99.0.1";
 
+/// How the walkthrough's AzureIdentity and AzureIdentityBinding are spelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    /// Upstream v1.8's camelCase (`resourceID`, `clientID`, `azureIdentity`, `selector`), the
+    /// only one upstream's binaries read.
+    Upstream,
+    /// The walkthrough's as written (`ResourceID`, `ClientID`, `AzureIdentity`, `Selector`),
+    /// which our CRD keeps and our binaries read.
+    Seed,
+}
+
 /// A node: its namespace, its forwarders, and the NMI running there.
 pub struct NodeNs {
     pub name: String,
@@ -67,7 +78,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Everything but NMI and MIC. Fails the test when a prerequisite is missing.
-    pub async fn start(nodes: usize, node_identity: NodeIdentity) -> Self {
+    pub async fn start(nodes: usize, node_identity: NodeIdentity, spelling: Spelling) -> Self {
         netns::require_prerequisites();
         let python = pods::python();
         pods::script("azurite.sh", &["install"]);
@@ -132,7 +143,7 @@ impl Cluster {
         for i in 0..nodes {
             cluster.add_node(i, azurite_port).await;
         }
-        cluster.walkthrough_objects().await;
+        cluster.walkthrough_objects(spelling).await;
         wait("Azurite listens", 60, || {
             std::net::TcpStream::connect(("127.0.0.1", azurite_port)).is_ok()
         });
@@ -179,9 +190,8 @@ impl Cluster {
         });
     }
 
-    /// The walkthrough's identity and binding, in upstream v1.8's camelCase (upstream's MIC and
-    /// NMI read only that spelling).
-    async fn walkthrough_objects(&self) {
+    /// The walkthrough's identity and binding, in the given spelling.
+    async fn walkthrough_objects(&self, spelling: Spelling) {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": APP_NAMESPACE}}))
             .expect("a namespace literal");
         Api::<Namespace>::all(self.client.clone())
@@ -191,7 +201,10 @@ impl Cluster {
         let identity: AzureIdentity = serde_json::from_value(json!({
             "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
             "metadata": {"name": world::IDENTITY},
-            "spec": {"type": 0, "resourceID": world::resource_id(), "clientID": world::CLIENT_ID}
+            "spec": match spelling {
+                Spelling::Upstream => json!({"type": 0, "resourceID": world::resource_id(), "clientID": world::CLIENT_ID}),
+                Spelling::Seed => json!({"type": 0, "ResourceID": world::resource_id(), "ClientID": world::CLIENT_ID}),
+            }
         }))
         .expect("an identity literal");
         Api::<AzureIdentity>::namespaced(self.client.clone(), APP_NAMESPACE)
@@ -201,7 +214,10 @@ impl Cluster {
         let binding: AzureIdentityBinding = serde_json::from_value(json!({
             "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
             "metadata": {"name": "myapp-azure-identity-binding"},
-            "spec": {"azureIdentity": world::IDENTITY, "selector": SELECTOR}
+            "spec": match spelling {
+                Spelling::Upstream => json!({"azureIdentity": world::IDENTITY, "selector": SELECTOR}),
+                Spelling::Seed => json!({"AzureIdentity": world::IDENTITY, "Selector": SELECTOR}),
+            }
         }))
         .expect("a binding literal");
         Api::<AzureIdentityBinding>::namespaced(self.client.clone(), APP_NAMESPACE)

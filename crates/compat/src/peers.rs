@@ -35,8 +35,9 @@ pub fn upstream() -> &'static testbed::UpstreamPodIdentity {
 }
 
 /// Our `name` binary, built by cargo next to this test (`cargo test --workspace` builds every
-/// binary of the workspace before running any test). Refused when missing or older than its
-/// sources: a stale binary would test yesterday's code.
+/// binary of the workspace before running any test). Refused when missing or older than one of
+/// the sources cargo built it from (its dep-info file, `<name>.d`): a stale binary would test
+/// yesterday's code.
 pub fn ours(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -49,43 +50,30 @@ pub fn ours(name: &str) -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{} is missing ({e}); {hint}", bin.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/compat sits two levels below the repository");
-    let sources = [name, "api", "matching", "mirror"].map(|c| root.join("crates").join(c));
-    if let Some((newer, _)) = sources
-        .iter()
-        .filter_map(|d| newest(d))
-        .filter(|(_, t)| *t > built)
-        .max_by_key(|(_, t)| *t)
-    {
-        panic!("{} is older than {}; {hint}", bin.display(), newer.display());
+    let dep_info = dir.join(format!("{name}.d"));
+    let deps = std::fs::read_to_string(&dep_info)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}); {hint}", dep_info.display()));
+    if let Some(newer) = sources(&deps).find(|src| modified(src).is_some_and(|t| t > built)) {
+        panic!("{} is older than {newer}; {hint}", bin.display());
     }
     bin
 }
 
-/// The most recently modified file under `dir` (its `src/` and `Cargo.toml`).
-fn newest(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut best: Option<(PathBuf, SystemTime)> = None;
-    let mut stack = vec![dir.join("src"), dir.join("Cargo.toml")];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else { continue };
-        if meta.is_dir() {
-            stack.extend(
-                std::fs::read_dir(&p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else if let Ok(t) = meta.modified()
-            && best.as_ref().is_none_or(|(_, b)| t > *b)
-        {
-            best = Some((p, t));
-        }
-    }
-    best
+/// The sources a dep-info file lists (`target: src src …`, spaces in paths escaped as `\ `).
+fn sources(dep_info: &str) -> impl Iterator<Item = String> + '_ {
+    dep_info
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, srcs)| srcs))
+        .flat_map(|srcs| {
+            srcs.replace("\\ ", "\u{0}")
+                .split_whitespace()
+                .map(|s| s.replace('\u{0}', " "))
+                .collect::<Vec<_>>()
+        })
+}
+
+fn modified(path: &str) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// How an NMI is started on a node.
@@ -201,4 +189,16 @@ pub fn start_mic(version: Version, l: &MicLaunch<'_>, log: &Path) -> Supervised 
     };
     Supervised::spawn_with(&format!("{version} mic"), &cmd, log)
         .unwrap_or_else(|e| panic!("starting {version} MIC: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dep_info_lists_each_source_once_with_escaped_spaces_kept() {
+        let d = "/t/debug/nmi: /r/crates/api/src/lib.rs /r/my\\ dir/a.rs\n\n/r/crates/api/src/lib.rs:\n";
+        assert_eq!(
+            super::sources(d).collect::<Vec<_>>(),
+            ["/r/crates/api/src/lib.rs", "/r/my dir/a.rs"]
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use compat::{
     Cluster, Version,
-    cluster::APP_NAMESPACE,
+    cluster::{APP_NAMESPACE, Spelling},
     pods::{self, Attempt, Poller},
     world::{NodeIdentity, PRINCIPAL_ID},
 };
@@ -54,7 +54,7 @@ fn report(test: &str, started: Instant) {
 async fn upstream_mic_with_our_nmi_serves_the_walkthrough_pod() {
     let _one = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut c = Cluster::start(1, NodeIdentity::SystemAssigned).await;
+    let mut c = Cluster::start(1, NodeIdentity::SystemAssigned, Spelling::Upstream).await;
     blocking(|| c.start_nmi(0, Version::Ours));
     c.start_mic(Version::Upstream);
     c.slow_scale_set(SLOW_SCALE_SET_MS);
@@ -77,7 +77,7 @@ async fn upstream_mic_with_our_nmi_serves_the_walkthrough_pod() {
 async fn our_mic_with_upstream_nmi_serves_the_walkthrough_pod() {
     let _one = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut c = Cluster::start(1, NodeIdentity::SystemAssigned).await;
+    let mut c = Cluster::start(1, NodeIdentity::SystemAssigned, Spelling::Upstream).await;
     blocking(|| c.start_nmi(0, Version::Upstream));
     c.start_mic(Version::Ours);
     c.slow_scale_set(SLOW_SCALE_SET_MS);
@@ -92,6 +92,23 @@ async fn our_mic_with_upstream_nmi_serves_the_walkthrough_pod() {
     );
     assert_eq!(c.imds_calls_bypassing_nmi(0), Vec::<String>::new());
     report("our MIC + upstream NMI", started);
+}
+
+/// The walkthrough's YAML as written (`ClientID`, `ResourceID`, `AzureIdentity`, `Selector`),
+/// which our CRD keeps and our MIC reads. Upstream's NMI reads only camelCase, so our MIC's copy
+/// of the identity in the AzureAssignedIdentity must be in camelCase: from a copy saying
+/// `ClientID` upstream's NMI gets no client id and asks IMDS for the node's own identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_mic_gives_upstream_nmi_the_identity_of_the_walkthroughs_own_yaml() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut c = Cluster::start(1, NodeIdentity::SystemAssigned, Spelling::Seed).await;
+    blocking(|| c.start_nmi(0, Version::Upstream));
+    c.start_mic(Version::Ours);
+    let pod = c.pod(0, "myapp").await;
+    c.wait_assigned("myapp").await;
+    walkthrough(&c, pod, "our MIC + upstream NMI, the seed's spelling");
+    report("our MIC + upstream NMI, the seed's spelling", started);
 }
 
 /// What the pollers saw: (failures, tokens for another identity).
@@ -124,7 +141,7 @@ async fn a_rolling_migration_from_upstream_loses_no_token_request() {
             started.elapsed().as_secs_f64()
         )
     };
-    let mut c = Cluster::start(2, NodeIdentity::Without).await;
+    let mut c = Cluster::start(2, NodeIdentity::Without, Spelling::Upstream).await;
     for i in 0..2 {
         blocking(|| c.start_nmi(i, Version::Upstream));
     }
