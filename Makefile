@@ -14,7 +14,7 @@ deps:
 	@scripts/python-venv.sh >/dev/null
 	@scripts/azurite.sh install >/dev/null
 
-## testbin: build kube-apiserver, etcd, kubectl and helm from Go modules (cached in ~/.cache/pod-identity).
+## testbin: build kube-apiserver, etcd, kubectl, helm and upstream's NMI and MIC v1.8.17 from Go modules (cached in ~/.cache/pod-identity).
 testbin:
 	@scripts/testbin.sh >/dev/null
 

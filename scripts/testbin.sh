@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the upstream binaries pod-identity tests run against (kube-apiserver,
-# kubectl, etcd, helm) from their published Go modules, pinned by the wrapper
-# modules under tools/testbin/. Each lands in
+# kubectl, etcd, helm, and aad-pod-identity v1.8.17's own NMI and MIC as
+# upstream-nmi and upstream-mic, the peers of the mixed-version tests) from
+# their published Go modules, pinned by the wrapper modules under
+# tools/testbin/. Each lands in
 #   ~/.cache/pod-identity/bin/<name>-<version>/<name>
 # and is built only when missing. Prints the directory of each binary as
 #   NAME=/path/to/binary
@@ -13,6 +15,8 @@ CACHE=${POD_IDENTITY_CACHE:-$HOME/.cache/pod-identity}
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.21.4
+# The release pod-identity is a drop-in for (README, "Mixed versions").
+AAD_POD_IDENTITY_VERSION=v1.8.17
 
 log() { printf '[testbin] %s\n' "$*" >&2; }
 
@@ -43,13 +47,17 @@ build() {
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 kver="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 
-want=${*:-kube-apiserver etcd kubectl helm}
+aadver="-X github.com/Azure/aad-pod-identity/version.NMIVersion=$AAD_POD_IDENTITY_VERSION -X github.com/Azure/aad-pod-identity/version.MICVersion=$AAD_POD_IDENTITY_VERSION"
+
+want=${*:-kube-apiserver etcd kubectl helm upstream-nmi upstream-mic}
 for w in $want; do
   case $w in
     kube-apiserver) build kube-apiserver "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$kver" ;;
     kubectl) build kubectl "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kubectl "$kver" ;;
     etcd) build etcd "$ETCD_VERSION" etcd . ;;
     helm) build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
+    upstream-nmi) build upstream-nmi "$AAD_POD_IDENTITY_VERSION" aad-pod-identity github.com/Azure/aad-pod-identity/cmd/nmi "$aadver" ;;
+    upstream-mic) build upstream-mic "$AAD_POD_IDENTITY_VERSION" aad-pod-identity github.com/Azure/aad-pod-identity/cmd/mic "$aadver" ;;
     *) log "unknown binary $w"; exit 2 ;;
   esac
 done

@@ -29,9 +29,25 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         AzureIdentity::crd(),
         AzureIdentityBinding::crd(),
-        AzureAssignedIdentity::crd(),
+        without_status_subresource(AzureAssignedIdentity::crd()),
         AzurePodIdentityException::crd(),
     ]
+}
+
+/// `AzureAssignedIdentity` has no status subresource, as upstream's CRD had none: upstream's
+/// MIC (v1.8.17, and any client of that era) creates the objects with their status in the body
+/// and later JSON-patches `/status/status` on the main resource. A status subresource drops
+/// both silently, which leaves its objects status-less, and NMIs (ours and upstream's) read a
+/// status-less object of a MIC not ours as upstream's pre-1.5 "legacy" object, already
+/// assigned, before the identity is on the VM. Without the subresource, whoever writes the
+/// object writes its status, on the main resource, as every upstream release did.
+/// (`kube-derive` adds the subresource to any kind with a status; the other kinds keep it,
+/// since no version of MIC or NMI ever wrote or read their status.)
+fn without_status_subresource(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// The CRDs as one multi-document YAML file, exactly as committed at [`CRDS_PATH`].

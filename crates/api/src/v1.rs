@@ -236,6 +236,34 @@ impl AzureIdentitySpec {
             .as_ref()
             .or(self.legacy_client_password.as_ref())
     }
+
+    /// The same spec in upstream v1.8's camelCase spelling only. Upstream's binaries decode
+    /// case-sensitively, so a copy they read (an AzureAssignedIdentity's `azureIdentityRef`) must
+    /// say `clientID`: upstream's NMI reading a seed-spelled copy finds no client id and asks IMDS
+    /// for the node's default identity.
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            resource_id: self.resource_id().map(str::to_owned),
+            client_id: self.client_id().map(str::to_owned),
+            client_password: self.client_password().cloned(),
+            tenant_id: self.tenant_id().map(str::to_owned),
+            legacy_resource_id: None,
+            legacy_client_id: None,
+            legacy_client_password: None,
+            legacy_tenant_id: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl AzureIdentity {
+    /// A copy with its spec in upstream's spelling ([`AzureIdentitySpec::in_upstream_spelling`]).
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            spec: self.spec.in_upstream_spelling(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Binds pods whose `aadpodidbinding` label equals `selector` to the named `AzureIdentity`.
@@ -312,6 +340,28 @@ impl AzureIdentityBindingSpec {
     pub fn selector(&self) -> Option<&str> {
         non_empty(&self.selector).or_else(|| non_empty(&self.legacy_selector))
     }
+
+    /// The same spec in upstream v1.8's camelCase spelling only (see
+    /// [`AzureIdentitySpec::in_upstream_spelling`]).
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            azure_identity: self.azure_identity().map(str::to_owned),
+            selector: self.selector().map(str::to_owned),
+            legacy_azure_identity: None,
+            legacy_selector: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl AzureIdentityBinding {
+    /// A copy with its spec in upstream's spelling.
+    pub fn in_upstream_spelling(&self) -> Self {
+        Self {
+            spec: self.spec.in_upstream_spelling(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Where an `AzureAssignedIdentity` is in its life (`status.status`).
@@ -377,7 +427,7 @@ pub struct AzureAssignedIdentitySpec {
     pub replicas: Option<i32>,
 }
 
-/// Status of an `AzureAssignedIdentity`, written through the status subresource.
+/// Status of an `AzureAssignedIdentity`, written on the object itself (no status subresource, as upstream).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct AzureAssignedIdentityStatus {
     /// `Created`, `Assigned` or `Unassigned`. Absent on objects written by MIC before upstream 1.5, which NMI treats as assigned.
@@ -400,10 +450,12 @@ impl AzureAssignedIdentity {
     }
 
     /// The assignment state. A missing status counts as assigned (upstream's legacy rule: MICs
-    /// before 1.5 wrote none), except on an object our MIC wrote. Through the status subresource
-    /// it creates an object first and writes its status next, so a missing status there means
-    /// that write has not landed, or never did (MIC stopped in between): the identity may not be
-    /// on the VM yet, and the object is `Created` until MIC says otherwise.
+    /// before 1.5 wrote none), except on an object our MIC wrote. Our MIC may create an object
+    /// first and write its status next, so a missing status there means that write has not
+    /// landed, or never did (MIC stopped in between): the identity may not be on the VM yet, and
+    /// the object is `Created` until MIC says otherwise. Upstream's MIC (1.5 and later) puts the
+    /// status in the create's body, which the CRD keeps (it has no status subresource), so its
+    /// objects are never status-less and the legacy rule only meets real legacy objects.
     pub fn state(&self) -> AssignmentState {
         match self.status.as_ref().and_then(|s| s.status) {
             Some(state) => state,

@@ -284,7 +284,8 @@ async fn printer_columns_show_in_kubectl_get() {
         ["myapp-azure-identity-binding", "myapp-identity", "myapp"]
     );
 
-    // An AzureAssignedIdentity as MIC writes it: spec on create, status through the subresource.
+    // An AzureAssignedIdentity as upstream's MIC v1.8.17 writes it: created with its status in
+    // the body, which the apiserver keeps (there is no status subresource, as upstream had none).
     let id = Api::<AzureIdentity>::namespaced(client.clone(), &ns)
         .get("myapp-identity")
         .await
@@ -301,23 +302,49 @@ async fn printer_columns_show_in_kubectl_get() {
             replicas: None,
         },
     );
-    // Status sent with the create is dropped by the apiserver: it belongs to the subresource.
     aai.status = Some(AzureAssignedIdentityStatus {
-        status: Some(AssignmentState::Assigned),
+        status: Some(AssignmentState::Created),
         available_replicas: Some(1),
     });
     let aais = Api::<AzureAssignedIdentity>::namespaced(client, &ns);
     let created = aais.create(&PostParams::default(), &aai).await.unwrap();
     assert_eq!(
-        created.status, None,
-        "status must only be writable through the status subresource"
+        created.state(),
+        AssignmentState::Created,
+        "the status sent with the create is kept: {:?}",
+        created.status
     );
+    // Upstream's MIC then JSON-patches `/status/status` on the main resource.
+    ok(&kubectl(
+        server,
+        &[
+            "patch",
+            "azureassignedidentity",
+            &name,
+            "-n",
+            &ns,
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/status/status","value":"Assigned"}]"#,
+        ],
+        None,
+    ));
+    assert_eq!(aais.get(&name).await.unwrap().state(), AssignmentState::Assigned);
+    // Ours writes it with a merge patch of the main resource; the `/status` endpoint is gone.
     let status = json!({"status": {"status": "Created", "availableReplicas": 1}});
     let patched = aais
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
     assert_eq!(patched.state(), AssignmentState::Created);
+    let err = aais
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(e) if e.code == 404),
+        "AzureAssignedIdentity has no status subresource: {err}"
+    );
 
     let out = ok(&kubectl(
         server,
@@ -349,7 +376,7 @@ async fn printer_columns_show_in_kubectl_get() {
     // A status outside Created/Assigned/Unassigned is refused.
     let bad = json!({"status": {"status": "Bogus"}});
     let err = aais
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&bad))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&bad))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Unsupported value: \"Bogus\""), "{err}");

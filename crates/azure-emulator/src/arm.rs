@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode},
+    http::{HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
@@ -45,9 +45,43 @@ fn header(r: &mut Response, name: &'static str, value: impl ToString) {
     }
 }
 
+/// The audiences public Azure's ARM accepts.
+const AUDS: [&str; 4] = [
+    "https://management.azure.com/",
+    "https://management.azure.com",
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+];
+
+/// The URLs this ARM endpoint answers to, as a client addressed it (Host header, or the
+/// authority of an HTTP/2 request) and as the emulator reports it, without a trailing `/`.
+fn endpoint_urls(arm_url: &str, parts: &http::request::Parts) -> Vec<String> {
+    let scheme = arm_url.split_once("://").map_or("https", |(s, _)| s);
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let mut urls = vec![arm_url.trim_end_matches('/').to_owned()];
+    urls.extend(host.map(|h| format!("{scheme}://{h}")));
+    urls
+}
+
+/// Whether `aud` is acceptable: one of public Azure's ARM audiences, or, when the world allows
+/// it as Azure Stack Hub does, one of `endpoint_urls` (a trailing `/` either way; the scheme
+/// and host compared case-insensitively, as URLs are).
+fn audience_ok(aud: &str, endpoint_urls: Option<&[String]>) -> bool {
+    AUDS.contains(&aud)
+        || endpoint_urls.is_some_and(|urls| {
+            urls.iter()
+                .any(|u| u.eq_ignore_ascii_case(aud.trim_end_matches('/')))
+        })
+}
+
 /// Checks the bearer token: signed by this emulator's Entra, for ARM, for this tenant, unexpired.
 /// Returns the caller's object id.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+fn authenticate(shared: &Shared, parts: &http::request::Parts) -> Result<String, Response> {
+    let headers = &parts.headers;
     let unauthorized = |code: &str, msg: &str| {
         let mut r = arm_error(StatusCode::UNAUTHORIZED, code, msg);
         header(
@@ -82,18 +116,22 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Response
         .map_err(|_| unauthorized("InvalidAuthenticationToken", "The access token is invalid."))?;
     let s = |n: &str| claims.get(n).and_then(Value::as_str).unwrap_or("").to_string();
     let aud = s("aud");
-    const AUDS: [&str; 4] = [
-        "https://management.azure.com/",
-        "https://management.azure.com",
-        "https://management.core.windows.net/",
-        "https://management.core.windows.net",
-    ];
-    if !AUDS.contains(&aud.as_str()) {
+    let endpoint = shared
+        .world
+        .arm
+        .accept_endpoint_audience
+        .then(|| endpoint_urls(&lock(&shared.arm_url), parts));
+    if !audience_ok(&aud, endpoint.as_deref()) {
+        let allowed: Vec<String> = AUDS
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(endpoint.into_iter().flatten())
+            .collect();
         return Err(unauthorized(
             "InvalidAuthenticationTokenAudience",
             &format!(
                 "The access token has been obtained for wrong audience or resource '{aud}'. It should exactly match with one of the allowed audiences '{}'.",
-                AUDS.join("','")
+                allowed.join("','")
             ),
         ));
     }
@@ -169,7 +207,7 @@ async fn handle_inner(
     parts: &http::request::Parts,
     body: axum::body::Body,
 ) -> Response {
-    let caller = match authenticate(shared, &parts.headers) {
+    let caller = match authenticate(shared, parts) {
         Ok(oid) => oid,
         Err(r) => return r,
     };

@@ -190,6 +190,12 @@ pub struct ArmSettings {
     pub write_bucket: Bucket,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Also accept tokens whose audience is this ARM endpoint's own URL (`https://host:port`,
+    /// with or without a trailing `/`), as Azure Stack Hub does. Public Azure refuses them with
+    /// `InvalidAuthenticationTokenAudience`, hence off by default. Upstream aad-pod-identity's MIC
+    /// configured with `cloud: AzureStackCloud` and an environment file asks Entra for exactly
+    /// such a token, which is how the mixed-version tests point it at the emulator.
+    pub accept_endpoint_audience: bool,
 }
 
 impl Default for ArmSettings {
@@ -207,6 +213,7 @@ impl Default for ArmSettings {
                 refill_per_sec: 10.0,
             },
             max_body_bytes: 4 * 1024 * 1024,
+            accept_endpoint_audience: false,
         }
     }
 }

@@ -415,6 +415,66 @@ async fn only_emulator_tokens_for_arm_are_accepted() {
     );
 }
 
+/// Azure Stack Hub accepts tokens for its own ARM endpoint's URL, which is what upstream's MIC
+/// asks Entra for with `cloud: AzureStackCloud`; public Azure (the default) refuses them.
+#[tokio::test]
+async fn the_endpoint_url_as_audience_is_accepted_only_when_the_world_says_so() {
+    for accept in [false, true] {
+        let mut world = example_world();
+        world.arm.accept_endpoint_audience = accept;
+        let emu = start(world).await;
+        let http = client(&emu);
+        let url = format!("{}{}?{API}", emu.arm_url(), vm_path("aks-agent-0"));
+        for aud in [format!("{}/", emu.arm_url()), emu.arm_url()] {
+            // Through Entra, as upstream's MIC gets it (client credentials, `resource` = the URL).
+            let r = http
+                .post(format!("{}/{TENANT}/oauth2/token", emu.entra_url()))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", MIC_CLIENT),
+                    ("client_secret", MIC_SECRET),
+                    ("resource", aud.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "Entra gives a token for {aud}");
+            let token = r.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let r = http.get(&url).bearer_auth(token).send().await.unwrap();
+            if accept {
+                assert_eq!(r.status(), 200, "{aud}: {}", r.text().await.unwrap());
+            } else {
+                assert_eq!(r.status(), 401);
+                let body = r.json::<Value>().await.unwrap();
+                assert_eq!(
+                    body["error"]["code"], "InvalidAuthenticationTokenAudience",
+                    "{body}"
+                );
+            }
+        }
+        // Another URL is refused either way, and the message names what would be accepted.
+        let other = emu
+            .admin()
+            .app_token("mic", "https://management.local.azurestack.external/")
+            .unwrap();
+        let r = http.get(&url).bearer_auth(other).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let body = r.json::<Value>().await.unwrap();
+        assert_eq!(body["error"]["code"], "InvalidAuthenticationTokenAudience");
+        assert_eq!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&emu.arm_url()),
+            accept,
+            "{body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn subscription_write_bucket_throttles_with_retry_after() {
     let mut world = example_world();

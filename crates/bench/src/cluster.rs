@@ -173,7 +173,7 @@ impl Cluster {
                     "spec": {"azureIdentityRef": identity, "pod": pod, "podNamespace": ns, "nodename": node}
                 }))?;
                 api.create(&PostParams::default(), &aai).await?;
-                api.patch_status(
+                api.patch(
                     &name,
                     &PatchParams::default(),
                     &Patch::Merge(json!({"status": {"status": "Assigned", "availableReplicas": 1}})),

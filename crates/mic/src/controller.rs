@@ -175,8 +175,8 @@ impl ToAssign {
     /// The object's spec, with copies of the identity and binding as upstream records them.
     fn spec(&self) -> AzureAssignedIdentitySpec {
         AzureAssignedIdentitySpec {
-            azure_identity_ref: Some((*self.identity).clone()),
-            azure_binding_ref: Some((*self.binding).clone()),
+            azure_identity_ref: Some(self.identity.in_upstream_spelling()),
+            azure_binding_ref: Some(self.binding.in_upstream_spelling()),
             pod: self.pod.clone(),
             pod_namespace: self.key.0.clone(),
             node_name: self.node.clone(),
@@ -541,7 +541,8 @@ impl Planner {
     }
 }
 
-/// Writes an `AzureAssignedIdentity`'s status.
+/// Writes an `AzureAssignedIdentity`'s status, on the object itself: the CRD has no status
+/// subresource, as upstream's had none (see `api::crds`).
 async fn set_state(
     shared: &Shared,
     (namespace, name): &Key,
@@ -550,7 +551,7 @@ async fn set_state(
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let status = json!({"status": {"status": state, "availableReplicas": 1}});
     let _permit = shared.writes.acquire().await;
-    api.patch_status(name, &crate::patch_params(), &Patch::Merge(&status))
+    api.patch(name, &crate::patch_params(), &Patch::Merge(&status))
         .await
         .map(drop)
 }

@@ -11,41 +11,81 @@ pub struct Binaries {
     pub helm: PathBuf,
 }
 
+/// Upstream aad-pod-identity's own NMI and MIC (v1.8.17, pinned in
+/// `tools/testbin/aad-pod-identity/`), the peers of the mixed-version tests.
+#[derive(Clone, Debug)]
+pub struct UpstreamPodIdentity {
+    pub nmi: PathBuf,
+    pub mic: PathBuf,
+}
+
 /// Builds (first time) or finds (cached under `~/.cache/pod-identity/bin/`) the
 /// binaries, by running `scripts/testbin.sh`, the one place that pins their versions.
 pub fn binaries() -> Result<&'static Binaries> {
     static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
     BINARIES
-        .get_or_init(|| locate().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let out = testbin(&["kube-apiserver", "etcd", "kubectl", "helm"])?;
+            Ok(Binaries {
+                kube_apiserver: out.path("KUBE_APISERVER")?,
+                etcd: out.path("ETCD")?,
+                kubectl: out.path("KUBECTL")?,
+                helm: out.path("HELM")?,
+            })
+        })
         .as_ref()
         .map_err(|e| Error::Binaries(e.clone()))
 }
 
-fn locate() -> Result<Binaries> {
+/// Builds (first time) or finds upstream's NMI and MIC, as [`binaries`] does the others. Kept
+/// apart so that tests which do not run them never wait for their build.
+pub fn upstream_pod_identity() -> Result<&'static UpstreamPodIdentity> {
+    static UPSTREAM: OnceLock<Result<UpstreamPodIdentity, String>> = OnceLock::new();
+    UPSTREAM
+        .get_or_init(|| {
+            let out = testbin(&["upstream-nmi", "upstream-mic"])?;
+            Ok(UpstreamPodIdentity {
+                nmi: out.path("UPSTREAM_NMI")?,
+                mic: out.path("UPSTREAM_MIC")?,
+            })
+        })
+        .as_ref()
+        .map_err(|e| Error::Binaries(e.clone()))
+}
+
+/// What `scripts/testbin.sh` printed: one `NAME=/path` line per binary.
+struct Reported {
+    script: PathBuf,
+    stdout: String,
+}
+
+impl Reported {
+    fn path(&self, name: &str) -> Result<PathBuf, String> {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('=').map(PathBuf::from))
+            .ok_or_else(|| format!("{} did not report {name}", self.script.display()))
+    }
+}
+
+fn testbin(names: &[&str]) -> Result<Reported, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbin.sh");
     let out = Command::new("bash")
         .arg(&script)
+        .args(names)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| Error::Binaries(format!("running {}: {e}", script.display())))?;
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(Error::Binaries(format!(
-            "{} exited with {}",
+        return Err(format!(
+            "{} {} exited with {}",
             script.display(),
+            names.join(" "),
             out.status
-        )));
+        ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let find = |name: &str| -> Result<PathBuf> {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix('=').map(PathBuf::from))
-            .ok_or_else(|| Error::Binaries(format!("{} did not report {name}", script.display())))
-    };
-    Ok(Binaries {
-        kube_apiserver: find("KUBE_APISERVER")?,
-        etcd: find("ETCD")?,
-        kubectl: find("KUBECTL")?,
-        helm: find("HELM")?,
+    Ok(Reported {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        script,
     })
 }

@@ -20,7 +20,7 @@ mod pki;
 mod process;
 
 pub use apiserver::{ApiServer, free_port};
-pub use binaries::{Binaries, binaries};
+pub use binaries::{Binaries, UpstreamPodIdentity, binaries, upstream_pod_identity};
 pub use pki::rsa_cert;
 pub use process::Supervised;
 

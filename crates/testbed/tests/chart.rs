@@ -554,7 +554,6 @@ fn installed_rbac_grants_what_each_component_needs_and_no_more() {
             &[
                 "patch",
                 "azureassignedidentities.aadpodidentity.k8s.io",
-                "--subresource=status",
                 "-n",
                 &app_ns,
             ],

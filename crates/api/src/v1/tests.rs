@@ -99,3 +99,42 @@ fn writes_only_camel_case() {
         serde_json::json!({"clientID": "c"})
     );
 }
+
+#[test]
+fn copies_in_upstream_spelling_say_only_camel_case() {
+    let spec: AzureIdentitySpec = serde_json::from_value(serde_json::json!({
+        "type": 1,
+        "ClientID": "00000000-0000-0000-0000-000000000001",
+        "TenantID": "t",
+        "ClientPassword": {"name": "s", "namespace": "n"},
+        "adEndpoint": "https://login.example/",
+    }))
+    .unwrap();
+    let copy = serde_json::to_value(spec.in_upstream_spelling()).unwrap();
+    assert_eq!(
+        copy,
+        serde_json::json!({
+            "type": 1,
+            "clientID": "00000000-0000-0000-0000-000000000001",
+            "tenantID": "t",
+            "clientPassword": {"name": "s", "namespace": "n"},
+            "adEndpoint": "https://login.example/",
+        })
+    );
+    // camelCase wins where both are set, as the accessors read it.
+    let both = AzureIdentitySpec {
+        resource_id: Some("/a".into()),
+        legacy_resource_id: Some("/b".into()),
+        ..Default::default()
+    };
+    assert_eq!(both.in_upstream_spelling().resource_id.as_deref(), Some("/a"));
+    assert_eq!(both.in_upstream_spelling().legacy_resource_id, None);
+
+    let binding: AzureIdentityBindingSpec =
+        serde_json::from_value(serde_json::json!({"AzureIdentity": "id1", "Selector": "app", "weight": 2}))
+            .unwrap();
+    assert_eq!(
+        serde_json::to_value(binding.in_upstream_spelling()).unwrap(),
+        serde_json::json!({"azureIdentity": "id1", "selector": "app", "weight": 2})
+    );
+}

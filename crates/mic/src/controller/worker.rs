@@ -580,7 +580,12 @@ async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(),
                 ..Default::default()
             },
             spec,
-            status: None,
+            // Written with the object (the CRD has no status subresource): an object without a
+            // status reads as upstream's legacy "Assigned" to upstream's NMI.
+            status: Some(api::AzureAssignedIdentityStatus {
+                status: Some(AssignmentState::Created),
+                available_replicas: Some(1),
+            }),
         };
         match api.create(&crate::post_params(), &obj).await {
             Ok(_) => Ok(()),

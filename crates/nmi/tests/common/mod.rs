@@ -402,7 +402,7 @@ impl Env {
         if api.get_opt(&name).await.unwrap().is_none() {
             api.create(&PostParams::default(), &aai).await.unwrap();
         }
-        api.patch_status(
+        api.patch(
             &name,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"status": status, "availableReplicas": 1}})),
