@@ -157,9 +157,19 @@ struct ToAssign {
     identity: Arc<AzureIdentity>,
     binding: Arc<AzureIdentityBinding>,
     seen: Instant,
-    /// Whether the object must be written first: `Some(true)` to create it, `Some(false)` to
-    /// rewrite one that records something else; `None` when it exists as it should.
-    write: Option<bool>,
+    /// Whether the object itself must be written before its status.
+    write: ObjectWrite,
+}
+
+/// What an `AzureAssignedIdentity` object (not its status) needs written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ObjectWrite {
+    /// It does not exist yet: create it.
+    Create,
+    /// It records something else (another node, identity or binding version): rewrite it.
+    Rewrite,
+    /// It exists as it should.
+    Nothing,
 }
 
 impl ToAssign {
@@ -424,9 +434,9 @@ impl Planner {
         let pending = plan
             .create
             .iter()
-            .map(|d| (d, Some(true)))
-            .chain(plan.update.iter().map(|(_, d)| (d, Some(false))))
-            .chain(plan.retry.iter().map(|(_, d)| (d, None)));
+            .map(|d| (d, ObjectWrite::Create))
+            .chain(plan.update.iter().map(|(_, d)| (d, ObjectWrite::Rewrite)))
+            .chain(plan.retry.iter().map(|(_, d)| (d, ObjectWrite::Nothing)));
         let mut seen = HashMap::new();
         let mut arm_ids: HashMap<Key, Option<Arc<str>>> = HashMap::new();
         for (d, write) in pending {

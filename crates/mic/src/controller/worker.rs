@@ -37,7 +37,7 @@ use mirror::Key;
 use serde_json::json;
 use tokio::{sync::watch, time::Instant};
 
-use super::{Refresh, Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
+use super::{ObjectWrite, Refresh, Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
 use crate::{
     arm::{CallError, IdentityState, patch_bodies},
     events::{Kind, pod_ref, some_of},
@@ -74,15 +74,23 @@ enum Waiting {
 struct Written {
     /// What the object records, when this worker wrote it.
     object: Option<ToAssign>,
-    /// The status written; `None` for an object created without one yet.
-    state: Option<AssignmentState>,
+    /// The status written.
+    state: StatusWritten,
     at: Instant,
+}
+
+/// The status this worker wrote with an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatusWritten {
+    /// Created without a status (which reads as `Created`): the status comes later.
+    NotYet,
+    Written(AssignmentState),
 }
 
 impl Written {
     /// Whether `a`'s object needs no write: it exists as it should, or this worker wrote it so.
     fn has_object(&self, a: &ToAssign) -> bool {
-        a.write.is_none() || self.object.as_ref().is_some_and(|o| o.records_same(a))
+        a.write == ObjectWrite::Nothing || self.object.as_ref().is_some_and(|o| o.records_same(a))
     }
 }
 
@@ -171,10 +179,9 @@ impl Worker {
         work.assign
             .iter()
             .filter(|a| {
-                !self
-                    .written
-                    .get(&a.key)
-                    .is_some_and(|w| w.state == Some(AssignmentState::Assigned) && w.has_object(a))
+                !self.written.get(&a.key).is_some_and(|w| {
+                    w.state == StatusWritten::Written(AssignmentState::Assigned) && w.has_object(a)
+                })
             })
             .collect()
     }
@@ -373,15 +380,17 @@ impl Worker {
             let mine = self.written.get(&a.key).filter(|w| w.has_object(a));
             match (mine.map(|w| w.state), a.write, how) {
                 // Created here without a status: marked when asked to.
-                (Some(None), _, Waiting::Mark) => marked.push(a),
-                (Some(_), _, _) | (None, None, _) => {}
-                (None, Some(true), Waiting::Ahead | Waiting::Later) => created.push(a),
+                (Some(StatusWritten::NotYet), _, Waiting::Mark) => marked.push(a),
+                (Some(_), _, _) | (None, ObjectWrite::Nothing, _) => {}
+                (None, ObjectWrite::Create, Waiting::Ahead | Waiting::Later) => created.push(a),
                 // A rewritten object (new node or identity) still carries its old status. Before
                 // the PATCH that adds its new identity it is rewritten and marked, so that it
                 // records that identity before it is there: a release in between removes it.
                 // Later pictures' rewrites wait for their own batch.
-                (None, Some(false), Waiting::Later) => {}
-                (None, Some(_), Waiting::Ahead | Waiting::Mark) => marked.push(a),
+                (None, ObjectWrite::Rewrite, Waiting::Later) => {}
+                (None, ObjectWrite::Create | ObjectWrite::Rewrite, Waiting::Ahead | Waiting::Mark) => {
+                    marked.push(a)
+                }
             }
         }
         let (created, marked, assigned) = tokio::join!(
@@ -416,8 +425,8 @@ impl Worker {
             outcome.push((
                 a.key.clone(),
                 r.is_ok().then(|| Written {
-                    object: a.write.is_some().then(|| a.clone()),
-                    state,
+                    object: (a.write != ObjectWrite::Nothing).then(|| a.clone()),
+                    state: state.map_or(StatusWritten::NotYet, StatusWritten::Written),
                     at: Instant::now(),
                 }),
             ));
@@ -473,8 +482,8 @@ impl Worker {
         let shared = &*self.shared;
         let already = self.written.get(&a.key).is_some_and(|w| w.has_object(a));
         let r = async {
-            if let Some(create) = a.write.filter(|_| !already) {
-                write_object(shared, a, create).await?;
+            if !already {
+                write_object(shared, a).await?;
             }
             match state {
                 Some(state) => set_state(shared, &a.key, state).await,
@@ -563,36 +572,41 @@ fn wants_of(work: &TargetWork) -> Wants {
     }
 }
 
-/// Creates or rewrites an `AzureAssignedIdentity` (its status is written separately: the
-/// status subresource ignores it here).
-async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(), kube::Error> {
+/// Creates or rewrites an `AzureAssignedIdentity`, as `a.write` says (its status is written
+/// separately: the status subresource ignores it here).
+async fn write_object(shared: &Shared, a: &ToAssign) -> Result<(), kube::Error> {
     let (namespace, name) = &a.key;
     let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let spec = a.spec();
-    let _permit = shared.writes.acquire().await;
-    if create {
-        let obj = AzureAssignedIdentity {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                labels: Some([(NODE_NAME_LABEL.to_owned(), a.node.clone())].into()),
-                finalizers: Some(vec![ASSIGNED_IDENTITY_FINALIZER.to_owned()]),
-                ..Default::default()
-            },
-            spec,
-            status: None,
-        };
-        match api.create(&crate::post_params(), &obj).await {
-            Ok(_) => Ok(()),
-            // Our cache was behind; the object is there.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
+    match a.write {
+        ObjectWrite::Nothing => Ok(()),
+        ObjectWrite::Create => {
+            let obj = AzureAssignedIdentity {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: Some([(NODE_NAME_LABEL.to_owned(), a.node.clone())].into()),
+                    finalizers: Some(vec![ASSIGNED_IDENTITY_FINALIZER.to_owned()]),
+                    ..Default::default()
+                },
+                spec,
+                status: None,
+            };
+            let _permit = shared.writes.acquire().await;
+            match api.create(&crate::post_params(), &obj).await {
+                Ok(_) => Ok(()),
+                // Our cache was behind; the object is there.
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => Err(e),
+            }
         }
-    } else {
-        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
-        api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
-            .await
-            .map(drop)
+        ObjectWrite::Rewrite => {
+            let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
+            let _permit = shared.writes.acquire().await;
+            api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+        }
     }
 }
 
