@@ -37,11 +37,12 @@ use mirror::Key;
 use serde_json::json;
 use tokio::{sync::watch, time::Instant};
 
-use super::{ObjectWrite, Refresh, Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
+use super::{Shared, delete_assigned, lock, set_state};
 use crate::{
     arm::{CallError, IdentityState, patch_bodies},
     events::{Kind, pod_ref, some_of},
-    target_state::{Known, Landing, Next, TargetState, Wants},
+    plan::{ObjectWrite, Refresh, TargetWork, ToAssign},
+    target_state::{Known, Landing, Next, TargetState},
 };
 
 /// How long a write this worker made stands in for the planner's view of the object. The
@@ -193,7 +194,7 @@ impl Worker {
         let shared = self.shared.clone();
         let shared = &*shared;
         let target_id = self.target.arm_id();
-        self.state.want(wants_of(work));
+        self.state.want(work.wants());
         // A needed identity missing from the target is work even with nothing pending: it is
         // how an identity removed by a PATCH that was in flight when it was needed again, or
         // found missing by a read-back, is put back.
@@ -559,16 +560,6 @@ async fn change_target(
         }),
         refused,
         batch_error,
-    }
-}
-
-/// What a picture wants of ARM, for the target's state machine.
-fn wants_of(work: &TargetWork) -> Wants {
-    Wants {
-        needed: work.needed.clone(),
-        released: work.release.iter().filter_map(|r| r.arm_id.clone()).collect(),
-        stale: work.stale.clone(),
-        protected: work.protected.clone(),
     }
 }
 
