@@ -10,7 +10,8 @@
 //! assignments should exist), `plan` (from a snapshot of the caches to each VM's or
 //! scale set's work, and the objects to delete at once), [`target_state`] (when an
 //! assignment may be marked `Assigned`, what each VM or scale set needs from ARM
-//! next) and [`arm::patch_bodies`]; this crate is otherwise the I/O around them:
+//! next), `writes` (what to write for each `AzureAssignedIdentity` at each stage
+//! of a batch) and [`arm::patch_bodies`]; this crate is otherwise the I/O around them:
 //! watches, Kubernetes writes, ARM calls, leader election, metrics.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 mod plan;
 pub mod target_state;
+mod writes;
 
 /// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).
 pub use api::v1::MIC_FIELD_MANAGER as FIELD_MANAGER;
