@@ -1,8 +1,8 @@
 //! The controller: watches pods, nodes and the CRDs, plans the `AzureAssignedIdentity`
 //! objects, and keeps one worker per VM or scale set that writes those objects and applies
 //! identity changes through ARM. What to do is decided by pure functions (`crate::plan` for
-//! the planner, [`crate::target_state`] for each worker); this module feeds them snapshots and
-//! answers, and carries out their output.
+//! the planner; [`crate::target_state`] and `crate::writes` for each worker); this module feeds
+//! them snapshots and answers, and carries out their output.
 //!
 //! Unlike upstream's single loop that waited for every scale set's operation, each VM or
 //! scale set has a worker of its own: a slow scale set never delays another. The planner
