@@ -98,18 +98,6 @@ pub struct Desired<'a> {
 }
 
 impl Desired<'_> {
-    /// The spec of the `AzureAssignedIdentity` that records this assignment.
-    pub fn spec(&self) -> api::AzureAssignedIdentitySpec {
-        api::AzureAssignedIdentitySpec {
-            azure_identity_ref: Some(self.identity.clone()),
-            azure_binding_ref: Some(self.binding.clone()),
-            pod: self.pod.name.clone(),
-            pod_namespace: self.pod.namespace.clone(),
-            node_name: self.node.to_owned(),
-            replicas: None,
-        }
-    }
-
     /// The lower-cased resource id when this identity must be put on the node's VM or scale set
     /// (type 0 only; service principals need no assignment).
     pub fn arm_identity(&self) -> Option<String> {

@@ -1,6 +1,8 @@
 //! The controller: watches pods, nodes and the CRDs, plans the `AzureAssignedIdentity`
 //! objects, and keeps one worker per VM or scale set that writes those objects and applies
-//! identity changes through ARM.
+//! identity changes through ARM. What to do is decided by pure functions (`crate::plan` for
+//! the planner; [`crate::target_state`] and `crate::writes` for each worker); this module feeds
+//! them snapshots and answers, and carries out their output.
 //!
 //! Unlike upstream's single loop that waited for every scale set's operation, each VM or
 //! scale set has a worker of its own: a slow scale set never delays another. The planner
@@ -24,22 +26,20 @@ mod missing;
 mod worker;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
 
-use api::{
-    AssignmentState, AzureAssignedIdentitySpec, AzureIdentity, AzureIdentityBinding, v1::BINDING_LABEL,
-};
+use api::{AssignmentState, AzureIdentity, AzureIdentityBinding, v1::BINDING_LABEL};
 use futures_util::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, Resource,
     api::{DeleteParams, Patch},
     runtime::watcher,
 };
-use matching::{AssignedFacts, ComputeTarget, Desired, PodFacts, Policy};
+use matching::{AssignedFacts, ComputeTarget, PodFacts, Policy};
 use mirror::{Key, Mirror};
 use serde_json::json;
 use tokio::{
@@ -48,7 +48,13 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{Error, arm::ArmClient, events::Events, metrics::Metrics};
+use crate::{
+    Error,
+    arm::ArmClient,
+    events::Events,
+    metrics::Metrics,
+    plan::{self, NodeTarget, Snapshot, TargetWork},
+};
 
 /// What the controller decides with.
 #[derive(Clone, Debug)]
@@ -78,9 +84,6 @@ impl Default for Settings {
         }
     }
 }
-
-/// The VM or scale set behind a node, or why there is none.
-type NodeTarget = Result<ComputeTarget, String>;
 
 /// What MIC knows of the cluster, kept current by its watches.
 #[derive(Default)]
@@ -141,92 +144,6 @@ struct Shared {
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent: use them anyway.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// An `AzureAssignedIdentity` a worker must bring to `Assigned`. The identity and binding are
-/// shared with the caches, not copied: at 10,000 pending pods copies cost tens of MiB.
-#[derive(Clone, Debug)]
-struct ToAssign {
-    /// The object's namespace (the pod's) and name.
-    key: Key,
-    /// The lower-cased resource id to put on the target; `None` for a service principal,
-    /// which needs nothing on the VM. Shared by all the identity's assignments.
-    arm_id: Option<Arc<str>>,
-    pod: String,
-    node: String,
-    identity: Arc<AzureIdentity>,
-    binding: Arc<AzureIdentityBinding>,
-    seen: Instant,
-    /// Whether the object must be written first: `Some(true)` to create it, `Some(false)` to
-    /// rewrite one that records something else; `None` when it exists as it should.
-    write: Option<bool>,
-}
-
-impl ToAssign {
-    /// Whether both describe the same object contents (the same pod, node, identity and binding).
-    fn records_same(&self, other: &Self) -> bool {
-        self.key == other.key
-            && self.pod == other.pod
-            && self.node == other.node
-            && (Arc::ptr_eq(&self.identity, &other.identity) || self.identity == other.identity)
-            && (Arc::ptr_eq(&self.binding, &other.binding) || self.binding == other.binding)
-    }
-
-    /// The object's spec, with copies of the identity and binding as upstream records them.
-    fn spec(&self) -> AzureAssignedIdentitySpec {
-        AzureAssignedIdentitySpec {
-            azure_identity_ref: Some(self.identity.in_upstream_spelling()),
-            azure_binding_ref: Some(self.binding.in_upstream_spelling()),
-            pod: self.pod.clone(),
-            pod_namespace: self.key.0.clone(),
-            node_name: self.node.clone(),
-            replicas: None,
-        }
-    }
-
-    fn binding_ref(&self) -> ObjectReference {
-        self.binding.object_ref(&())
-    }
-}
-
-impl PartialEq for ToAssign {
-    fn eq(&self, other: &Self) -> bool {
-        self.records_same(other)
-            && self.arm_id == other.arm_id
-            && self.seen == other.seen
-            && self.write == other.write
-    }
-}
-
-/// An `AzureAssignedIdentity` whose pod is gone: its identity may be removed, then the object deleted.
-#[derive(Clone, Debug, PartialEq)]
-struct ToRelease {
-    key: Key,
-    arm_id: Option<String>,
-}
-
-/// Everything one target needs, recomputed from scratch by each plan.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct TargetWork {
-    needed: BTreeSet<String>,
-    assign: Vec<ToAssign>,
-    release: Vec<ToRelease>,
-    /// Resource ids of protected identities known from the cluster's objects (ARM answers
-    /// add those whose client id it reports).
-    protected: BTreeSet<String>,
-    /// Identities that objects moved away from this target (new node, new identity).
-    stale: BTreeSet<String>,
-    /// When it moves, the worker reads the target back from Azure.
-    refresh: Refresh,
-}
-
-/// Counts that ask a worker to read its target back from Azure whenever either moves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Refresh {
-    /// Bumped by the drift timer, for every target.
-    periodic: u64,
-    /// Bumped for this target when NMI reports one of its identities missing.
-    reported_missing: u64,
 }
 
 /// Runs the controller until `shutdown` resolves. Call it only while leader.
@@ -359,158 +276,42 @@ struct Planner {
 
 impl Planner {
     async fn plan(&mut self, caches: &Caches) {
-        let pods = caches.pods.snapshot();
-        let identities = caches.identities.with(HashMap::clone);
-        let bindings = caches.bindings.with(HashMap::clone);
-        let assigned = caches.assigned.snapshot();
-        let nodes: HashMap<String, Arc<NodeTarget>> = caches
-            .nodes
-            .with(|m| m.iter().map(|((_, n), t)| (n.clone(), t.clone())).collect());
-        let target_of = |node: &str| nodes.get(node).and_then(|t| t.as_ref().as_ref().ok());
-        let protects = |client_id: Option<&str>| {
-            client_id.is_some_and(|c| {
-                self.shared
-                    .settings
-                    .protected_client_ids
-                    .contains(&c.to_ascii_lowercase())
-            })
-        };
-        let protected: BTreeSet<String> = identities
-            .values()
-            .filter(|i| protects(i.spec.client_id()))
-            .filter_map(|i| i.spec.resource_id().map(str::to_ascii_lowercase))
-            .chain(
-                assigned
-                    .iter()
-                    .filter(|a| protects(a.client_id.as_deref()))
-                    .filter_map(|a| a.arm_id.clone()),
-            )
-            .collect();
-
-        let deleting: BTreeSet<(&str, &str)> = assigned
-            .iter()
-            .filter(|a| a.deleting)
-            .map(|a| (a.namespace.as_str(), a.name.as_str()))
-            .collect();
-        let desired: Vec<Desired<'_>> = matching::desired(
-            &self.shared.settings.policy,
-            pods.iter().map(AsRef::as_ref),
-            bindings.values().map(AsRef::as_ref),
-            identities.values().map(AsRef::as_ref),
-        )
-        .into_iter()
-        .filter(|d| {
-            let known = target_of(d.node).is_some();
-            if !known {
-                tracing::debug!(pod = %d.pod.name, node = d.node, "no VM known for the node yet");
-            }
-            // An object being deleted is released first; its pod gets a new one afterwards.
-            known && !deleting.contains(&(d.namespace.as_str(), d.name.as_str()))
-        })
-        .collect();
-
-        // Per target: what it needs, what to bring to Assigned, what to release.
-        let mut work: BTreeMap<ComputeTarget, TargetWork> = BTreeMap::new();
-        for d in &desired {
-            if let (Some(target), Some(id)) = (target_of(d.node), d.arm_identity()) {
-                work.entry(target.clone()).or_default().needed.insert(id);
-            }
-        }
-        let plan = matching::plan(
-            desired,
-            assigned.iter().map(AsRef::as_ref).filter(|a| !a.deleting),
+        let snapshot = snapshot(caches);
+        let settings = &self.shared.settings;
+        let mut planned = plan::plan(
+            &snapshot,
+            &settings.policy,
+            &settings.protected_client_ids,
+            &self.seen,
+            Instant::now(),
         );
-        let now = Instant::now();
-        let pending = plan
-            .create
-            .iter()
-            .map(|d| (d, Some(true)))
-            .chain(plan.update.iter().map(|(_, d)| (d, Some(false))))
-            .chain(plan.retry.iter().map(|(_, d)| (d, None)));
-        let mut seen = HashMap::new();
-        let mut arm_ids: HashMap<Key, Option<Arc<str>>> = HashMap::new();
-        for (d, write) in pending {
-            let Some(target) = target_of(d.node) else { continue };
-            let key = (d.namespace.clone(), d.name.clone());
-            let first_seen = self.seen.get(&key).copied().unwrap_or(now);
-            let (Some(identity), Some(binding)) = (
-                identities.get(&mirror::key_of(d.identity)),
-                bindings.get(&mirror::key_of(d.binding)),
-            ) else {
-                continue;
-            };
-            work.entry(target.clone()).or_default().assign.push(ToAssign {
-                key: key.clone(),
-                arm_id: arm_ids
-                    .entry(mirror::key_of(d.identity))
-                    .or_insert_with(|| d.arm_identity().map(Arc::from))
-                    .clone(),
-                pod: d.pod.name.clone(),
-                node: d.node.to_owned(),
-                identity: identity.clone(),
-                binding: binding.clone(),
-                seen: first_seen,
-                write,
-            });
-            seen.insert(key, first_seen);
-        }
-        // Only pending assignments need their first sighting.
-        self.seen = seen;
-
-        let mut orphans = Vec::new();
-        let released = plan
-            .delete
-            .iter()
-            .copied()
-            .chain(assigned.iter().map(AsRef::as_ref).filter(|a| a.deleting));
-        for a in released {
-            let release = ToRelease {
-                key: (a.namespace.clone(), a.name.clone()),
-                arm_id: a.arm_id.clone(),
-            };
-            match target_of(&a.node) {
-                Some(target) if release.arm_id.is_some() => {
-                    work.entry(target.clone()).or_default().release.push(release)
-                }
-                // No VM to touch (node gone, as upstream: no ARM call), or nothing on it to remove.
-                _ => orphans.push(release.key),
-            }
-        }
-        // An updated object (new node, new identity) no longer holds its old identity on its old
-        // target. The object itself is rewritten by the new target's worker, so the old identity
-        // is remembered here until the old target's worker has dealt with it.
-        {
-            let mut stale = lock(&self.shared.stale);
-            for (old, _) in &plan.update {
-                if let (Some(target), Some(arm_id)) = (target_of(&old.node), old.arm_id.clone()) {
-                    stale.entry(target.clone()).or_default().insert(arm_id);
-                }
-            }
-            for (target, ids) in stale.iter() {
-                work.entry(target.clone()).or_default().stale = ids.clone();
-            }
-        }
+        self.seen = std::mem::take(&mut planned.seen);
         // NMI found an identity missing from a VM or scale set: that target is read back now.
-        for a in self.findings.fresh(assigned.iter().map(AsRef::as_ref)) {
-            if let Some(target) = target_of(&a.node) {
+        for a in self.findings.fresh(snapshot.assigned.iter().map(AsRef::as_ref)) {
+            if let Some(target) = snapshot.target_of(&a.node) {
                 tracing::info!(
                     namespace = %a.namespace, name = %a.name, target = %target.arm_id(),
                     "NMI reports the identity missing from the VM or scale set; reading it back"
                 );
                 *self.reported_missing.entry(target.clone()).or_default() += 1;
-                work.entry(target.clone()).or_default();
             }
         }
-        // Targets that had work but need nothing now still get an empty picture (to finish releases).
-        for target in self.workers.keys() {
-            work.entry(target.clone()).or_default();
-        }
-        for (target, mut w) in work {
-            w.refresh = Refresh {
-                periodic: self.refresh,
-                reported_missing: self.reported_missing.get(&target).copied().unwrap_or_default(),
-            };
-            w.protected = protected.clone();
+        // Left-behind identities stay in the set shared with the workers until their target's
+        // worker has dealt with them.
+        let stale = {
+            let mut stale = lock(&self.shared.stale);
+            for (target, ids) in std::mem::take(&mut planned.left_behind) {
+                stale.entry(target).or_default().extend(ids);
+            }
+            stale.clone()
+        };
+        planned.complete(&plan::Memory {
+            stale: &stale,
+            periodic: self.refresh,
+            reported_missing: &self.reported_missing,
+            workers: self.workers.keys().collect(),
+        });
+        for (target, w) in planned.work {
             match self.workers.get(&target) {
                 Some(tx) => {
                     tx.send_if_modified(|old| {
@@ -533,7 +334,7 @@ impl Planner {
                 .count(),
         );
         let shared = &self.shared;
-        stream::iter(orphans)
+        stream::iter(planned.orphans)
             .for_each_concurrent(shared.settings.write_concurrency, |key| async move {
                 delete_assigned(shared, &key).await;
             })
@@ -541,8 +342,20 @@ impl Planner {
     }
 }
 
-/// Writes an `AzureAssignedIdentity`'s status, on the object itself: the CRD has no status
-/// subresource, as upstream's had none (see `api::crds`).
+/// What the caches hold now, for one plan.
+fn snapshot(caches: &Caches) -> Snapshot {
+    Snapshot {
+        pods: caches.pods.snapshot(),
+        identities: caches.identities.with(HashMap::clone),
+        bindings: caches.bindings.with(HashMap::clone),
+        assigned: caches.assigned.snapshot(),
+        nodes: caches
+            .nodes
+            .with(|m| m.iter().map(|((_, n), t)| (n.clone(), t.clone())).collect()),
+    }
+}
+
+/// Writes an `AzureAssignedIdentity`'s status.
 async fn set_state(
     shared: &Shared,
     (namespace, name): &Key,

@@ -6,10 +6,13 @@
 //! there needs them any more. NMI serves a pod's token only once MIC has
 //! marked its assignment `Assigned`.
 //!
-//! The decisions live in `matching` (pure), [`arm::patch_bodies`] (pure) and
-//! [`target_state`] (pure: when an assignment may be marked `Assigned`, what each
-//! VM or scale set needs from ARM next); this crate is otherwise the I/O around
-//! them: watches, Kubernetes writes, ARM calls, leader election, metrics.
+//! The decisions are pure functions, unit-tested on plain values: `matching` (which
+//! assignments should exist), `plan` (from a snapshot of the caches to each VM's or
+//! scale set's work, and the objects to delete at once), [`target_state`] (when an
+//! assignment may be marked `Assigned`, what each VM or scale set needs from ARM
+//! next), `writes` (what to write for each `AzureAssignedIdentity` at each stage
+//! of a batch) and [`arm::patch_bodies`]; this crate is otherwise the I/O around them:
+//! watches, Kubernetes writes, ARM calls, leader election, metrics.
 #![forbid(unsafe_code)]
 
 pub mod arm;
@@ -19,7 +22,9 @@ pub mod events;
 pub mod flags;
 pub mod leader;
 pub mod metrics;
+mod plan;
 pub mod target_state;
+mod writes;
 
 /// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).
 pub use api::v1::MIC_FIELD_MANAGER as FIELD_MANAGER;

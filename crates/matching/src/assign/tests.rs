@@ -80,8 +80,17 @@ impl<T> Tap for T {
     }
 }
 
+/// The object recording `d`, as stored (MIC's worker writes its spec with `ToAssign::spec`).
 fn recorded(d: &Desired<'_>, state: Option<api::AssignmentState>) -> AzureAssignedIdentity {
-    let mut a = AzureAssignedIdentity::new(&d.name, d.spec());
+    let spec = api::AzureAssignedIdentitySpec {
+        azure_identity_ref: Some(d.identity.clone()),
+        azure_binding_ref: Some(d.binding.clone()),
+        pod: d.pod.name.clone(),
+        pod_namespace: d.pod.namespace.clone(),
+        node_name: d.node.to_owned(),
+        replicas: None,
+    };
+    let mut a = AzureAssignedIdentity::new(&d.name, spec);
     a.metadata.namespace = Some(d.namespace.clone());
     a.status = state.map(|s| api::AzureAssignedIdentityStatus {
         status: Some(s),

@@ -1,9 +1,10 @@
 //! One worker per VM or scale set: applies the latest picture of what its target needs, one
 //! batch at a time.
 //!
-//! The worker is a thin shell around the target's [`TargetState`] (see `crate::target_state`):
-//! it feeds it the planner's pictures and ARM's answers, and carries out its verdicts: read the
-//! target, send this change, mark these objects.
+//! The worker is a thin shell around two pure decisions: the target's [`TargetState`] (see
+//! `crate::target_state`: read the target, send this change, may this object be marked) and,
+//! per `AzureAssignedIdentity`, what to write at each stage of a batch (`crate::writes`). It
+//! feeds them the planner's pictures and ARM's answers, and carries out their verdicts.
 //!
 //! A batch creates its new `AzureAssignedIdentity` objects while its delta PATCH runs, then
 //! marks `Assigned` every object whose identity is now on the target: two writes per pod, and
@@ -16,38 +17,29 @@
 //! that needs it, so the next batch adds it back and marks the object then.
 //! Writes run concurrently (bounded across workers); Events are queued, never awaited.
 
+mod arm_batch;
+mod objects;
+
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::Duration,
 };
 
-use api::{
-    AssignmentState, AzureAssignedIdentity,
-    v1::{ASSIGNED_IDENTITY_FINALIZER, NODE_NAME_LABEL},
-};
 use futures_util::{StreamExt, stream};
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::{
-    Api,
-    api::{ObjectMeta, Patch},
-};
-use matching::{ComputeTarget, TargetChange};
-use mirror::Key;
-use serde_json::json;
+use matching::ComputeTarget;
 use tokio::{sync::watch, time::Instant};
 
-use super::{Refresh, Shared, TargetWork, ToAssign, delete_assigned, lock, set_state};
-use crate::{
-    arm::{CallError, IdentityState, patch_bodies},
-    events::{Kind, pod_ref, some_of},
-    target_state::{Known, Landing, Next, TargetState, Wants},
+use self::{
+    arm_batch::{ArmOutcome, change_target},
+    objects::report_failure,
 };
-
-/// How long a write this worker made stands in for the planner's view of the object. The
-/// planner's cache learns of the write through its watch, usually within milliseconds; until
-/// then its pictures still ask for the write, which must not be repeated.
-const WRITTEN_FOR: Duration = Duration::from_secs(30);
+use super::{Shared, delete_assigned, lock};
+use crate::{
+    plan::{Refresh, TargetWork, ToAssign},
+    target_state::{Known, Next, TargetState},
+    writes::{Ledger, Stage, StatusWritten, Writes},
+};
 
 /// How long the identities a target needs must stay the same before a batch goes to ARM.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -58,40 +50,12 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// rather than going straight to `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
 
-/// What [`Worker::write_picture`] writes for the objects still waiting for their identity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Waiting {
-    /// The batch's own picture, before its PATCH: new objects are created without a status,
-    /// rewritten ones are rewritten and marked `Created`.
-    Ahead,
-    /// A picture that arrived while the PATCH runs: new objects are created without a status.
-    Later,
-    /// The batch is slow or failed: every waiting object is written and marked `Created`.
-    Mark,
-}
-
-/// What this worker last wrote for an object.
-struct Written {
-    /// What the object records, when this worker wrote it.
-    object: Option<ToAssign>,
-    /// The status written; `None` for an object created without one yet.
-    state: Option<AssignmentState>,
-    at: Instant,
-}
-
-impl Written {
-    /// Whether `a`'s object needs no write: it exists as it should, or this worker wrote it so.
-    fn has_object(&self, a: &ToAssign) -> bool {
-        a.write.is_none() || self.object.as_ref().is_some_and(|o| o.records_same(a))
-    }
-}
-
 pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watch::Receiver<TargetWork>) {
     let mut worker = Worker {
         state: TargetState::new(shared.settings.protected_client_ids.clone()),
         shared,
         target,
-        written: HashMap::new(),
+        ledger: Ledger::default(),
     };
     let mut refreshed = Refresh::default();
     let mut applied_needed = BTreeSet::new();
@@ -152,33 +116,19 @@ struct Worker {
     target: ComputeTarget,
     /// The target's identities as Azure last reported them, the change in flight and the wants.
     state: TargetState,
-    written: HashMap<Key, Written>,
+    /// What this worker wrote, until the planner's cache has caught up.
+    ledger: Ledger,
 }
 
-/// How one batch's ARM changes went.
-struct ArmOutcome {
-    /// What ARM's answers say the target carries; `None` when nothing was sent.
-    landing: Option<Landing>,
-    /// Identities ARM refused by name (`LinkedAuthorizationFailed`), with the error.
-    refused: BTreeMap<String, String>,
-    /// An error that failed the whole batch.
-    batch_error: Option<String>,
+/// What happened while ARM worked on a batch ([`Worker::follow`]).
+struct Followed {
+    /// The latest picture, if a later one than the batch's arrived meanwhile.
+    latest: Option<TargetWork>,
+    /// Whether every write succeeded.
+    all_written: bool,
 }
 
 impl Worker {
-    /// The picture's assignments not yet brought to `Assigned` by this worker.
-    fn todo<'w>(&self, work: &'w TargetWork) -> Vec<&'w ToAssign> {
-        work.assign
-            .iter()
-            .filter(|a| {
-                !self
-                    .written
-                    .get(&a.key)
-                    .is_some_and(|w| w.state == Some(AssignmentState::Assigned) && w.has_object(a))
-            })
-            .collect()
-    }
-
     /// Applies one picture. Returns whether something must be retried later. Pictures that
     /// arrive while ARM works are written at once (see [`Worker::follow`]); when any did, `rx`
     /// is marked changed so that the next round applies the latest one to ARM.
@@ -186,7 +136,7 @@ impl Worker {
         let shared = self.shared.clone();
         let shared = &*shared;
         let target_id = self.target.arm_id();
-        self.state.want(wants_of(work));
+        self.state.want(work.wants());
         // A needed identity missing from the target is work even with nothing pending: it is
         // how an identity removed by a PATCH that was in flight when it was needed again, or
         // found missing by a read-back, is put back.
@@ -195,24 +145,20 @@ impl Worker {
             && work.stale.is_empty()
             && !self.state.needs_arm_work()
         {
-            self.written.clear();
+            self.ledger.clear();
             return false;
         }
-        // Forget writes the planner no longer asks about (it has seen them) or that are old.
-        let asked: BTreeSet<&Key> = work.assign.iter().map(|a| &a.key).collect();
-        self.written
-            .retain(|k, w| asked.contains(k) && w.at.elapsed() < WRITTEN_FOR);
-        let todo = self.todo(work);
+        self.ledger.forget_settled(work, Instant::now());
+        let todo = self.ledger.todo(work);
 
         if self.state.next() == Next::Read {
             match shared.arm.get(&self.target).await {
                 Ok(s) => self.state.read(s),
                 Err(e) => {
                     // Service principals need nothing from ARM: they proceed anyway.
-                    let (sp, msi): (Vec<&ToAssign>, Vec<&ToAssign>) =
-                        todo.iter().partition(|a| a.arm_id.is_none());
-                    let outcome = self.write_all(&sp, Some(AssignmentState::Assigned)).await;
-                    self.record(outcome);
+                    let sp = self.ledger.writes(work, &BTreeSet::new(), Stage::Answered);
+                    self.write(sp).await;
+                    let msi: Vec<&ToAssign> = todo.iter().copied().filter(|a| a.arm_id.is_some()).collect();
                     report_failure(shared, &msi, &e.to_string(), &BTreeMap::new());
                     return true;
                 }
@@ -244,7 +190,8 @@ impl Worker {
             let _ = done_tx.send(());
             outcome
         };
-        let (outcome, (latest, written)) = tokio::join!(arm, self.follow(work, rx, &on, done_rx));
+        let (outcome, Followed { latest, all_written }) =
+            tokio::join!(arm, self.follow(work, rx, &on, done_rx));
         let ArmOutcome {
             landing,
             refused,
@@ -254,21 +201,17 @@ impl Worker {
             self.state.landed(landing);
         }
         let now_on = self.state.on_target();
-        let mut retry = batch_error.is_some() || !refused.is_empty() || !written;
+        let mut retry = batch_error.is_some() || !refused.is_empty() || !all_written;
 
         // Objects whose identity ARM's answer now shows are marked `Assigned`, from the latest
         // picture (those marked while the PATCH ran are no longer to do).
         let seen = latest.as_ref().unwrap_or(work);
-        let arrived: Vec<&ToAssign> = self
-            .todo(seen)
-            .into_iter()
-            .filter(|a| self.state.may_mark_assigned(a.arm_id.as_deref()))
-            .collect();
-        let outcome = self.write_all(&arrived, Some(AssignmentState::Assigned)).await;
-        retry |= !self.record(outcome);
+        let arrived = self.ledger.writes(seen, &now_on, Stage::Answered);
+        let assigned_after_arm = arrived.assigned.len();
+        retry |= !self.write(arrived).await;
         if batch_error.is_some() || !refused.is_empty() {
             // Until the retry, the objects still waiting say so.
-            retry |= !self.write_picture(seen, &now_on, Waiting::Mark).await;
+            retry |= !self.write_picture(seen, &now_on, Stage::Mark).await;
         }
         // A later picture, or an answer that leaves work (a read-back asked meanwhile), goes to
         // ARM in the next round, not at the periodic pass.
@@ -277,7 +220,7 @@ impl Worker {
         }
         tracing::debug!(
             target = %target_id,
-            assigned_after_arm = arrived.len(),
+            assigned_after_arm,
             elapsed = ?started.elapsed(),
             "batch applied"
         );
@@ -326,329 +269,58 @@ impl Worker {
     /// without a status (which reads as `Created`), and get an explicit `Created` only once the
     /// batch has run for [`CREATE_WAITING_AFTER`]. In the common case of a quick operation their
     /// next write is `Assigned`: two writes per pod, the apiserver being what limits a large
-    /// rollout. Returns the latest picture seen, if a later one arrived, and whether every write
-    /// succeeded.
+    /// rollout.
     async fn follow(
         &mut self,
         work: &TargetWork,
         rx: &mut watch::Receiver<TargetWork>,
         on: &BTreeSet<String>,
         mut done: tokio::sync::oneshot::Receiver<()>,
-    ) -> (Option<TargetWork>, bool) {
+    ) -> Followed {
         let slow = tokio::time::sleep(CREATE_WAITING_AFTER);
         tokio::pin!(slow);
         let mut is_slow = false;
-        let mut ok = self.write_picture(work, on, Waiting::Ahead).await;
-        let mut latest: Option<TargetWork> = None;
+        let mut followed = Followed {
+            latest: None,
+            all_written: self.write_picture(work, on, Stage::Ahead).await,
+        };
         loop {
             tokio::select! {
                 biased;
-                _ = &mut done => return (latest, ok),
+                _ = &mut done => return followed,
                 () = &mut slow, if !is_slow => {
                     is_slow = true;
-                    ok &= self.write_picture(latest.as_ref().unwrap_or(work), on, Waiting::Mark).await;
+                    let picture = followed.latest.as_ref().unwrap_or(work);
+                    followed.all_written &= self.write_picture(picture, on, Stage::Mark).await;
                 }
                 changed = rx.changed() => {
                     if changed.is_err() {
-                        return (latest, ok);
+                        return followed;
                     }
                     let picture = rx.borrow_and_update().clone();
-                    let how = if is_slow { Waiting::Mark } else { Waiting::Later };
-                    ok &= self.write_picture(&picture, on, how).await;
-                    latest = Some(picture);
+                    let stage = if is_slow { Stage::Mark } else { Stage::Later };
+                    followed.all_written &= self.write_picture(&picture, on, stage).await;
+                    followed.latest = Some(picture);
                 }
             }
         }
     }
 
-    /// Writes a picture's objects whose identity is on the target (`Assigned`) and, as `how`
-    /// says, those still waiting for theirs. Returns whether every write succeeded.
-    async fn write_picture(&mut self, work: &TargetWork, on: &BTreeSet<String>, how: Waiting) -> bool {
-        let (waiting, at_once): (Vec<&ToAssign>, Vec<&ToAssign>) = self
-            .todo(work)
-            .into_iter()
-            .partition(|a| a.arm_id.as_deref().is_some_and(|id| !on.contains(id)));
-        let (mut created, mut marked) = (Vec::new(), Vec::new());
-        for a in waiting {
-            let mine = self.written.get(&a.key).filter(|w| w.has_object(a));
-            match (mine.map(|w| w.state), a.write, how) {
-                // Created here without a status: marked when asked to.
-                (Some(None), _, Waiting::Mark) => marked.push(a),
-                (Some(_), _, _) | (None, None, _) => {}
-                (None, Some(true), Waiting::Ahead | Waiting::Later) => created.push(a),
-                // A rewritten object (new node or identity) still carries its old status. Before
-                // the PATCH that adds its new identity it is rewritten and marked, so that it
-                // records that identity before it is there: a release in between removes it.
-                // Later pictures' rewrites wait for their own batch.
-                (None, Some(false), Waiting::Later) => {}
-                (None, Some(_), Waiting::Ahead | Waiting::Mark) => marked.push(a),
-            }
-        }
-        let (created, marked, assigned) = tokio::join!(
-            self.write_all(&created, None),
-            self.write_all(&marked, Some(AssignmentState::Created)),
-            self.write_all(&at_once, Some(AssignmentState::Assigned))
+    /// Writes a picture's objects as `stage` says (see `crate::writes`). Returns whether every
+    /// write succeeded.
+    async fn write_picture(&mut self, work: &TargetWork, on: &BTreeSet<String>, stage: Stage) -> bool {
+        let writes = self.ledger.writes(work, on, stage);
+        self.write(writes).await
+    }
+
+    /// Carries out decided writes, the three kinds concurrently, and records in the ledger
+    /// those that succeeded. Returns whether every write succeeded.
+    async fn write(&mut self, writes: Writes<'_>) -> bool {
+        let (no_status, created, assigned) = tokio::join!(
+            self.write_all(&writes.no_status, StatusWritten::NotYet),
+            self.write_all(&writes.created, StatusWritten::Created),
+            self.write_all(&writes.assigned, StatusWritten::Assigned)
         );
-        self.record(created) & self.record(marked) & self.record(assigned)
-    }
-
-    /// Writes each object that needs it and, when `state` is given, its status. Returns what was
-    /// written.
-    async fn write_all(
-        &self,
-        items: &[&ToAssign],
-        state: Option<AssignmentState>,
-    ) -> Vec<(Key, Option<Written>)> {
-        if items.is_empty() {
-            return Vec::new();
-        }
-        let shared = &*self.shared;
-        let assigned = state == Some(AssignmentState::Assigned);
-        let writes: Vec<_> = items.iter().map(|a| self.write_one(a, state)).collect();
-        let results: Vec<(&ToAssign, Result<(), kube::Error>)> = stream::iter(writes)
-            .buffer_unordered(shared.settings.write_concurrency.max(1))
-            .collect()
-            .await;
-        let mut outcome = Vec::new();
-        let mut by_binding: BTreeMap<Key, (ObjectReference, Vec<String>)> = BTreeMap::new();
-        let target_id = self.target.arm_id();
-        for (a, r) in results {
-            outcome.push((
-                a.key.clone(),
-                r.is_ok().then(|| Written {
-                    object: a.write.is_some().then(|| a.clone()),
-                    state,
-                    at: Instant::now(),
-                }),
-            ));
-            match r {
-                Ok(()) => {
-                    if assigned {
-                        shared.metrics.assigned(Some(a.seen.elapsed()));
-                        let what = a.arm_id.as_deref().map_or_else(
-                            || "service principal identity ready (nothing to assign)".to_owned(),
-                            |id| format!("identity {id} assigned to {target_id}"),
-                        );
-                        shared.events.publish(
-                            Kind::Normal,
-                            "IdentityAssigned",
-                            format!("{what} for pod {}/{}", a.key.0, a.pod),
-                            pod_ref(&a.key.0, &a.pod),
-                        );
-                        by_binding
-                            .entry(mirror::key_of(a.binding.as_ref()))
-                            .or_insert_with(|| (a.binding_ref(), Vec::new()))
-                            .1
-                            .push(a.pod.clone());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %a.key.0, name = %a.key.1, error = %e, ?state, "writing an AzureAssignedIdentity failed; the next batch retries");
-                }
-            }
-        }
-        // One event per binding and batch, not per pod: a deployment of 500 replicas would
-        // otherwise bury the binding's events.
-        for (_, (binding, pods)) in by_binding {
-            shared.events.publish(
-                Kind::Normal,
-                "IdentityAssigned",
-                format!(
-                    "identity assigned on {target_id} for {} pod(s): {}",
-                    pods.len(),
-                    some_of(&pods)
-                ),
-                binding,
-            );
-        }
-        outcome
-    }
-
-    /// Writes one object (unless this worker already did) and its status, if given.
-    async fn write_one<'a>(
-        &self,
-        a: &'a ToAssign,
-        state: Option<AssignmentState>,
-    ) -> (&'a ToAssign, Result<(), kube::Error>) {
-        let shared = &*self.shared;
-        let already = self.written.get(&a.key).is_some_and(|w| w.has_object(a));
-        let r = async {
-            if let Some(create) = a.write.filter(|_| !already) {
-                write_object(shared, a, create).await?;
-            }
-            match state {
-                Some(state) => set_state(shared, &a.key, state).await,
-                None => Ok(()),
-            }
-        }
-        .await;
-        (a, r)
-    }
-
-    /// Remembers what `write_all` wrote; returns whether every write succeeded.
-    fn record(&mut self, outcome: Vec<(Key, Option<Written>)>) -> bool {
-        let mut all_ok = true;
-        for (key, w) in outcome {
-            match w {
-                Some(w) => {
-                    self.written.insert(key, w);
-                }
-                None => all_ok = false,
-            }
-        }
-        all_ok
-    }
-}
-
-/// Applies `change` to the target in as few PATCHes as the size limit allows. An identity ARM
-/// refuses by name is dropped and the rest of the batch goes again.
-async fn change_target(
-    shared: &Shared,
-    target: &ComputeTarget,
-    mut current: IdentityState,
-    mut change: TargetChange,
-    protected: &BTreeSet<String>,
-) -> ArmOutcome {
-    let mut refused: BTreeMap<String, String> = BTreeMap::new();
-    let mut batch_error: Option<String> = None;
-    let mut known = true;
-    while !change.is_empty() && batch_error.is_none() && known {
-        for body in patch_bodies(&current, &change) {
-            match shared.arm.patch(target, &body).await {
-                Ok(()) => current.apply(&body),
-                Err(e) => {
-                    let blamed: BTreeSet<String> = e
-                        .arm_error()
-                        .map(|a| a.blamed_identities())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|id| change.add.contains(id) || change.remove.contains(id))
-                        .collect();
-                    if blamed.is_empty() {
-                        batch_error = Some(e.to_string());
-                    } else {
-                        for id in &blamed {
-                            refused.insert(id.clone(), e.to_string());
-                        }
-                    }
-                    known = !matches!(e, CallError::Transport { .. });
-                    change = TargetChange {
-                        add: change.add.difference(&blamed).cloned().collect(),
-                        remove: change.remove.difference(&blamed).cloned().collect(),
-                    };
-                    break;
-                }
-            }
-        }
-        change = matching::target_change(&change.add, &change.remove, &current.ids(), protected);
-    }
-    ArmOutcome {
-        landing: Some(if known {
-            Landing::Answered(current)
-        } else {
-            Landing::Unanswered
-        }),
-        refused,
-        batch_error,
-    }
-}
-
-/// What a picture wants of ARM, for the target's state machine.
-fn wants_of(work: &TargetWork) -> Wants {
-    Wants {
-        needed: work.needed.clone(),
-        released: work.release.iter().filter_map(|r| r.arm_id.clone()).collect(),
-        stale: work.stale.clone(),
-        protected: work.protected.clone(),
-    }
-}
-
-/// Creates or rewrites an `AzureAssignedIdentity` (its status is written separately: the
-/// status subresource ignores it here).
-async fn write_object(shared: &Shared, a: &ToAssign, create: bool) -> Result<(), kube::Error> {
-    let (namespace, name) = &a.key;
-    let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
-    let spec = a.spec();
-    let _permit = shared.writes.acquire().await;
-    if create {
-        let obj = AzureAssignedIdentity {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                labels: Some([(NODE_NAME_LABEL.to_owned(), a.node.clone())].into()),
-                finalizers: Some(vec![ASSIGNED_IDENTITY_FINALIZER.to_owned()]),
-                ..Default::default()
-            },
-            spec,
-            // Written with the object (the CRD has no status subresource): an object without a
-            // status reads as upstream's legacy "Assigned" to upstream's NMI.
-            status: Some(api::AzureAssignedIdentityStatus {
-                status: Some(AssignmentState::Created),
-                available_replicas: Some(1),
-            }),
-        };
-        match api.create(&crate::post_params(), &obj).await {
-            Ok(_) => Ok(()),
-            // Our cache was behind; the object is there.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        }
-    } else {
-        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
-        api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
-            .await
-            .map(drop)
-    }
-}
-
-/// Warning events for assignments whose identity could not be put on the target.
-fn report_failure(
-    shared: &Shared,
-    items: &[&ToAssign],
-    batch_error: &str,
-    refused: &BTreeMap<String, String>,
-) {
-    let mut by_binding: BTreeMap<Key, (ObjectReference, Vec<String>, String)> = BTreeMap::new();
-    for a in items {
-        let why = a
-            .arm_id
-            .as_ref()
-            .and_then(|id| refused.get(&**id))
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .or((!batch_error.is_empty()).then_some(batch_error));
-        let (Some(why), Some(arm_id)) = (why, a.arm_id.as_deref()) else {
-            continue;
-        };
-        let note = format!(
-            "assigning identity {arm_id} for pod {}/{} failed: {why}",
-            a.key.0, a.pod
-        );
-        tracing::warn!(namespace = %a.key.0, name = %a.key.1, "{note}");
-        shared.events.publish(
-            Kind::Warning,
-            "IdentityAssignmentFailed",
-            note,
-            pod_ref(&a.key.0, &a.pod),
-        );
-        by_binding
-            .entry(mirror::key_of(a.binding.as_ref()))
-            .or_insert_with(|| {
-                (
-                    a.binding_ref(),
-                    Vec::new(),
-                    format!("assigning identity {arm_id} failed: {why}"),
-                )
-            })
-            .1
-            .push(a.pod.clone());
-    }
-    for (_, (binding, pods, note)) in by_binding {
-        shared.events.publish(
-            Kind::Warning,
-            "IdentityAssignmentFailed",
-            format!("{note} (pods: {})", some_of(&pods)),
-            binding,
-        );
+        self.record(no_status) & self.record(created) & self.record(assigned)
     }
 }

@@ -1,0 +1,241 @@
+//! The planner's decisions, as pure functions: from one snapshot of MIC's caches to each VM's or
+//! scale set's picture ([`TargetWork`]) and the `AzureAssignedIdentity` objects to delete at once
+//! (orphans). The async planner (`controller`) takes the snapshot, feeds it here, and sends the
+//! pictures to the targets' workers; no I/O here.
+//!
+//! Two steps, because one input is shared with the workers: [`plan`] decides everything the
+//! snapshot says, including the identities that rewritten objects leave behind on their old
+//! target ([`Planned::left_behind`]); the planner adds those to the set the workers share and
+//! clear, and [`Planned::complete`] then adds what the planner remembers beyond the snapshot (that
+//! set, the read-back counts, the targets that have a worker).
+
+mod work;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use api::{AzureIdentity, AzureIdentityBinding};
+use matching::{AssignedFacts, ComputeTarget, Desired, PodFacts, Policy};
+use mirror::Key;
+use tokio::time::Instant;
+
+pub use work::{ObjectWrite, Refresh, TargetWork, ToAssign, ToRelease};
+
+/// The VM or scale set behind a node, or why there is none.
+pub type NodeTarget = Result<ComputeTarget, String>;
+
+/// The cluster as MIC's caches held it at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Pods carrying `aadpodidbinding`.
+    pub pods: Vec<Arc<PodFacts>>,
+    pub identities: HashMap<Key, Arc<AzureIdentity>>,
+    pub bindings: HashMap<Key, Arc<AzureIdentityBinding>>,
+    pub assigned: Vec<Arc<AssignedFacts>>,
+    /// By node name.
+    pub nodes: HashMap<String, Arc<NodeTarget>>,
+}
+
+impl Snapshot {
+    /// The VM or scale set behind a node, when the node is known and names one.
+    pub fn target_of(&self, node: &str) -> Option<&ComputeTarget> {
+        self.nodes.get(node).and_then(|t| t.as_ref().as_ref().ok())
+    }
+}
+
+/// What one snapshot decides.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// Per target: the identities it needs, the objects to bring to `Assigned`, those to release.
+    pub work: BTreeMap<ComputeTarget, TargetWork>,
+    /// Objects to delete with no ARM call: their node is gone (as upstream), or they put
+    /// nothing on it (a service principal, an identity without a resource id).
+    pub orphans: Vec<Key>,
+    /// Per old target, identities that objects rewritten for a new node or identity leave
+    /// behind: the objects themselves go to the new target's worker, so the old identity must
+    /// be remembered until the old target's worker has dealt with it.
+    pub left_behind: BTreeMap<ComputeTarget, BTreeSet<String>>,
+    /// When each pending assignment was first seen: only pending ones are remembered.
+    pub seen: HashMap<Key, Instant>,
+    /// Resource ids of protected identities known from the cluster's objects.
+    protected: BTreeSet<String>,
+}
+
+/// What the planner knows beyond the snapshot, for [`Planned::complete`].
+#[derive(Debug)]
+pub struct Memory<'a> {
+    /// Per target, identities left behind that its worker has not dealt with yet (this plan's
+    /// [`Planned::left_behind`] included).
+    pub stale: &'a HashMap<ComputeTarget, BTreeSet<String>>,
+    /// Drift read-backs asked by the timer so far.
+    pub periodic: u64,
+    /// Per target, NMI's reports of a missing identity acted on so far.
+    pub reported_missing: &'a HashMap<ComputeTarget, u64>,
+    /// Targets that have a worker.
+    pub workers: Vec<&'a ComputeTarget>,
+}
+
+/// Decides, from one snapshot, what each target needs and which objects to create, rewrite,
+/// retry or release. `protected_client_ids` are lower-cased; `seen` holds when each pending
+/// assignment was first seen by earlier plans, `now` stands for those seen first here.
+pub fn plan(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    protected_client_ids: &BTreeSet<String>,
+    seen: &HashMap<Key, Instant>,
+    now: Instant,
+) -> Planned {
+    let Snapshot {
+        pods,
+        identities,
+        bindings,
+        assigned,
+        nodes: _,
+    } = snapshot;
+    let target_of = |node: &str| snapshot.target_of(node);
+    let protects = |client_id: Option<&str>| {
+        client_id.is_some_and(|c| protected_client_ids.contains(&c.to_ascii_lowercase()))
+    };
+    let protected: BTreeSet<String> = identities
+        .values()
+        .filter(|i| protects(i.spec.client_id()))
+        .filter_map(|i| i.spec.resource_id().map(str::to_ascii_lowercase))
+        .chain(
+            assigned
+                .iter()
+                .filter(|a| protects(a.client_id.as_deref()))
+                .filter_map(|a| a.arm_id.clone()),
+        )
+        .collect();
+
+    let deleting: BTreeSet<(&str, &str)> = assigned
+        .iter()
+        .filter(|a| a.deleting)
+        .map(|a| (a.namespace.as_str(), a.name.as_str()))
+        .collect();
+    let desired: Vec<Desired<'_>> = matching::desired(
+        policy,
+        pods.iter().map(AsRef::as_ref),
+        bindings.values().map(AsRef::as_ref),
+        identities.values().map(AsRef::as_ref),
+    )
+    .into_iter()
+    .filter(|d| {
+        let known = target_of(d.node).is_some();
+        if !known {
+            tracing::debug!(pod = %d.pod.name, node = d.node, "no VM known for the node yet");
+        }
+        // An object being deleted is released first; its pod gets a new one afterwards.
+        known && !deleting.contains(&(d.namespace.as_str(), d.name.as_str()))
+    })
+    .collect();
+
+    // Per target: what it needs, what to bring to Assigned, what to release.
+    let mut work: BTreeMap<ComputeTarget, TargetWork> = BTreeMap::new();
+    for d in &desired {
+        if let (Some(target), Some(id)) = (target_of(d.node), d.arm_identity()) {
+            work.entry(target.clone()).or_default().needed.insert(id);
+        }
+    }
+    let objects = matching::plan(
+        desired,
+        assigned.iter().map(AsRef::as_ref).filter(|a| !a.deleting),
+    );
+    let pending = objects
+        .create
+        .iter()
+        .map(|d| (d, ObjectWrite::Create))
+        .chain(objects.update.iter().map(|(_, d)| (d, ObjectWrite::Rewrite)))
+        .chain(objects.retry.iter().map(|(_, d)| (d, ObjectWrite::Nothing)));
+    let mut first_seen = HashMap::new();
+    let mut arm_ids: HashMap<Key, Option<Arc<str>>> = HashMap::new();
+    for (d, write) in pending {
+        let Some(target) = target_of(d.node) else { continue };
+        let key = (d.namespace.clone(), d.name.clone());
+        let seen_at = seen.get(&key).copied().unwrap_or(now);
+        let (Some(identity), Some(binding)) = (
+            identities.get(&mirror::key_of(d.identity)),
+            bindings.get(&mirror::key_of(d.binding)),
+        ) else {
+            continue;
+        };
+        work.entry(target.clone()).or_default().assign.push(ToAssign {
+            key: key.clone(),
+            arm_id: arm_ids
+                .entry(mirror::key_of(d.identity))
+                .or_insert_with(|| d.arm_identity().map(Arc::from))
+                .clone(),
+            pod: d.pod.name.clone(),
+            node: d.node.to_owned(),
+            identity: identity.clone(),
+            binding: binding.clone(),
+            seen: seen_at,
+            write,
+        });
+        first_seen.insert(key, seen_at);
+    }
+
+    let mut orphans = Vec::new();
+    let released = objects
+        .delete
+        .iter()
+        .copied()
+        .chain(assigned.iter().map(AsRef::as_ref).filter(|a| a.deleting));
+    for a in released {
+        let release = ToRelease {
+            key: (a.namespace.clone(), a.name.clone()),
+            arm_id: a.arm_id.clone(),
+        };
+        match target_of(&a.node) {
+            Some(target) if release.arm_id.is_some() => {
+                work.entry(target.clone()).or_default().release.push(release)
+            }
+            // No VM to touch (node gone, as upstream: no ARM call), or nothing on it to remove.
+            _ => orphans.push(release.key),
+        }
+    }
+    let mut left_behind: BTreeMap<ComputeTarget, BTreeSet<String>> = BTreeMap::new();
+    for (old, _) in &objects.update {
+        if let (Some(target), Some(arm_id)) = (target_of(&old.node), old.arm_id.clone()) {
+            left_behind.entry(target.clone()).or_default().insert(arm_id);
+        }
+    }
+    Planned {
+        work,
+        orphans,
+        left_behind,
+        seen: first_seen,
+        protected,
+    }
+}
+
+impl Planned {
+    /// Adds what the planner knows beyond the snapshot: each target's left-behind identities
+    /// and read-back counts, and a picture for every target that has a worker or left-behind
+    /// identities, even an empty one (a target that needs nothing now must still finish its
+    /// releases). Every picture gets the protected identities.
+    pub fn complete(&mut self, memory: &Memory<'_>) {
+        for (target, ids) in memory.stale {
+            self.work.entry(target.clone()).or_default().stale = ids.clone();
+        }
+        for target in memory
+            .reported_missing
+            .keys()
+            .chain(memory.workers.iter().copied())
+        {
+            self.work.entry(target.clone()).or_default();
+        }
+        for (target, w) in &mut self.work {
+            w.refresh = Refresh {
+                periodic: memory.periodic,
+                reported_missing: memory.reported_missing.get(target).copied().unwrap_or_default(),
+            };
+            w.protected.clone_from(&self.protected);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
