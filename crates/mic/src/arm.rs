@@ -17,7 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use api::certificate::CertificateCredential;
+use azure_token::CertificateCredential;
 use matching::ComputeTarget;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

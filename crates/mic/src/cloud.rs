@@ -9,7 +9,7 @@ pub use environment::{CloudEndpoints, ENVIRONMENT_FILEPATH, from_environment_fil
 
 use std::{collections::BTreeSet, path::Path, sync::Arc};
 
-use api::certificate::{CertificateCredential, CredentialError};
+use azure_token::{CertificateCredential, Error as CredentialError};
 use serde::Deserialize;
 
 use crate::{

@@ -1,11 +1,11 @@
 //! The certificate of a service principal with a certificate (identity type 2), read from its
-//! secret; the decoding and the client assertion are [`api::certificate`]'s.
+//! secret; the decoding and the client assertion are [`azure_token::CertificateCredential`]'s.
 //!
 //! The secret holds, as upstream documents, a PKCS#12 bundle under `certificate` and its password
 //! under `password`; or PEM: the certificate under `certificate`, and its private key either in the
 //! same value or under `key`.
 
-use api::certificate::{CertificateCredential, CredentialError, is_pem};
+use azure_token::{CertificateCredential, Error as CredentialError, is_pem};
 use k8s_openapi::api::core::v1::Secret;
 
 pub const CERTIFICATE_KEY: &str = "certificate";
