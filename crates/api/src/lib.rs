@@ -6,7 +6,6 @@
 //! and checked against the types by a test.
 #![forbid(unsafe_code)]
 
-pub mod certificate;
 pub mod v1;
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! A thin ARM client for VM and scale-set identities: GET, delta PATCH with
 //! long-running-operation polling, `Retry-After` honoured per subscription,
-//! exponential backoff with jitter for 5xx and timeouts. Tokens come from Entra
-//! (a service principal, with a secret or a certificate) or from IMDS (the
-//! controller's managed identity), for the audience of the cloud's ARM.
+//! exponential backoff with jitter for 5xx and timeouts. Tokens come from Entra's
+//! v1 endpoint (a service principal, with a secret or a certificate) or from IMDS
+//! (the controller's managed identity), for the audience of the cloud's ARM, through
+//! the `azure_token` client that NMI uses too; this module only caches the one token.
 
 mod body;
 
+pub use azure_token::{Credential, retry_after};
 pub use body::{
     ArmError, IdentityState, MAX_IDENTITIES_PER_REQUEST, UserIdentity, identity_ids_in, patch_bodies,
-    retry_after,
 };
 
 use std::{
@@ -17,7 +18,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use api::certificate::CertificateCredential;
+use azure_token::{EntraVersion, Token, TokenRequest};
 use matching::ComputeTarget;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -29,7 +30,8 @@ use crate::metrics::Metrics;
 pub const COMPUTE_API_VERSION: &str = "2023-09-01";
 /// The public cloud's ARM audience, for clients built with [`ArmClient::new`].
 pub const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A token this close to its expiry is replaced before it is used.
+const TOKEN_MARGIN_SECS: u64 = 300;
 
 /// Why an ARM call failed, once retries are spent.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +56,9 @@ pub enum CallError {
         operation: &'static str,
         message: String,
     },
-    /// No token for ARM.
+    /// No token for ARM (whether it is worth asking again: [`azure_token::Error::is_retryable`]).
     #[error("getting a token for ARM: {0}")]
-    Token(String),
+    Token(#[source] azure_token::Error),
 }
 
 impl CallError {
@@ -67,27 +69,6 @@ impl CallError {
             _ => None,
         }
     }
-}
-
-/// How MIC authenticates to ARM.
-#[derive(Clone, Debug)]
-pub enum Credential {
-    /// A service principal with a client secret (`aadClientId`/`aadClientSecret` in azure.json).
-    ClientSecret {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        secret: String,
-    },
-    /// A service principal with a certificate (`aadClientCertPath`/`aadClientCertPassword`).
-    ClientCertificate {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        certificate: Arc<CertificateCredential>,
-    },
-    /// The node's managed identity through IMDS (`useManagedIdentityExtension`), optionally user-assigned.
-    ManagedIdentity { imds: String, client_id: Option<String> },
 }
 
 /// Where ARM is and how MIC gets its tokens: what the cloud config selects.
@@ -135,7 +116,7 @@ struct Inner {
     /// The audience of ARM tokens.
     resource: String,
     retry: RetryPolicy,
-    token: Mutex<Option<(String, SystemTime)>>,
+    token: Mutex<Option<Token>>,
     /// Per subscription: no call before this instant (set by 429 `Retry-After`), for reads and writes alike.
     gates: Mutex<HashMap<String, Instant>>,
     metrics: Arc<Metrics>,
@@ -354,15 +335,22 @@ impl ArmClient {
 
     async fn token(&self) -> Result<String, CallError> {
         let mut cached = self.inner.token.lock().await;
-        if let Some((token, expires)) = cached.as_ref()
-            && SystemTime::now() + Duration::from_secs(300) < *expires
+        if let Some(token) = cached.as_ref()
+            && azure_token::now() + TOKEN_MARGIN_SECS < token.expires_on
         {
-            return Ok(token.clone());
+            return Ok(token.access_token.clone());
         }
-        let (token, expires) =
-            fetch_token(&self.inner.http, &self.inner.credential, &self.inner.resource).await?;
-        *cached = Some((token.clone(), expires));
-        Ok(token)
+        let token = TokenRequest {
+            credential: &self.inner.credential,
+            resource: &self.inner.resource,
+            entra: EntraVersion::V1,
+        }
+        .send(&self.inner.http)
+        .await
+        .map_err(CallError::Token)?;
+        let access_token = token.access_token.clone();
+        *cached = Some(token);
+        Ok(access_token)
     }
 }
 
@@ -377,88 +365,6 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(policy.max);
     ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
-async fn fetch_token(
-    http: &reqwest::Client,
-    credential: &Credential,
-    resource: &str,
-) -> Result<(String, SystemTime), CallError> {
-    let err = |e: &dyn std::fmt::Display| CallError::Token(e.to_string());
-    let resp = match credential {
-        Credential::ClientSecret {
-            authority,
-            tenant,
-            client_id,
-            secret,
-        } => {
-            let url = format!("{}/{tenant}/oauth2/token", authority.trim_end_matches('/'));
-            http.post(url)
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_secret", secret),
-                    ("resource", resource),
-                ])
-                .send()
-                .await
-        }
-        Credential::ClientCertificate {
-            authority,
-            tenant,
-            client_id,
-            certificate,
-        } => {
-            let url = format!("{}/{tenant}/oauth2/token", authority.trim_end_matches('/'));
-            let assertion = certificate
-                .assertion(client_id, &url, now_secs())
-                .map_err(|e| err(&e))?;
-            http.post(url)
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_assertion_type", JWT_BEARER),
-                    ("client_assertion", &assertion),
-                    ("resource", resource),
-                ])
-                .send()
-                .await
-        }
-        Credential::ManagedIdentity { imds, client_id } => {
-            let url = format!("{}/metadata/identity/oauth2/token", imds.trim_end_matches('/'));
-            let mut query = vec![("api-version", "2018-02-01"), ("resource", resource)];
-            if let Some(c) = client_id {
-                query.push(("client_id", c));
-            }
-            http.get(url)
-                .header("Metadata", "true")
-                .query(&query)
-                .send()
-                .await
-        }
-    }
-    .map_err(|e| err(&e))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.map_err(|e| err(&e))?;
-    if !status.is_success() {
-        return Err(CallError::Token(format!("{status}: {body}")));
-    }
-    let token = body["access_token"]
-        .as_str()
-        .ok_or_else(|| err(&"no access_token in the answer"))?;
-    // v1 answers carry numbers as strings; expires_in is enough either way.
-    let secs = match &body["expires_in"] {
-        Value::String(s) => s.parse().unwrap_or(3600),
-        v => v.as_u64().unwrap_or(3600),
-    };
-    Ok((token.to_owned(), SystemTime::now() + Duration::from_secs(secs)))
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

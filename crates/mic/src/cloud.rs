@@ -9,13 +9,10 @@ pub use environment::{CloudEndpoints, ENVIRONMENT_FILEPATH, from_environment_fil
 
 use std::{collections::BTreeSet, path::Path, sync::Arc};
 
-use api::certificate::{CertificateCredential, CredentialError};
+use azure_token::{CertificateCredential, Credential, Error as CredentialError};
 use serde::Deserialize;
 
-use crate::{
-    Error,
-    arm::{Connection, Credential},
-};
+use crate::{Error, arm::Connection};
 
 /// Endpoints given on MIC's command line, which win over the cloud's own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! The certificate of a service principal with a certificate (identity type 2), read from its
-//! secret; the decoding and the client assertion are [`api::certificate`]'s.
+//! secret; the decoding and the client assertion are [`azure_token::CertificateCredential`]'s.
 //!
 //! The secret holds, as upstream documents, a PKCS#12 bundle under `certificate` and its password
 //! under `password`; or PEM: the certificate under `certificate`, and its private key either in the
 //! same value or under `key`.
 
-use api::certificate::{CertificateCredential, CredentialError, is_pem};
+use azure_token::{CertificateCredential, Error as CredentialError, is_pem};
 use k8s_openapi::api::core::v1::Secret;
 
 pub const CERTIFICATE_KEY: &str = "certificate";
@@ -27,24 +27,9 @@ fn value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
-/// A type-2 identity's certificate and key, ready to sign client assertions.
-pub struct Credential(CertificateCredential);
-
-impl Credential {
-    /// Reads the certificate and key from a secret. The error says which key of the secret to fix.
-    pub fn from_secret(secret: &Secret) -> Result<Self, String> {
-        from_secret(secret).map(Self)
-    }
-
-    /// A client assertion for `client_id` at the token endpoint `audience`, valid for 10 minutes.
-    pub fn assertion(&self, client_id: &str, audience: &str, now: u64) -> Result<String, String> {
-        self.0
-            .assertion(client_id, audience, now)
-            .map_err(|e| e.to_string())
-    }
-}
-
-fn from_secret(secret: &Secret) -> Result<CertificateCredential, String> {
+/// Reads a type-2 identity's certificate and key from its secret, ready to sign client
+/// assertions. The error says which key of the secret to fix.
+pub fn from_secret(secret: &Secret) -> Result<CertificateCredential, String> {
     let certificate = value(secret, CERTIFICATE_KEY).ok_or_else(|| {
         format!(
             "the secret has no `{CERTIFICATE_KEY}` key (a PKCS#12 bundle, with its password under \

@@ -1,47 +1,27 @@
-//! Getting tokens from Azure: the node's IMDS for managed identities (type 0) and Entra ID's
-//! client-credentials grant for service principals, with a secret (type 1) or a certificate (type 2).
+//! Getting tokens from Azure for an AzureIdentity: the node's IMDS for managed identities (type 0)
+//! and Entra ID's v2 client-credentials grant for service principals, with a secret (type 1) or a
+//! certificate (type 2). The requests and answers are `azure_token`'s (shared with MIC); this
+//! module turns an identity and its Kubernetes secret into a credential, keeps IMDS to 5 calls at a
+//! time, counts IMDS calls, and turns the client's errors into NMI's, which keep IMDS's and
+//! Entra's status, `Retry-After` and body for the pod.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use api::{AzureIdentity, IdentityType};
-use base64::Engine;
+use azure_token::{Credential, EntraVersion, TokenRequest};
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::{Error, Result};
 
-/// An access token and its times (epoch seconds).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Token {
-    pub access_token: String,
-    pub token_type: String,
-    pub expires_on: u64,
-    pub not_before: u64,
-    pub ext_expires_in: u64,
-    /// The `oid` claim, when the token is a JWT carrying one: the identity's principal (object) id.
-    pub principal_id: Option<String>,
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+pub use azure_token::{Token, jwt_claim, now};
 
 /// Where tokens come from. The production source is [`Azure`]; the cache is generic so that its
 /// single-flight and refresh rules can be tested by counting calls.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, identity: &'a AzureIdentity, resource: &'a str) -> BoxFuture<'a, Result<Token>>;
 }
-
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The key under which a service principal's secret is read from its `clientPassword` secret.
 pub const CLIENT_SECRET_KEY: &str = "clientSecret";
@@ -114,29 +94,27 @@ impl Azure {
             .await
             .expect("the semaphore is never closed");
         let started = std::time::Instant::now();
-        let url = format!("{}/metadata/identity/oauth2/token", self.config.imds);
-        let sent = self
-            .http
-            .get(url)
-            .header("Metadata", "true")
-            .query(&[
-                ("api-version", "2018-02-01"),
-                ("resource", resource),
-                ("client_id", client_id),
-            ])
-            .send()
-            .await;
-        let result = match sent {
-            Ok(r) => read_token("IMDS", r).await,
-            Err(source) => Err(Error::Http { what: "IMDS", source }),
+        let credential = Credential::ManagedIdentity {
+            imds: self.config.imds.clone(),
+            client_id: Some(client_id.to_owned()),
         };
+        let result = self.ask(&credential, resource).await;
         let status = match &result {
             Ok(_) => "200".to_owned(),
-            Err(Error::Upstream { status, .. }) => status.to_string(),
-            Err(_) => "error".to_owned(),
+            Err(e) => e.status().map_or_else(|| "error".to_owned(), |s| s.to_string()),
         };
         self.metrics.imds_operation(&status, started.elapsed());
-        result
+        result.map_err(Error::from)
+    }
+
+    async fn ask(&self, credential: &Credential, resource: &str) -> Result<Token, azure_token::Error> {
+        TokenRequest {
+            credential,
+            resource,
+            entra: EntraVersion::V2,
+        }
+        .send(&self.http)
+        .await
     }
 
     /// The identity's `clientPassword` secret, and its `<namespace>/<name>`.
@@ -192,31 +170,25 @@ impl Azure {
             .as_deref()
             .filter(|e| !e.is_empty())
             .unwrap_or(&self.config.entra)
-            .trim_end_matches('/');
-        let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
-        let scope = scope_of(resource);
+            .to_owned();
+        let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
         let unusable = |e: String| Error::Identity(format!("secret {secret_name}: {e}"));
-        let mut form = vec![
-            ("grant_type", "client_credentials".to_owned()),
-            ("client_id", client_id.to_owned()),
-            ("scope", scope),
-        ];
-        if spec.identity_type() == Ok(IdentityType::ServicePrincipalCertificate) {
-            let credential = crate::assertion::Credential::from_secret(&secret).map_err(unusable)?;
-            let assertion = credential.assertion(client_id, &url, now()).map_err(unusable)?;
-            form.push(("client_assertion_type", JWT_BEARER.to_owned()));
-            form.push(("client_assertion", assertion));
+        let credential = if spec.identity_type() == Ok(IdentityType::ServicePrincipalCertificate) {
+            Credential::ClientCertificate {
+                authority,
+                tenant,
+                client_id,
+                certificate: Arc::new(crate::assertion::from_secret(&secret).map_err(unusable)?),
+            }
         } else {
-            form.push(("client_secret", client_secret_of(&secret).map_err(unusable)?));
-        }
-        let sent = self.http.post(url).form(&form).send().await;
-        match sent {
-            Ok(r) => read_token("Entra ID", r).await,
-            Err(source) => Err(Error::Http {
-                what: "Entra ID",
-                source,
-            }),
-        }
+            Credential::ClientSecret {
+                authority,
+                tenant,
+                client_id,
+                secret: client_secret_of(&secret).map_err(unusable)?,
+            }
+        };
+        self.ask(&credential, resource).await.map_err(Error::from)
     }
 }
 
@@ -268,89 +240,35 @@ pub fn client_secret_of(secret: &Secret) -> std::result::Result<String, String> 
     String::from_utf8(value).map_err(|_| format!("`{CLIENT_SECRET_KEY}` is not UTF-8 text"))
 }
 
-/// The v2 scope for a v1 resource: `<resource>/.default`, unless it already is a scope.
-pub fn scope_of(resource: &str) -> String {
-    if resource.ends_with("/.default") {
-        resource.to_owned()
-    } else {
-        format!("{resource}/.default")
-    }
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-async fn read_token(what: &'static str, response: reqwest::Response) -> Result<Token> {
-    let status = response.status();
-    let retry = retry_after(response.headers());
-    let body = response
-        .bytes()
-        .await
-        .map_err(|source| Error::Http { what, source })?;
-    if !status.is_success() {
-        return Err(Error::Upstream {
-            what,
-            status: status.as_u16(),
-            retry_after: retry,
-            body: String::from_utf8_lossy(&body).chars().take(1024).collect(),
-        });
-    }
-    parse_token(&body, now()).map_err(|detail| Error::BadUpstreamBody { what, detail })
-}
-
-/// Reads an IMDS or Entra (v1 or v2) token answer, whose numbers may be strings or numbers.
-pub fn parse_token(body: &[u8], now: u64) -> std::result::Result<Token, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let num = |key: &str| -> Option<u64> {
-        match v.get(key)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
+/// The token client's errors as NMI's: a service's answer keeps its status, `Retry-After` and body
+/// (what the pod is told is `crate::server`'s to decide); a request that could not be made is a
+/// problem of the identity's configuration.
+impl From<azure_token::Error> for Error {
+    fn from(e: azure_token::Error) -> Self {
+        use azure_token::Error as E;
+        match e {
+            E::Transport { service, source } | E::Timeout { service, source } => Error::Http {
+                what: service.name(),
+                source,
+            },
+            E::Upstream {
+                service,
+                status,
+                retry_after,
+                body,
+            } => Error::Upstream {
+                what: service.name(),
+                status,
+                retry_after,
+                body,
+            },
+            E::BadAnswer { service, detail } => Error::BadUpstreamBody {
+                what: service.name(),
+                detail,
+            },
+            other => Error::Identity(other.to_string()),
         }
-    };
-    let access_token = v
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or("no access_token")?
-        .to_owned();
-    let expires_on = match (num("expires_on"), num("expires_in")) {
-        (Some(on), _) => on,
-        (None, Some(r#in)) => now + r#in,
-        (None, None) => return Err("neither expires_on nor expires_in".into()),
-    };
-    let principal_id = jwt_claim(&access_token, "oid");
-    Ok(Token {
-        token_type: v
-            .get("token_type")
-            .and_then(Value::as_str)
-            .unwrap_or("Bearer")
-            .to_owned(),
-        not_before: num("not_before").unwrap_or(now),
-        ext_expires_in: num("ext_expires_in").unwrap_or_else(|| expires_on.saturating_sub(now)),
-        expires_on,
-        access_token,
-        principal_id,
-    })
-}
-
-/// A string claim of an unverified JWT. Used only to learn the principal id of a token NMI itself
-/// just received from IMDS or Entra, never to authorize anything a pod presents.
-pub fn jwt_claim(jwt: &str, claim: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get(claim)?.as_str().map(str::to_owned)
+    }
 }
 
 #[cfg(test)]

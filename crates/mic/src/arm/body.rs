@@ -1,10 +1,8 @@
 //! The ARM wire format of VM and scale-set identities, as pure functions:
-//! reading a GET, writing delta PATCH bodies, reading errors and `Retry-After`.
+//! reading a GET, writing delta PATCH bodies, reading errors (`Retry-After` is
+//! `azure_token::retry_after`, shared with the token client).
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::{Duration, SystemTime},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use matching::TargetChange;
 use serde_json::{Value, json};
@@ -204,16 +202,6 @@ pub fn identity_ids_in(text: &str) -> BTreeSet<String> {
         rest = &candidate[end.max(1)..];
     }
     out
-}
-
-/// A `Retry-After` header: seconds, or an HTTP date.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

@@ -1,52 +1,8 @@
-use std::collections::BTreeMap;
-
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::ByteString;
 
 use super::*;
-
-fn jwt(claims: &str) -> String {
-    let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    format!("{}.{}.sig", e(r#"{"alg":"RS256"}"#), e(claims))
-}
-
-#[test]
-fn reads_imds_strings_and_entra_numbers() {
-    let t = parse_token(
-        br#"{"access_token":"a","client_id":"c","expires_in":"86399","expires_on":"1700086399","ext_expires_in":"86399","not_before":"1700000000","resource":"r","token_type":"Bearer"}"#,
-        1_700_000_000,
-    )
-    .unwrap();
-    assert_eq!(
-        (t.expires_on, t.not_before, t.ext_expires_in),
-        (1_700_086_399, 1_700_000_000, 86_399)
-    );
-    let t = parse_token(
-        br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"b"}"#,
-        1_000,
-    )
-    .unwrap();
-    assert_eq!(
-        (t.expires_on, t.not_before, t.token_type.as_str()),
-        (4_599, 1_000, "Bearer")
-    );
-    assert!(parse_token(b"[]", 0).is_err());
-    assert!(parse_token(br#"{"access_token":"a"}"#, 0).is_err());
-    assert!(parse_token(br#"{"access_token":"","expires_in":1}"#, 0).is_err());
-}
-
-#[test]
-fn learns_the_principal_id_from_the_oid_claim() {
-    let token = jwt(r#"{"oid":"0b5c","aud":"r"}"#);
-    assert_eq!(jwt_claim(&token, "oid").as_deref(), Some("0b5c"));
-    let body = format!(r#"{{"access_token":"{token}","expires_in":"10"}}"#);
-    assert_eq!(
-        parse_token(body.as_bytes(), 0).unwrap().principal_id.as_deref(),
-        Some("0b5c")
-    );
-    assert_eq!(jwt_claim("opaque", "oid"), None);
-}
 
 fn secret(pairs: &[(&str, &str)]) -> Secret {
     Secret {
@@ -73,17 +29,37 @@ fn client_secret_key_rules() {
     assert!(client_secret_of(&secret(&[])).is_err());
 }
 
+/// The client's errors keep, in NMI's, what the pod is told: a `Retry-After` that a service gave
+/// as an HTTP date reaches the pod as seconds, as one given in seconds does.
 #[test]
-fn scope_from_resource() {
-    assert_eq!(
-        scope_of("https://vault.azure.net"),
-        "https://vault.azure.net/.default"
+fn upstream_answers_keep_status_and_retry_after_for_the_pod() {
+    use std::time::SystemTime;
+
+    use azure_token::{Service, read_answer};
+
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for header in ["20", "Tue, 14 Nov 2023 22:13:40 GMT"] {
+        let e: Error = read_answer(Service::Imds, 429, Some(header), b"{}", now)
+            .unwrap_err()
+            .into();
+        assert!(
+            matches!(&e, Error::Upstream { what: "IMDS", status: 429, retry_after: Some(d), .. } if *d == Duration::from_secs(20)),
+            "{e}"
+        );
+        let refusal = crate::server::upstream_refusal(&e).response;
+        assert_eq!(refusal.status(), 429);
+        assert_eq!(refusal.headers()["retry-after"], "20", "{header}");
+    }
+    let e: Error = read_answer(Service::Entra, 200, None, b"[]", now)
+        .unwrap_err()
+        .into();
+    assert!(
+        matches!(e, Error::BadUpstreamBody { what: "Entra ID", .. }),
+        "{e}"
     );
-    assert_eq!(
-        scope_of("https://database.windows.net/"),
-        "https://database.windows.net//.default"
-    );
-    assert_eq!(scope_of("api://x/.default"), "api://x/.default");
+    assert_eq!(crate::server::upstream_refusal(&e).response.status(), 502);
+    let e: Error = azure_token::Error::WrongPassword.into();
+    assert!(matches!(e, Error::Identity(_)), "{e}");
 }
 
 /// §5.2 case 27: an IMDS that does not answer is a retryable 503 for the pod, never a 403 or 400.

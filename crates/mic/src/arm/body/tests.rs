@@ -98,15 +98,6 @@ fn authorization_errors_name_the_identities_to_drop() {
 }
 
 #[test]
-fn retry_after_takes_seconds_or_a_date() {
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    assert_eq!(retry_after("20", now), Some(Duration::from_secs(20)));
-    let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-    assert_eq!(retry_after(&later, now), Some(Duration::from_secs(30)));
-    assert_eq!(retry_after("soon", now), None);
-}
-
-#[test]
 fn applying_the_bodies_yields_the_target_set() {
     let start = state(true, &[1, 2]);
     let c = change(&(3..200).collect::<Vec<_>>(), &[1]);

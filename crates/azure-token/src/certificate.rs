@@ -4,7 +4,8 @@
 //! that Entra's certificate-credentials flow expects.
 //!
 //! Pure: bytes in, a key or an error out. Where the bytes came from (a Kubernetes secret, a file)
-//! is the caller's to say in its own error messages.
+//! is the caller's to say in its own error messages. (Moved here from the `api` crate: the CRD
+//! types had no use for it, and the assertion belongs with the request it is sent in.)
 
 use aws_lc_rs::{
     digest,
@@ -17,31 +18,7 @@ use p12_keystore::{Pkcs12Archive, error::Error as P12Error};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::json;
 
-/// Why a certificate credential cannot be used. The texts say what to fix, not where the bytes
-/// came from.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CredentialError {
-    #[error("the PKCS#12 bundle cannot be opened with the password given (wrong password)")]
-    WrongPassword,
-    #[error("not a readable PKCS#12 bundle ({0}); give a PKCS#12 (.pfx) file or PEM")]
-    NotPkcs12(String),
-    #[error("the PKCS#12 bundle holds no private key")]
-    NoKeyInBundle,
-    #[error("the PKCS#12 bundle holds no certificate")]
-    NoCertificateInBundle,
-    #[error("no certificate in the PKCS#12 bundle belongs to its private key")]
-    NoCertificateForKey,
-    #[error("no PEM certificate found")]
-    NoPemCertificate,
-    #[error("no PEM private key found ({0})")]
-    NoPemKey(String),
-    #[error("the private key does not belong to the certificate")]
-    KeyMismatch,
-    #[error("the private key must be RSA ({0})")]
-    NotRsa(String),
-    #[error("signing the client assertion failed")]
-    Signing,
-}
+use crate::Error;
 
 /// A certificate and its RSA key, ready to sign client assertions.
 pub struct CertificateCredential {
@@ -67,11 +44,7 @@ pub fn is_pem(bytes: &[u8]) -> bool {
 impl CertificateCredential {
     /// Reads either form: PEM (the key in `key`, or beside the certificate in `certificate`), or a
     /// PKCS#12 bundle in `certificate` opened with `password` (none: the empty password).
-    pub fn read(
-        certificate: &[u8],
-        key: Option<&[u8]>,
-        password: Option<&str>,
-    ) -> Result<Self, CredentialError> {
+    pub fn read(certificate: &[u8], key: Option<&[u8]>, password: Option<&str>) -> Result<Self, Error> {
         if is_pem(certificate) {
             Self::from_pem(certificate, key)
         } else {
@@ -81,21 +54,21 @@ impl CertificateCredential {
 
     /// From PEM: the first certificate of `certificate`, and the private key of `key`, else of
     /// `certificate` itself.
-    pub fn from_pem(certificate: &[u8], key: Option<&[u8]>) -> Result<Self, CredentialError> {
+    pub fn from_pem(certificate: &[u8], key: Option<&[u8]>) -> Result<Self, Error> {
         let cert = CertificateDer::pem_slice_iter(certificate)
             .next()
-            .ok_or(CredentialError::NoPemCertificate)?
-            .map_err(|_| CredentialError::NoPemCertificate)?;
+            .ok_or(Error::NoPemCertificate)?
+            .map_err(|_| Error::NoPemCertificate)?;
         let key = PrivateKeyDer::from_pem_slice(key.unwrap_or(certificate))
-            .map_err(|e| CredentialError::NoPemKey(e.to_string()))?;
+            .map_err(|e| Error::NoPemKey(e.to_string()))?;
         let key = match &key {
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-            _ => return Err(CredentialError::NotRsa("a SEC1 (EC) key".into())),
+            _ => return Err(Error::NotRsa("a SEC1 (EC) key".into())),
         }
-        .map_err(|e| CredentialError::NotRsa(e.to_string()))?;
+        .map_err(|e| Error::NotRsa(e.to_string()))?;
         if !belongs(&key, &cert) {
-            return Err(CredentialError::KeyMismatch);
+            return Err(Error::KeyMismatch);
         }
         Ok(Self::new(key, &cert))
     }
@@ -103,18 +76,18 @@ impl CertificateCredential {
     /// From a PKCS#12 bundle, as `openssl pkcs12 -export` writes them (PBES2 with AES, or the legacy
     /// 3DES and RC2 bags) and as Windows and Azure Key Vault export them. The certificate used is
     /// the one whose public key is the private key's, so bundles with CA certificates work too.
-    pub fn from_pkcs12(bundle: &[u8], password: &str) -> Result<Self, CredentialError> {
+    pub fn from_pkcs12(bundle: &[u8], password: &str) -> Result<Self, Error> {
         let archive = Pkcs12Archive::from_pkcs12(bundle, password).map_err(|e| match e {
             // A wrong password shows as a MAC mismatch, or (a bundle without a MAC) as bags that
             // do not decrypt to valid padding or DER.
-            P12Error::MacError(_) | P12Error::UnpadError => CredentialError::WrongPassword,
-            other => CredentialError::NotPkcs12(other.to_string()),
+            P12Error::MacError(_) | P12Error::UnpadError => Error::WrongPassword,
+            other => Error::NotPkcs12(other.to_string()),
         })?;
         if archive.keys.is_empty() {
-            return Err(CredentialError::NoKeyInBundle);
+            return Err(Error::NoKeyInBundle);
         }
         if archive.certs.is_empty() {
-            return Err(CredentialError::NoCertificateInBundle);
+            return Err(Error::NoCertificateInBundle);
         }
         let mut not_rsa = None;
         for bag in &archive.keys {
@@ -131,8 +104,8 @@ impl CertificateCredential {
             }
         }
         Err(match not_rsa {
-            Some(why) => CredentialError::NotRsa(why),
-            None => CredentialError::NoCertificateForKey,
+            Some(why) => Error::NotRsa(why),
+            None => Error::NoCertificateForKey,
         })
     }
 
@@ -151,10 +124,10 @@ impl CertificateCredential {
 
     /// A client assertion for `client_id` at the token endpoint `audience`, valid for 10 minutes
     /// from `now` (epoch seconds).
-    pub fn assertion(&self, client_id: &str, audience: &str, now: u64) -> Result<String, CredentialError> {
+    pub fn assertion(&self, client_id: &str, audience: &str, now: u64) -> Result<String, Error> {
         let rng = SystemRandom::new();
         let mut id = [0u8; 16];
-        rng.fill(&mut id).map_err(|_| CredentialError::Signing)?;
+        rng.fill(&mut id).map_err(|_| Error::Signing)?;
         let header = json!({"alg": "RS256", "typ": "JWT", "x5t": self.sha1, "x5t#S256": self.sha256});
         let claims = json!({
             "aud": audience, "iss": client_id, "sub": client_id,
@@ -169,7 +142,7 @@ impl CertificateCredential {
         let mut signature = vec![0; self.key.public_modulus_len()];
         self.key
             .sign(&RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut signature)
-            .map_err(|_| CredentialError::Signing)?;
+            .map_err(|_| Error::Signing)?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
