@@ -153,8 +153,9 @@ pub struct MicLaunch<'a> {
 
 /// Starts MIC. Upstream's gets deployment-rbac.yaml's arguments (`--cloudconfig`,
 /// `--logtostderr`) and environment (`MIC_POD_NAMESPACE`), plus what an Azure Stack cloud
-/// needs (`AZURE_ENVIRONMENT_FILEPATH`, `SSL_CERT_FILE`); ours the same azure.json and its own
-/// endpoint flags.
+/// needs (`AZURE_ENVIRONMENT_FILEPATH`, `SSL_CERT_FILE`); ours the same azure.json and
+/// environment file (its `cloud` is AzureStackCloud, which needs the file), with its own endpoint
+/// flags and CA file on top.
 pub fn start_mic(version: Version, l: &MicLaunch<'_>, log: &Path) -> Supervised {
     let cmd = match version {
         Version::Upstream => {
@@ -183,7 +184,8 @@ pub fn start_mic(version: Version, l: &MicLaunch<'_>, log: &Path) -> Supervised 
                 format!("--prometheus-port={}", l.metrics_port),
                 "--leader-election-instance=mic-0".to_owned(),
             ])
-            .env("MIC_POD_NAMESPACE", "default");
+            .env("MIC_POD_NAMESPACE", "default")
+            .env("AZURE_ENVIRONMENT_FILEPATH", &l.cloud.environment);
             cmd
         }
     };
