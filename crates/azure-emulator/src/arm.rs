@@ -20,8 +20,9 @@ use serde_json::{Map, Value, json};
 use crate::{
     ids::{self, ArmPath, PathError},
     imds::parse_query,
-    state::{Compute, ComputeKind, IdentityState, Operation, Shared, SystemIdentity, TokenBucket, lock},
-    token,
+    state::{Compute, ComputeKind, IdentityState, Operation, Shared, SystemIdentity, TokenBucket},
+    sync::lock,
+    time, token,
 };
 
 /// Oldest compute api-version with the dictionary form of `userAssignedIdentities` that MIC uses.
@@ -142,7 +143,7 @@ fn authenticate(shared: &Shared, parts: &http::request::Parts) -> Result<String,
         ));
     }
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-    if exp <= token::now() {
+    if exp <= time::now() {
         return Err(unauthorized(
             "ExpiredAuthenticationToken",
             "The access token expiry UTC time is earlier than current UTC time.",
@@ -495,7 +496,7 @@ fn write_compute(
         id: token::guid(),
         resource: key.clone(),
         status: "InProgress",
-        start_time: rfc3339(token::now_ms()),
+        start_time: time::rfc3339(time::now_ms()),
         end_time: None,
         due: std::time::Instant::now() + Duration::from_millis(latency),
         seq,
@@ -539,7 +540,7 @@ fn complete(shared: &Shared, op_id: &str) {
     let Some(op) = inner.operations.get_mut(op_id) else {
         return;
     };
-    op.end_time = Some(rfc3339(token::now_ms()));
+    op.end_time = Some(time::rfc3339(time::now_ms()));
     if op.fail.is_some() {
         // The change never takes effect: IMDS keeps serving what it did, and the resource shows
         // its identities from before the write, in provisioning state `Failed`.
@@ -637,30 +638,6 @@ fn put_identity(shared: &Arc<Shared>, sub: &str, rg: &str, name: &str, create: b
         Ok(i) => (StatusCode::CREATED, Json(i.arm_body(&shared.tenant))).into_response(),
         Err(e) => arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", &e.to_string()),
     }
-}
-
-/// RFC 3339 UTC with 7 fractional digits, as ARM writes times.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}0000Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 #[cfg(test)]

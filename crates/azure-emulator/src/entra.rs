@@ -16,7 +16,9 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 
 use crate::{
-    state::{Shared, TokenSubject, lock},
+    state::{Shared, TokenSubject},
+    sync::lock,
+    time,
     token::{self, Jwt},
 };
 
@@ -29,15 +31,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
-/// Entra's error timestamp format, e.g. `2024-01-02 03:04:05Z`.
-pub fn timestamp() -> String {
-    let s = crate::arm::rfc3339(token::now_ms());
-    format!("{} {}Z", &s[0..10], &s[11..19])
-}
-
 /// An Entra error: `{"error","error_description","error_codes","timestamp","trace_id","correlation_id"}`.
 pub fn entra_error(status: StatusCode, error: &str, code: u32, message: &str) -> Response {
-    let (trace, corr, ts) = (token::guid(), token::guid(), timestamp());
+    let (trace, corr, ts) = (token::guid(), token::guid(), time::entra_timestamp());
     let body = json!({
         "error": error,
         "error_description": format!("AADSTS{code}: {message} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}"),
@@ -382,7 +378,7 @@ fn audience_ok(shared: &Shared, base: &str, aud: &Value) -> bool {
 }
 
 fn times_ok(jwt: &Jwt) -> bool {
-    let now = token::now();
+    let now = time::now();
     let Some(exp) = jwt.claim_u64("exp") else {
         return false;
     };
@@ -571,6 +567,3 @@ fn federated_subject(shared: &Shared, client_id: Option<&str>, jwt: &Jwt) -> Res
     }
     Err(unknown_app(shared, client_id))
 }
-
-#[cfg(test)]
-mod tests;

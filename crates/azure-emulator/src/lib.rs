@@ -9,11 +9,15 @@
 
 pub mod admin;
 pub mod arm;
+pub mod calls;
 pub mod entra;
+pub mod faults;
 pub mod ids;
 pub mod imds;
 mod server;
 pub mod state;
+mod sync;
+pub mod time;
 pub mod token;
 pub mod world;
 
@@ -34,10 +38,7 @@ pub use admin::{
 };
 pub use world::World;
 
-use crate::{
-    server::Endpoint,
-    state::{Shared, lock},
-};
+use crate::{server::Endpoint, state::Shared, sync::lock};
 
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]
