@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod arm;
+pub mod ca;
 pub mod calls;
 pub mod entra;
 pub mod faults;
@@ -28,9 +29,7 @@ use std::{
 };
 
 use axum::{Router, middleware::from_fn_with_state};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, SanType};
 use tokio::task::JoinHandle;
 
 pub use admin::{
@@ -80,27 +79,17 @@ pub struct ImdsEndpoint {
 struct Tls {
     ca_pem: String,
     ca_path: PathBuf,
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    ca: ca::TestCa,
     acceptor: tokio_rustls::TlsAcceptor,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Tls {
     fn create(settings: &world::TlsSettings, ips: &[IpAddr]) -> Result<Self> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "pod-identity azure-emulator CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca = ca::TestCa::generate("pod-identity azure-emulator CA")?;
         let mut names: Vec<String> = vec!["localhost".into()];
         names.extend(settings.hostnames.iter().cloned());
-        let (cert_pem, key_pem) = issue(&issuer, &names, ips)?;
+        let server = issue(&ca, &names, ips)?;
         let (dir, tmp) = match &settings.dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(|e| Error::Io(d.display().to_string(), e))?;
@@ -114,25 +103,22 @@ impl Tls {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let ca_pem = issuer.pem();
+        let ca_pem = ca.pem();
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, &ca_pem).map_err(|e| Error::Io(ca_path.display().to_string(), e))?;
-        let acceptor = acceptor(&cert_pem, &key_pem)?;
+        let acceptor = acceptor(&server.cert, &server.key)?;
         Ok(Self {
             ca_pem,
             ca_path,
-            issuer,
+            ca,
             acceptor,
             _dir: tmp,
         })
     }
 }
 
-fn issue(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[String],
-    ips: &[IpAddr],
-) -> Result<(String, String)> {
+/// A server certificate for `names`, valid on loopback and `ips` too.
+fn issue(ca: &ca::TestCa, names: &[String], ips: &[IpAddr]) -> Result<ca::Issued> {
     let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name.push(
         DnType::CommonName,
@@ -148,9 +134,7 @@ fn issue(
         params.subject_alt_names.push(SanType::IpAddress(ip));
     }
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    Ok(ca.sign(params)?)
 }
 
 fn acceptor(cert_pem: &str, key_pem: &str) -> Result<tokio_rustls::TlsAcceptor> {
@@ -374,7 +358,8 @@ impl RunningEmulator {
             .as_ref()
             .ok_or_else(|| Error::Tls("TLS is disabled in this world".into()))?;
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        issue(&tls.issuer, &names, ips)
+        let issued = issue(&tls.ca, &names, ips)?;
+        Ok((issued.cert, issued.key))
     }
 
     pub fn tenant_id(&self) -> &str {
