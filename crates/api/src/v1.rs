@@ -12,11 +12,21 @@
 // clippy takes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use std::collections::BTreeMap;
+mod assigned;
+mod exception;
 
 use kube::{CustomResource, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    assigned::{
+        AssignmentState, AzureAssignedIdentity, AzureAssignedIdentitySpec, AzureAssignedIdentityStatus,
+    },
+    exception::{
+        AzurePodIdentityException, AzurePodIdentityExceptionSpec, AzurePodIdentityExceptionStatus, LabelValue,
+    },
+};
 
 /// The pod label that binds a pod to every `AzureIdentityBinding` whose selector equals its value.
 pub const BINDING_LABEL: &str = "aadpodidbinding";
@@ -362,211 +372,6 @@ impl AzureIdentityBinding {
             ..self.clone()
         }
     }
-}
-
-/// Where an `AzureAssignedIdentity` is in its life (`status.status`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum AssignmentState {
-    /// Recorded by MIC; the identity is not yet on the node's VM or VMSS.
-    Created,
-    /// The identity is on the node's VM or VMSS.
-    Assigned,
-    /// The pod is gone and the identity has been removed (or is no longer needed); the object is about to be deleted.
-    Unassigned,
-}
-
-/// MIC's record that one pod uses one identity on one node. Created and owned by MIC.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "aadpodidentity.k8s.io",
-    version = "v1",
-    kind = "AzureAssignedIdentity",
-    plural = "azureassignedidentities",
-    singular = "azureassignedidentity",
-    namespaced,
-    annotation("api-approved.kubernetes.io", "unapproved"),
-    status = "AzureAssignedIdentityStatus",
-    derive = "PartialEq",
-    doc = "MIC's record that a pod uses an identity on a node; created and owned by MIC.",
-    printcolumn(name = "Pod", type_ = "string", json_path = ".spec.pod"),
-    printcolumn(name = "Namespace", type_ = "string", json_path = ".spec.podNamespace"),
-    printcolumn(
-        name = "Identity",
-        type_ = "string",
-        json_path = ".spec.azureIdentityRef.metadata.name"
-    ),
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodename"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-)]
-pub struct AzureAssignedIdentitySpec {
-    /// A copy of the `AzureIdentity` at the time of assignment.
-    #[serde(rename = "azureIdentityRef", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "embedded_resource")]
-    pub azure_identity_ref: Option<AzureIdentity>,
-
-    /// A copy of the `AzureIdentityBinding` that matched the pod.
-    #[serde(rename = "azureBindingRef", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "embedded_resource")]
-    pub azure_binding_ref: Option<AzureIdentityBinding>,
-
-    /// Name of the pod.
-    #[serde(default)]
-    pub pod: String,
-
-    /// Namespace of the pod.
-    #[serde(rename = "podNamespace", default)]
-    pub pod_namespace: String,
-
-    /// Name of the pod's node (all lower case, as upstream spells it).
-    #[serde(rename = "nodename", default)]
-    pub node_name: String,
-
-    /// Accepted for compatibility with upstream; unused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<i32>,
-}
-
-/// Status of an `AzureAssignedIdentity`, written on the object itself (no status subresource, as upstream).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct AzureAssignedIdentityStatus {
-    /// `Created`, `Assigned` or `Unassigned`. Absent on objects written by MIC before upstream 1.5, which NMI treats as assigned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<AssignmentState>,
-
-    /// Kept for upstream compatibility (MIC always wrote 1).
-    #[serde(
-        rename = "availableReplicas",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub available_replicas: Option<i32>,
-}
-
-impl AzureAssignedIdentity {
-    /// The upstream object name: `<pod>-<podNamespace>-<identity>`.
-    pub fn object_name(pod: &str, pod_namespace: &str, identity: &str) -> String {
-        format!("{pod}-{pod_namespace}-{identity}")
-    }
-
-    /// The assignment state. A missing status counts as assigned (upstream's legacy rule: MICs
-    /// before 1.5 wrote none), except on an object our MIC wrote. Our MIC may create an object
-    /// first and write its status next, so a missing status there means that write has not
-    /// landed, or never did (MIC stopped in between): the identity may not be on the VM yet, and
-    /// the object is `Created` until MIC says otherwise. Upstream's MIC (1.5 and later) puts the
-    /// status in the create's body, which the CRD keeps (it has no status subresource), so its
-    /// objects are never status-less and the legacy rule only meets real legacy objects.
-    pub fn state(&self) -> AssignmentState {
-        match self.status.as_ref().and_then(|s| s.status) {
-            Some(state) => state,
-            None if self.written_by_mic() => AssignmentState::Created,
-            None => AssignmentState::Assigned,
-        }
-    }
-
-    /// Whether our MIC wrote this object (a `managedFields` entry of [`MIC_FIELD_MANAGER`]).
-    pub fn written_by_mic(&self) -> bool {
-        self.metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .any(|m| m.manager.as_deref() == Some(MIC_FIELD_MANAGER))
-    }
-}
-
-/// Pods in this namespace carrying any one of `podLabels` (value compared case-insensitively) bypass pod identity and reach the node's own identity.
-///
-/// Both spellings may be set; their labels are then taken together, since an
-/// exception already means "any one of these labels". (CEL cannot see maps of
-/// untyped values, so no rule could compare them anyway.)
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "aadpodidentity.k8s.io",
-    version = "v1",
-    kind = "AzurePodIdentityException",
-    plural = "azurepodidentityexceptions",
-    singular = "azurepodidentityexception",
-    namespaced,
-    annotation("api-approved.kubernetes.io", "unapproved"),
-    status = "AzurePodIdentityExceptionStatus",
-    derive = "PartialEq",
-    doc = "Pods in this namespace with any one of podLabels bypass pod identity and use the node's own identity."
-)]
-pub struct AzurePodIdentityExceptionSpec {
-    /// Label key to value; a pod with any one of them is excepted. Values may be written as YAML scalars (`noaad: true`).
-    #[serde(rename = "podLabels", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "scalar_map")]
-    pub pod_labels: Option<BTreeMap<String, LabelValue>>,
-
-    /// Older spelling of `podLabels`, as in the seed walkthrough, accepted on read.
-    #[serde(rename = "PodLabels", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "scalar_map")]
-    pub legacy_pod_labels: Option<BTreeMap<String, LabelValue>>,
-}
-
-/// Status of an `AzurePodIdentityException`; kept for upstream compatibility, unused.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct AzurePodIdentityExceptionStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-}
-
-impl AzurePodIdentityExceptionSpec {
-    /// The labels under either spelling, as strings; values that are not scalars are skipped, since no label can equal them.
-    pub fn pod_labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pod_labels
-            .iter()
-            .chain(self.legacy_pod_labels.iter())
-            .flatten()
-            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-    }
-}
-
-/// A label value in an exception: a string, or a YAML scalar written without quotes (`true`, `1`).
-///
-/// Anything else (a list, an object) decodes to a value that matches no label, so
-/// one odd object never stops a watch from decoding the rest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct LabelValue(Option<String>);
-
-impl LabelValue {
-    /// The value as a label would carry it; `None` for a non-scalar.
-    pub fn as_str(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
-}
-
-impl From<&str> for LabelValue {
-    fn from(s: &str) -> Self {
-        Self(Some(s.to_owned()))
-    }
-}
-
-impl<'de> Deserialize<'de> for LabelValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self(match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => Some(s),
-            serde_json::Value::Bool(b) => Some(b.to_string()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }))
-    }
-}
-
-fn embedded_resource(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "x-kubernetes-embedded-resource": true,
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
-fn scalar_map(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
-    })
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ use tokio::sync::Semaphore;
 
 use crate::{
     ids,
-    state::{CachedToken, ComputeKind, Shared, TokenSubject, lock},
-    token,
+    state::{CachedToken, ComputeKind, Shared, TokenSubject},
+    sync::lock,
+    time,
 };
 
 /// One IMDS endpoint: which VM (or which instance of which scale set) it answers for.
@@ -291,7 +292,7 @@ fn token(ctx: &ImdsCtx, query: &[(String, String)]) -> Response {
     let Some((client_id, object_id, mirid)) = found else {
         return bad("Identity not found");
     };
-    let now = token::now();
+    let now = time::now();
     let cache_key = (mirid.to_ascii_lowercase(), resource.to_string());
     let cached = lock(&ctx.shared.token_cache)
         .get(&cache_key)

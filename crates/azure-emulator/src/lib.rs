@@ -9,24 +9,27 @@
 
 pub mod admin;
 pub mod arm;
+pub mod ca;
+pub mod calls;
 pub mod entra;
+pub mod faults;
 pub mod ids;
 pub mod imds;
 mod server;
 pub mod state;
+mod sync;
+pub mod time;
+mod tls;
 pub mod token;
 pub mod world;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::{Path, PathBuf},
+    net::{IpAddr, SocketAddr},
+    path::Path,
     sync::Arc,
 };
 
 use axum::{Router, middleware::from_fn_with_state};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
 use tokio::task::JoinHandle;
 
 pub use admin::{
@@ -36,7 +39,9 @@ pub use world::World;
 
 use crate::{
     server::Endpoint,
-    state::{Shared, lock},
+    state::Shared,
+    sync::lock,
+    tls::{Tls, issue},
 };
 
 /// The crate's error type.
@@ -73,101 +78,6 @@ pub struct ImdsEndpoint {
     /// ARM id of the VM or scale set.
     pub resource_id: String,
     pub addr: SocketAddr,
-}
-
-/// The emulator's private CA and the server certificate it signed for ARM and Entra.
-struct Tls {
-    ca_pem: String,
-    ca_path: PathBuf,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    acceptor: tokio_rustls::TlsAcceptor,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Tls {
-    fn create(settings: &world::TlsSettings, ips: &[IpAddr]) -> Result<Self> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "pod-identity azure-emulator CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let mut names: Vec<String> = vec!["localhost".into()];
-        names.extend(settings.hostnames.iter().cloned());
-        let (cert_pem, key_pem) = issue(&issuer, &names, ips)?;
-        let (dir, tmp) = match &settings.dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).map_err(|e| Error::Io(d.display().to_string(), e))?;
-                (d.clone(), None)
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("azure-emulator-tls")
-                    .tempdir()
-                    .map_err(|e| Error::Io("temporary directory".into(), e))?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let ca_pem = issuer.pem();
-        let ca_path = dir.join("ca.pem");
-        std::fs::write(&ca_path, &ca_pem).map_err(|e| Error::Io(ca_path.display().to_string(), e))?;
-        let acceptor = acceptor(&cert_pem, &key_pem)?;
-        Ok(Self {
-            ca_pem,
-            ca_path,
-            issuer,
-            acceptor,
-            _dir: tmp,
-        })
-    }
-}
-
-fn issue(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[String],
-    ips: &[IpAddr],
-) -> Result<(String, String)> {
-    let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().map(String::as_str).unwrap_or("localhost"),
-    );
-    let mut all_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
-    for ip in ips {
-        if !all_ips.contains(ip) && !ip.is_unspecified() {
-            all_ips.push(*ip);
-        }
-    }
-    for ip in all_ips {
-        params.subject_alt_names.push(SanType::IpAddress(ip));
-    }
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-fn acceptor(cert_pem: &str, key_pem: &str) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| Error::Tls(e.to_string()))?;
-    // An explicit provider: the workspace links both ring and aws-lc-rs, so rustls cannot pick one.
-    let mut cfg =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| Error::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// A running emulator. Dropping it stops every server.
@@ -373,7 +283,8 @@ impl RunningEmulator {
             .as_ref()
             .ok_or_else(|| Error::Tls("TLS is disabled in this world".into()))?;
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        issue(&tls.issuer, &names, ips)
+        let issued = issue(&tls.ca, &names, ips)?;
+        Ok((issued.cert, issued.key))
     }
 
     pub fn tenant_id(&self) -> &str {

@@ -17,9 +17,10 @@ use tower::ServiceExt;
 
 use crate::{
     Error, Result,
-    admin::{CallRecord, EndpointKind, FaultAction},
+    calls::CallRecord,
+    faults::{EndpointKind, FaultAction},
     state::Shared,
-    token,
+    time, token,
 };
 
 /// Put in every request's extensions: notifying it makes the connection close with a reset.
@@ -120,7 +121,7 @@ pub fn fault_body(kind: EndpointKind, status: StatusCode) -> serde_json::Value {
         EndpointKind::Entra => json!({
             "error": if status.as_u16() == 429 { "temporarily_unavailable" } else { "server_error" },
             "error_description": format!("AADSTS90033: injected fault: {status}"),
-            "error_codes": [90033], "timestamp": crate::entra::timestamp(),
+            "error_codes": [90033], "timestamp": crate::time::entra_timestamp(),
             "trace_id": token::guid(), "correlation_id": token::guid()}),
     }
 }
@@ -209,7 +210,7 @@ fn record(ep: &Endpoint, method: String, path: String, status: u16, fault: Optio
     ep.shared.counters.request(ep.kind, status, fault.is_some());
     ep.shared.log.record(CallRecord {
         seq: 0,
-        at_ms: token::now_ms(),
+        at_ms: time::now_ms(),
         endpoint: ep.kind,
         target: if ep.kind == EndpointKind::Imds {
             ep.targets.first().cloned().unwrap_or_default()

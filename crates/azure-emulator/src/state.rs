@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
-    admin::{CallLog, Counters, Faults},
-    ids,
+    calls::{CallLog, Counters},
+    faults::Faults,
+    ids, time,
     token::{self, SigningKey},
     world::{FederatedCredentialSpec, World},
 };
@@ -271,12 +272,6 @@ pub struct Shared {
     pub entra_url: Mutex<String>,
 }
 
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind that is still consistent enough for
-    // an emulator; refusing all later requests would only hide the first failure.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     pub fn new(world: World) -> Result<Self> {
         world.validate()?;
@@ -450,7 +445,7 @@ impl Shared {
 
     /// Mints a v1 access token with the claims Entra puts in app and managed-identity tokens.
     pub fn mint(&self, who: &TokenSubject<'_>, resource: &str, lifetime: u64) -> Result<(String, u64, u64)> {
-        let iat = token::now();
+        let iat = time::now();
         let nbf = iat;
         let exp = iat + lifetime;
         let iss = self.issuer();

@@ -2,8 +2,6 @@
 //! (its own bearer tokens, client assertions, federated assertions). Built straight on aws-lc-rs so
 //! signing and verification cost no more than they must.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use aws_lc_rs::{
     digest,
     rand::{SecureRandom, SystemRandom},
@@ -21,20 +19,6 @@ pub fn b64(data: &[u8]) -> String {
 
 pub fn unb64(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A random GUID in the usual 8-4-4-4-12 form (version 4).

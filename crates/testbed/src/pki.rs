@@ -1,9 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use azure_emulator::ca::{Issued, TestCa};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
 
 use crate::Result;
 
@@ -28,35 +26,20 @@ pub fn rsa_cert(name: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-/// A certificate and its private key, PEM-encoded.
-pub(crate) struct Pem {
-    pub cert: String,
-    pub key: String,
-}
-
 /// The credentials a private apiserver needs: a CA, its serving certificate,
 /// an admin client certificate (group `system:masters`) and the service-account signing key.
+/// The CA is the emulator's test CA, so the project generates certificates one way.
 pub(crate) struct Pki {
     pub ca: String,
-    pub serving: Pem,
-    pub admin: Pem,
+    pub serving: Issued,
+    pub admin: Issued,
     pub service_account_key: String,
     pub service_account_pub: String,
 }
 
 impl Pki {
     pub fn generate() -> Result<Self> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "pod-identity test CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca = TestCa::generate("pod-identity test CA")?;
 
         let mut serving = CertificateParams::new(vec!["localhost".to_owned()])?;
         serving
@@ -66,8 +49,7 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving_key = KeyPair::generate()?;
-        let serving_cert = serving.signed_by(&serving_key, &ca)?;
+        let serving = ca.sign(serving)?;
 
         let mut admin = CertificateParams::new(Vec::<String>::new())?;
         admin
@@ -77,20 +59,13 @@ impl Pki {
             .distinguished_name
             .push(DnType::OrganizationName, "system:masters");
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let admin_key = KeyPair::generate()?;
-        let admin_cert = admin.signed_by(&admin_key, &ca)?;
+        let admin = ca.sign(admin)?;
 
         let sa = KeyPair::generate()?;
         Ok(Self {
             ca: ca.pem(),
-            serving: Pem {
-                cert: serving_cert.pem(),
-                key: serving_key.serialize_pem(),
-            },
-            admin: Pem {
-                cert: admin_cert.pem(),
-                key: admin_key.serialize_pem(),
-            },
+            serving,
+            admin,
             service_account_key: sa.serialize_pem(),
             service_account_pub: sa.public_key_pem(),
         })
