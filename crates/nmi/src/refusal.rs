@@ -17,7 +17,7 @@ use axum::{
 };
 use matching::{IdentityRequest, PodFacts};
 
-use crate::response;
+use crate::{Error, response};
 
 /// Why a token request was refused: the `reason` label of `aadpodidentity_nmi_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -199,6 +199,22 @@ impl Refusal {
         );
         r.response = response::with_retry_after(r.response, retry_after);
         r
+    }
+
+    /// 400: the request itself is malformed.
+    pub fn bad_request(detail: String) -> Self {
+        Self::new(
+            Reason::BadRequest,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            detail,
+        )
+    }
+
+    /// IMDS or Entra failed, or the identity cannot be used as configured: upstream's answer as
+    /// [`response::upstream_error`] maps it.
+    pub fn upstream(e: &Error) -> Self {
+        Self::with_response(Reason::Upstream, response::upstream_error(e), e.to_string())
     }
 
     pub fn for_pod(mut self, pod: &PodFacts) -> Self {

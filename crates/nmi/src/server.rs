@@ -15,7 +15,6 @@ use std::{
 
 use api::AzureIdentity;
 use authorize::Caller;
-pub use authorize::upstream_refusal;
 use axum::{
     Router,
     body::Body,
@@ -218,7 +217,7 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
                     let answer = match request::parse_imds_token_query(req.uri().query()) {
                         // IMDS's own refusal body (`newest-versions`), not the usual error shape.
                         Err(request::QueryError::ApiVersion) => Ok(crate::api_version::refusal(&nmi.metrics)),
-                        Err(e) => Err(bad_request(e.to_string())),
+                        Err(e) => Err(Refusal::bad_request(e.to_string())),
                         Ok(q) => token_for_ip(nmi, peer.ip(), q, req).await,
                     };
                     answer.unwrap_or_else(|r| nmi.refuse(peer.ip(), r))
@@ -264,15 +263,6 @@ fn header_check(config: &Config, headers: &HeaderMap) -> Option<Response> {
     // IMDS's own rule: the value must be exactly `true`.
     let ok = headers.get("metadata").is_some_and(|v| v.as_bytes() == b"true");
     (config.metadata_header_required && !ok).then(response::metadata_header_missing)
-}
-
-fn bad_request(description: String) -> Refusal {
-    Refusal::new(
-        Reason::BadRequest,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        description,
-    )
 }
 
 /// The answer this pod got for this very query before, if the state has not changed since
@@ -381,7 +371,7 @@ async fn host_token<S: TokenSource>(
             .map(str::to_owned)
     };
     let (Some(namespace), Some(name)) = (header("podns"), header("podname")) else {
-        return Err(bad_request(
+        return Err(Refusal::bad_request(
             "missing 'podname' and 'podns' from request header".into(),
         ));
     };
@@ -393,8 +383,8 @@ async fn host_token<S: TokenSource>(
             "request remote address is not from a host".into(),
         ));
     }
-    let query =
-        request::parse_token_query(query_string.as_deref()).map_err(|e| bad_request(e.to_string()))?;
+    let query = request::parse_token_query(query_string.as_deref())
+        .map_err(|e| Refusal::bad_request(e.to_string()))?;
     let caller = Caller::Named { namespace, name };
     let issued = match nmi.find_pod(&caller).await {
         Ok(pod) => nmi.issue(&caller, pod, &query).await,

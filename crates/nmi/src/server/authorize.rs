@@ -76,41 +76,6 @@ fn name_of(identity: &AzureIdentity) -> (&str, &str) {
     )
 }
 
-/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
-/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
-/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop").
-pub fn upstream_refusal(e: &Error) -> Refusal {
-    let text = e.to_string();
-    let refusal = |status, name: &str| Refusal::new(Reason::Upstream, status, name, text.clone());
-    match e {
-        Error::Upstream {
-            status, retry_after, ..
-        } => {
-            let mut r = match *status {
-                429 => refusal(StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-                404 | 410 => refusal(
-                    StatusCode::from_u16(*status).expect("a valid status"),
-                    "service_unavailable",
-                ),
-                s if s >= 500 => refusal(
-                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                    "service_unavailable",
-                ),
-                _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
-            };
-            if let Some(after) = retry_after {
-                r.response = crate::response::with_retry_after(r.response, *after);
-            }
-            r
-        }
-        Error::Http { .. } | Error::Kube(_) => {
-            refusal(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
-        }
-        Error::BadUpstreamBody { .. } => refusal(StatusCode::BAD_GATEWAY, "bad_gateway"),
-        _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
-    }
-}
-
 impl<S: TokenSource> Nmi<S> {
     fn lookup(&self, caller: &Caller) -> PodLookup {
         match caller {
@@ -324,7 +289,7 @@ impl<S: TokenSource> Nmi<S> {
                     }
                     // An identity whose principal could not be learned may be the one asked for:
                     // a transient failure must stay retryable rather than become a refusal.
-                    Some(e) => return Err(upstream_refusal(&e).for_pod(&pod)),
+                    Some(e) => return Err(Refusal::upstream(&e).for_pod(&pod)),
                     None => {
                         return Err(self.forbidden(&pod, &NotChosen::NotBound(query.identity.clone())));
                     }
@@ -427,7 +392,7 @@ impl<S: TokenSource> Nmi<S> {
                 }
                 Err(e) => {
                     let (ns, name) = name_of(&a.identity);
-                    return Err(upstream_refusal(&e)
+                    return Err(Refusal::upstream(&e)
                         .for_pod(&a.pod)
                         .identity(format!("{ns}/{name}")));
                 }
