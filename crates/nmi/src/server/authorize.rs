@@ -3,14 +3,14 @@
 //! just started, for MIC), and the token fetched for it, held while IMDS lacks an identity MIC
 //! reports assigned (see `hold`).
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use api::AzureIdentity;
 use axum::http::StatusCode;
 use matching::{IdentityRequest, NotChosen, PodFacts};
 use tokio::time::Instant;
 
-use super::{Nmi, RETRY_AFTER_STALE, RETRY_AFTER_WAITING};
+use super::Nmi;
 use crate::{
     Error,
     cache::Cached,
@@ -20,6 +20,11 @@ use crate::{
     state::{Decision, PodLookup},
     token::TokenSource,
 };
+
+/// `Retry-After` upstream used with `--set-retry-after-header`.
+const RETRY_AFTER_WAITING: Duration = Duration::from_secs(20);
+/// `Retry-After` while the watched state cannot be proven.
+const RETRY_AFTER_STALE: Duration = Duration::from_secs(5);
 
 /// Who a token request is for.
 pub(super) enum Caller {
@@ -224,7 +229,10 @@ impl<S: TokenSource> Nmi<S> {
         loop {
             // Read before deciding: a change that lands during the decision moves it.
             let version = self.state.version();
-            match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
+            match self
+                .state
+                .decide(&pod, &query.identity, |c| self.principals.of(c))
+            {
                 Decision::Use {
                     identity,
                     binding,
@@ -250,7 +258,7 @@ impl<S: TokenSource> Nmi<S> {
                     learn_failure = None;
                     for identity in identities {
                         match self.cache.get(&identity, &query.resource).await {
-                            Ok(cached) => self.learn(&identity, &cached),
+                            Ok(cached) => self.principals.learn(&identity, &cached),
                             Err(e) => {
                                 if self.holds_for(&e) {
                                     self.report_missing(&pod, &identity);
@@ -266,7 +274,8 @@ impl<S: TokenSource> Nmi<S> {
                     Some(e) if self.holds_for(&e) => {
                         let learning = || {
                             matches!(
-                                self.state.decide(&pod, &query.identity, |c| self.principal_of(c)),
+                                self.state
+                                    .decide(&pod, &query.identity, |c| self.principals.of(c)),
                                 Decision::LearnPrincipals(_)
                             )
                         };
@@ -354,7 +363,10 @@ impl<S: TokenSource> Nmi<S> {
     ) -> bool {
         match self.lookup(caller) {
             PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
-                match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
+                match self
+                    .state
+                    .decide(&now, &query.identity, |c| self.principals.of(c))
+                {
                     Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
                     _ => false,
                 }
@@ -404,7 +416,7 @@ impl<S: TokenSource> Nmi<S> {
             binding,
             decided_at,
         } = authorized;
-        self.learn(&identity, &cached);
+        self.principals.learn(&identity, &cached);
         // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
         let still = self.state.version() == decided_at || self.still_decided(caller, &pod, query, &identity);
         let (id_ns, id_name) = name_of(&identity);

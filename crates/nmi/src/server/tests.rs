@@ -1,12 +1,20 @@
 //! The request handler against hand-built state, case by case from upstream's conformance list
 //! (§5.2), adjusted where NMI deliberately differs.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use api::AssignmentState::{Assigned, Created};
-use axum::http::HeaderValue;
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, Request, StatusCode, header},
+};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::*;
