@@ -17,6 +17,8 @@ use axum::{
 };
 use matching::{IdentityRequest, PodFacts};
 
+use mirror::sync;
+
 use crate::{Error, response};
 
 /// Why a token request was refused: the `reason` label of `aadpodidentity_nmi_refusals_total`.
@@ -308,7 +310,7 @@ impl RefusalLog {
             Some(p) => Subject::Pod(p.namespace.clone(), p.name.clone()),
             None => Subject::Ip(source),
         };
-        let mut windows = self.windows.lock().expect("lock");
+        let mut windows = sync::lock(&self.windows);
         if windows.len() > PRUNE_ABOVE {
             // A dropped window's unreported count is lost; only windows long past go.
             let window = self.window;

@@ -5,6 +5,8 @@ use std::{collections::HashMap, sync::RwLock};
 
 use api::AzureIdentity;
 
+use mirror::sync;
+
 use crate::cache::Cached;
 
 #[derive(Default)]
@@ -13,11 +15,7 @@ pub(super) struct Principals(RwLock<HashMap<String, String>>);
 impl Principals {
     /// The principal id of `client_id`, once a token of it has been seen.
     pub(super) fn of(&self, client_id: &str) -> Option<String> {
-        self.0
-            .read()
-            .expect("lock")
-            .get(&client_id.to_ascii_lowercase())
-            .cloned()
+        sync::read(&self.0).get(&client_id.to_ascii_lowercase()).cloned()
     }
 
     /// Remembers the principal id `cached`'s token names for `identity`'s client id.
@@ -25,10 +23,10 @@ impl Principals {
         if let (Some(client), Some(oid)) = (identity.spec.client_id(), &cached.token.principal_id) {
             let client = client.to_ascii_lowercase();
             // Nearly always known already: a read lock keeps concurrent requests apart.
-            if self.0.read().expect("lock").get(&client) == Some(oid) {
+            if sync::read(&self.0).get(&client) == Some(oid) {
                 return;
             }
-            self.0.write().expect("lock").insert(client, oid.clone());
+            sync::write(&self.0).insert(client, oid.clone());
         }
     }
 }
