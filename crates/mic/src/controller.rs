@@ -142,8 +142,8 @@ struct Shared {
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these maps inconsistent: use them anyway.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    // The shared policy: a poisoned lock is used anyway (`mirror::sync` says why).
+    mirror::sync::lock(m)
 }
 
 /// Runs the controller until `shutdown` resolves. Call it only while leader.

@@ -6,7 +6,13 @@
 //! decides with as it arrives, and keeps only those, keyed by namespace and name. An owner
 //! hears of every change and failure through [`Observer`], so NMI can refuse to decide on a
 //! state it can no longer prove and MIC can plan again.
+//!
+//! [`sync`] holds the lock policy NMI, MIC and the mirrors share: a poisoned lock is used
+//! anyway, since every guarded structure is consistent wherever a panic can interrupt it (the
+//! module says why in full).
 #![forbid(unsafe_code)]
+
+pub mod sync;
 
 use std::{
     collections::HashMap,
@@ -64,24 +70,15 @@ impl<T> Default for Mirror<T> {
     }
 }
 
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // A panic while holding the lock cannot leave a map half-written: use it anyway.
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl<T: Send + Sync> Sink<T> for Mirror<T> {
     fn apply(&self, key: Key, item: T) {
-        write_lock(&self.items).insert(key, Arc::new(item));
+        sync::write(&self.items).insert(key, Arc::new(item));
     }
     fn delete(&self, key: &Key) {
-        write_lock(&self.items).remove(key);
+        sync::write(&self.items).remove(key);
     }
     fn replace(&self, items: Vec<(Key, T)>) {
-        *write_lock(&self.items) = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        *sync::write(&self.items) = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         self.ready.store(true, Ordering::Release);
     }
 }
@@ -89,23 +86,23 @@ impl<T: Send + Sync> Sink<T> for Mirror<T> {
 impl<T> Mirror<T> {
     /// The current items, read-locked while the guard lives.
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<T>>> {
-        read_lock(&self.items)
+        sync::read(&self.items)
     }
     /// Runs `f` over the current items.
     pub fn with<R>(&self, f: impl FnOnce(&HashMap<Key, Arc<T>>) -> R) -> R {
-        f(&read_lock(&self.items))
+        f(&sync::read(&self.items))
     }
     /// The current items (cheap: the items are shared, not copied).
     pub fn snapshot(&self) -> Vec<Arc<T>> {
-        read_lock(&self.items).values().cloned().collect()
+        sync::read(&self.items).values().cloned().collect()
     }
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
-        read_lock(&self.items)
+        sync::read(&self.items)
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
     }
     pub fn len(&self) -> usize {
-        read_lock(&self.items).len()
+        sync::read(&self.items).len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

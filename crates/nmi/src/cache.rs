@@ -15,6 +15,8 @@ use std::{
 
 use api::{AzureIdentity, IdentityType};
 
+use mirror::sync;
+
 use crate::{
     Error,
     metrics::Metrics,
@@ -104,9 +106,7 @@ impl Slot {
     }
 
     fn usable(&self, now: u64, min_remaining: u64) -> Option<Arc<Token>> {
-        self.token
-            .read()
-            .expect("lock")
+        sync::read(&self.token)
             .as_ref()
             .filter(|t| t.expires_on > now + min_remaining)
             .cloned()
@@ -146,7 +146,7 @@ impl<S: TokenSource> TokenCache<S> {
     }
 
     pub fn len(&self) -> usize {
-        self.slots.read().expect("lock").len()
+        sync::read(&self.slots).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -154,10 +154,10 @@ impl<S: TokenSource> TokenCache<S> {
     }
 
     fn slot(&self, key: &CacheKey) -> Arc<Slot> {
-        if let Some(s) = self.slots.read().expect("lock").get(key) {
+        if let Some(s) = sync::read(&self.slots).get(key) {
             return s.clone();
         }
-        let mut slots = self.slots.write().expect("lock");
+        let mut slots = sync::write(&self.slots);
         if let Some(s) = slots.get(key) {
             return s.clone();
         }
@@ -209,7 +209,7 @@ impl<S: TokenSource> TokenCache<S> {
         // The call this request waited for failed: share its answer rather than call again, so a
         // crowd of requests meeting an IMDS 429 makes one more call, not one each.
         if slot.generation.load(Ordering::Acquire) != seen
-            && let Some(e) = slot.last_error.lock().expect("lock").clone()
+            && let Some(e) = sync::lock(&slot.last_error).clone()
         {
             return Err(e);
         }
@@ -232,10 +232,10 @@ impl<S: TokenSource> TokenCache<S> {
             .map_err(Arc::new);
         match &result {
             Ok(t) => {
-                *slot.token.write().expect("lock") = Some(t.clone());
-                *slot.last_error.lock().expect("lock") = None;
+                *sync::write(&slot.token) = Some(t.clone());
+                *sync::lock(&slot.last_error) = None;
             }
-            Err(e) => *slot.last_error.lock().expect("lock") = Some(e.clone()),
+            Err(e) => *sync::lock(&slot.last_error) = Some(e.clone()),
         }
         slot.generation.fetch_add(1, Ordering::AcqRel);
         result

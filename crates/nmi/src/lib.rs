@@ -11,6 +11,10 @@
 //!
 //! The decisions themselves (which binding selects a pod, which identity a
 //! request gets, who is excepted) live in the `matching` crate, shared with MIC.
+//!
+//! Every std lock is taken through [`mirror::sync`], MIC's and the mirrors' policy too: a
+//! poisoned lock is used anyway rather than failing every later request, since each guarded
+//! structure is consistent wherever a panic can interrupt it (that module says why in full).
 #![forbid(unsafe_code)]
 
 pub mod api_version;

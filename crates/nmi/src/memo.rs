@@ -16,6 +16,8 @@ use std::{
 
 use axum::body::Bytes;
 
+use mirror::sync;
+
 use crate::token::Token;
 
 /// What the audit log says about an issued token.
@@ -100,7 +102,7 @@ impl AnswerMemo {
 
     /// The answer kept for `ip` and `query`, if it was authorized at state `version`.
     pub fn get(&self, ip: IpAddr, query: &str, version: u64) -> Option<Kept> {
-        let inner = self.inner.read().expect("lock");
+        let inner = sync::read(&self.inner);
         if inner.version != version {
             return None;
         }
@@ -116,7 +118,7 @@ impl AnswerMemo {
     /// kept one. An answer of an older version than the kept ones is dropped; a newer version
     /// drops all the kept ones.
     pub fn put(&self, ip: IpAddr, query: &str, version: u64, kept: Kept) {
-        let mut inner = self.inner.write().expect("lock");
+        let mut inner = sync::write(&self.inner);
         if version < inner.version {
             return;
         }
@@ -143,7 +145,7 @@ impl AnswerMemo {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("lock").len
+        sync::read(&self.inner).len
     }
 
     pub fn is_empty(&self) -> bool {

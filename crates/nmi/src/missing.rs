@@ -19,6 +19,8 @@ use std::{
 use api::AzureAssignedIdentity;
 use kube::api::{Api, Patch, PatchParams};
 
+use mirror::sync;
+
 use crate::{Error, state::Key};
 
 /// IMDS's `error_description` for an identity that is not on the VM (its whole answer is 400
@@ -77,7 +79,7 @@ pub struct MissingReports {
 impl MissingReports {
     /// Whether a finding about `object` at `now` is to be written (and, if so, records it).
     pub fn due(&self, object: &Key, now: Instant) -> bool {
-        let mut last = self.last.lock().expect("lock");
+        let mut last = sync::lock(&self.last);
         if last.len() > PRUNE_ABOVE {
             last.retain(|_, at| now.saturating_duration_since(*at) < REPORT_EVERY);
         }

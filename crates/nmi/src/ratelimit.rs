@@ -2,6 +2,7 @@
 //! how NMI tells pods apart. A pod that floods NMI gets 429 with `Retry-After`, as IMDS itself
 //! throttles, and cannot starve other pods of NMI's time or of the node's IMDS quota.
 
+use mirror::sync;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -45,7 +46,7 @@ impl Default for PodRateLimiter {
 impl PodRateLimiter {
     /// `rate` requests per second, up to `burst` at once; `rate` 0 turns limiting off.
     pub fn configure(&self, rate: f64, burst: u32) {
-        let mut inner = self.inner.lock().expect("lock");
+        let mut inner = sync::lock(&self.inner);
         inner.rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
         inner.burst = f64::from(burst.max(1));
         inner.buckets.clear();
@@ -53,7 +54,7 @@ impl PodRateLimiter {
 
     /// Takes one request from `ip`'s bucket: `Ok` to go on, or `Err(wait)` before the next is allowed.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut inner = self.inner.lock().expect("lock");
+        let mut inner = sync::lock(&self.inner);
         let (rate, burst) = (inner.rate, inner.burst);
         if rate <= 0.0 {
             return Ok(());
@@ -144,6 +145,6 @@ mod tests {
         }
         l.check("10.9.9.9".parse().unwrap(), t0 + Duration::from_secs(1))
             .unwrap();
-        assert!(l.inner.lock().unwrap().buckets.len() < 10);
+        assert!(sync::lock(&l.inner).buckets.len() < 10);
     }
 }

@@ -17,7 +17,9 @@ use axum::{
 };
 use matching::{IdentityRequest, PodFacts};
 
-use crate::response;
+use mirror::sync;
+
+use crate::{Error, response};
 
 /// Why a token request was refused: the `reason` label of `aadpodidentity_nmi_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,6 +203,22 @@ impl Refusal {
         r
     }
 
+    /// 400: the request itself is malformed.
+    pub fn bad_request(detail: String) -> Self {
+        Self::new(
+            Reason::BadRequest,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            detail,
+        )
+    }
+
+    /// IMDS or Entra failed, or the identity cannot be used as configured: upstream's answer as
+    /// [`response::upstream_error`] maps it.
+    pub fn upstream(e: &Error) -> Self {
+        Self::with_response(Reason::Upstream, response::upstream_error(e), e.to_string())
+    }
+
     pub fn for_pod(mut self, pod: &PodFacts) -> Self {
         self.pod = Some(pod.into());
         self
@@ -292,7 +310,7 @@ impl RefusalLog {
             Some(p) => Subject::Pod(p.namespace.clone(), p.name.clone()),
             None => Subject::Ip(source),
         };
-        let mut windows = self.windows.lock().expect("lock");
+        let mut windows = sync::lock(&self.windows);
         if windows.len() > PRUNE_ABOVE {
             // A dropped window's unreported count is lost; only windows long past go.
             let window = self.window;

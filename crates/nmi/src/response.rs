@@ -6,7 +6,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::token::Token;
+use crate::{Error, token::Token};
 
 /// The token answer: every value a string, keys in the order IMDS emits them (MSAL.NET lets the
 /// later of `expires_in`/`expires_on` win, so the order matters).
@@ -139,6 +139,38 @@ pub fn with_retry_after(mut response: Response, after: std::time::Duration) -> R
     response
 }
 
+/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
+/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
+/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop"). The
+/// description is the error's text.
+pub fn upstream_error(e: &Error) -> Response {
+    let (status, code) = match e {
+        Error::Upstream { status, .. } => match *status {
+            429 => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            404 | 410 => (
+                StatusCode::from_u16(*status).expect("a valid status"),
+                "service_unavailable",
+            ),
+            s if s >= 500 => (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "service_unavailable",
+            ),
+            _ => (StatusCode::FORBIDDEN, "forbidden"),
+        },
+        Error::Http { .. } | Error::Kube(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+        Error::BadUpstreamBody { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+        _ => (StatusCode::FORBIDDEN, "forbidden"),
+    };
+    let response = error(status, code, &e.to_string());
+    match e {
+        Error::Upstream {
+            retry_after: Some(after),
+            ..
+        } => with_retry_after(response, *after),
+        _ => response,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -181,5 +213,55 @@ mod tests {
             text,
             r#"{"access_token":"eyJ0eXAi.eyJhdWQi.c2ln","client_id":"cid","expires_in":"3600","expires_on":"1800000000","ext_expires_in":"86399","not_before":"1799990000","resource":"https://storage.azure.com/","token_type":"Bearer"}"#
         );
+    }
+
+    /// Upstream's transient failures stay retryable for the SDKs; its refusals become 403, never
+    /// 400; its `Retry-After` is passed on.
+    #[test]
+    fn upstream_errors_map_to_retryable_answers_or_403() {
+        let upstream = |status, retry_after| Error::Upstream {
+            what: "IMDS",
+            status,
+            retry_after,
+            body: "{}".into(),
+        };
+        let cases = [
+            (
+                upstream(429, Some(std::time::Duration::from_secs(7))),
+                429,
+                "too_many_requests",
+                Some("7"),
+            ),
+            (upstream(404, None), 404, "service_unavailable", None),
+            (upstream(410, None), 410, "service_unavailable", None),
+            (upstream(503, None), 503, "service_unavailable", None),
+            (upstream(400, None), 403, "forbidden", None),
+            (upstream(401, None), 403, "forbidden", None),
+            (
+                Error::BadUpstreamBody {
+                    what: "Entra",
+                    detail: "not JSON".into(),
+                },
+                502,
+                "bad_gateway",
+                None,
+            ),
+            (Error::Identity("unknown type".into()), 403, "forbidden", None),
+        ];
+        for (e, status, code, retry_after) in cases {
+            let r = upstream_error(&e);
+            assert_eq!(r.status(), status, "{e}");
+            assert_eq!(
+                r.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()),
+                retry_after,
+                "{e}"
+            );
+            let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(r.into_body(), 1 << 16))
+                .expect("a ready body")
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], code, "{e}");
+            assert_eq!(body["error_description"], e.to_string());
+        }
     }
 }

@@ -21,6 +21,7 @@ use matching::{AssignedFacts, IdentityRequest, NotChosen, PodFacts, Policy};
 #[cfg(test)]
 use mirror::Sink;
 use mirror::key_of;
+use mirror::sync;
 pub use mirror::{Key, Mirror};
 use tokio::sync::watch;
 
@@ -112,7 +113,7 @@ impl State {
     /// How long the state has not been provable: since the oldest still-failing watch first failed.
     /// `None` when every watch's last list or event came after its last error.
     pub fn unproven_for(&self) -> Option<Duration> {
-        let failing = self.failing_since.lock().expect("lock");
+        let failing = sync::lock(&self.failing_since);
         failing.values().min().map(Instant::elapsed)
     }
 
@@ -132,7 +133,7 @@ impl State {
         if !self.any_failing.load(Ordering::Acquire) {
             return;
         }
-        let mut failing = self.failing_since.lock().expect("lock");
+        let mut failing = sync::lock(&self.failing_since);
         let was = failing.remove(kind).is_some();
         self.any_failing.store(!failing.is_empty(), Ordering::Release);
         drop(failing);
@@ -143,7 +144,7 @@ impl State {
 
     /// Records a watch's failure; true when it was proven until now.
     fn watch_failed(&self, kind: &'static str) -> bool {
-        let mut failing = self.failing_since.lock().expect("lock");
+        let mut failing = sync::lock(&self.failing_since);
         let first = !failing.contains_key(kind);
         failing.entry(kind).or_insert_with(Instant::now);
         self.any_failing.store(true, Ordering::Release);

@@ -26,6 +26,8 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use mirror::sync;
+
 use crate::{
     Error, Result,
     token::{Token, TokenSource, now},
@@ -176,11 +178,11 @@ impl TokenSource for Counting {
     fn fetch<'a>(&'a self, identity: &'a AzureIdentity, resource: &'a str) -> BoxFuture<'a, Result<Token>> {
         Box::pin(async move {
             let serial = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let delay = *self.delay.lock().unwrap();
+            let delay = *sync::lock(&self.delay);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            if let Some((status, retry_after)) = *self.fail_with.lock().unwrap() {
+            if let Some((status, retry_after)) = *sync::lock(&self.fail_with) {
                 return Err(Error::Upstream {
                     what: "IMDS",
                     status,
@@ -189,7 +191,7 @@ impl TokenSource for Counting {
                 });
             }
             let client = identity.spec.client_id().unwrap_or_default().to_owned();
-            if self.missing.lock().unwrap().contains(&client) {
+            if sync::lock(&self.missing).contains(&client) {
                 return Err(Error::Upstream {
                     what: "IMDS",
                     status: 400,
@@ -200,12 +202,8 @@ impl TokenSource for Counting {
             if let Err(code) = identity.spec.identity_type() {
                 return Err(Error::Identity(format!("unsupported identity type {code}")));
             }
-            let oid = self.principals.lock().unwrap().get(&client).cloned();
-            let life = self
-                .lifetime
-                .lock()
-                .unwrap()
-                .unwrap_or(Duration::from_secs(86_399));
+            let oid = sync::lock(&self.principals).get(&client).cloned();
+            let life = sync::lock(&self.lifetime).unwrap_or(Duration::from_secs(86_399));
             let access_token = token_text(&client, resource, oid.as_deref(), serial);
             let now = now();
             Ok(Token {

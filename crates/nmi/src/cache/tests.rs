@@ -10,7 +10,7 @@ fn cache(source: &Arc<Counting>, policy: CachePolicy) -> Arc<TokenCache<Counting
 #[tokio::test]
 async fn concurrent_misses_make_one_upstream_call() {
     let source = Counting::new();
-    *source.delay.lock().unwrap() = Duration::from_millis(100);
+    *sync::lock(&source.delay) = Duration::from_millis(100);
     let cache = cache(&source, CachePolicy::default());
     let id = identity("ns", "id", 1);
     let gets: Vec<_> = (0..50)
@@ -52,7 +52,7 @@ async fn keyed_by_identity_and_resource() {
 #[tokio::test]
 async fn tokens_close_to_expiry_are_never_handed_out() {
     let source = Counting::new();
-    *source.lifetime.lock().unwrap() = Some(Duration::from_secs(120));
+    *sync::lock(&source.lifetime) = Some(Duration::from_secs(120));
     let cache = cache(&source, CachePolicy::default());
     let id = identity("ns", "id", 1);
     let first = cache.get(&id, "r").await.unwrap();
@@ -64,7 +64,7 @@ async fn tokens_close_to_expiry_are_never_handed_out() {
 #[tokio::test]
 async fn refreshes_ahead_of_expiry_in_the_background() {
     let source = Counting::new();
-    *source.lifetime.lock().unwrap() = Some(Duration::from_secs(20 * 60));
+    *sync::lock(&source.lifetime) = Some(Duration::from_secs(20 * 60));
     let cache = cache(&source, CachePolicy::default());
     let id = identity("ns", "id", 1);
     let first = cache.get(&id, "r").await.unwrap();
@@ -109,8 +109,8 @@ async fn bounded_by_evicting_the_least_recently_used() {
 #[tokio::test]
 async fn a_failure_is_shared_by_the_requests_waiting_for_it_and_not_cached() {
     let source = Counting::new();
-    *source.delay.lock().unwrap() = Duration::from_millis(100);
-    *source.fail_with.lock().unwrap() = Some((429, Some(Duration::from_secs(3))));
+    *sync::lock(&source.delay) = Duration::from_millis(100);
+    *sync::lock(&source.fail_with) = Some((429, Some(Duration::from_secs(3))));
     let cache = cache(&source, CachePolicy::default());
     let id = identity("ns", "id", 1);
     let gets: Vec<_> = (0..20)
@@ -124,7 +124,7 @@ async fn a_failure_is_shared_by_the_requests_waiting_for_it_and_not_cached() {
         assert!(matches!(*e, Error::Upstream { status: 429, .. }), "{e}");
     }
     assert_eq!(source.calls(), 1, "one call for the whole crowd");
-    *source.fail_with.lock().unwrap() = None;
+    *sync::lock(&source.fail_with) = None;
     assert!(!cache.get(&id, "r").await.unwrap().hit, "errors are not cached");
     assert_eq!(source.calls(), 2);
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Mutex;
 
+use mirror::sync;
+
 use super::*;
 
 #[derive(Default)]
@@ -15,34 +17,29 @@ struct Table {
 impl Table {
     fn new() -> Self {
         let t = Self::default();
-        t.chains
-            .lock()
-            .unwrap()
-            .push(("PREROUTING".into(), vec!["-A PREROUTING -j KUBE-SERVICES".into()]));
+        sync::lock(&t.chains).push(("PREROUTING".into(), vec!["-A PREROUTING -j KUBE-SERVICES".into()]));
         t
     }
     fn chain(&self, name: &str) -> Option<Vec<String>> {
-        self.chains
-            .lock()
-            .unwrap()
+        sync::lock(&self.chains)
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, r)| r.clone())
     }
     fn set(&self, name: &str, rules: Vec<String>) {
-        let mut c = self.chains.lock().unwrap();
+        let mut c = sync::lock(&self.chains);
         c.retain(|(n, _)| n != name);
         c.push((name.into(), rules));
     }
     fn remove(&self, name: &str) {
-        self.chains.lock().unwrap().retain(|(n, _)| n != name);
+        sync::lock(&self.chains).retain(|(n, _)| n != name);
     }
 }
 
 impl Netfilter for Table {
     fn iptables<'a>(&'a self, args: &'a [&'a str]) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            self.log.lock().unwrap().push(args.join(" "));
+            sync::lock(&self.log).push(args.join(" "));
             let fail = || Error::Command {
                 command: args.join(" "),
                 stderr: "No chain/target/match by that name.".into(),
@@ -90,7 +87,7 @@ impl Netfilter for Table {
 
     fn restore<'a>(&'a self, input: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.log.lock().unwrap().push("restore".into());
+            sync::lock(&self.log).push("restore".into());
             let mut lines = input.lines();
             assert_eq!(lines.next(), Some("*nat"));
             let declared = lines.next().unwrap();
@@ -131,9 +128,9 @@ async fn installs_then_leaves_correct_rules_alone() {
     assert_eq!(ensure(&t, target()).await.unwrap(), Repair::Both);
     assert_eq!(t.chain(CHAIN).unwrap(), target().expected_chain()[1..]);
     assert_eq!(t.chain("PREROUTING").unwrap()[0], "-A PREROUTING -j aad-metadata");
-    let before = t.log.lock().unwrap().len();
+    let before = sync::lock(&t.log).len();
     assert_eq!(ensure(&t, target()).await.unwrap(), Repair::None);
-    let log = t.log.lock().unwrap();
+    let log = sync::lock(&t.log);
     assert!(
         log[before..].iter().all(|c| c.contains("-S")),
         "only reads: {:?}",

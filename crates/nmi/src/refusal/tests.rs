@@ -64,7 +64,7 @@ fn a_flood_keeps_the_table_bounded() {
     }
     // Long after, the next refusal drops the expired windows.
     log.admit(None, SOURCE, Reason::NoPod, t + Duration::from_secs(60));
-    assert!(log.windows.lock().unwrap().len() < 10);
+    assert!(sync::lock(&log.windows).len() < 10);
 }
 
 #[test]

@@ -1,16 +1,21 @@
-//! Who is asking and what they may have: the caller's pod (by source IP or, for `/host/token`, by
-//! name), the decision against the watched state with its waits (for the first lists, for a pod
-//! just started, for MIC), and the token fetched for it, held while IMDS lacks an identity MIC
-//! reports assigned (see `hold`).
+//! Who is asking and what they may have, in the order a request meets them:
+//! - [`Nmi::find_pod`]: the caller's pod (by source IP or, for `/host/token`, by name), waiting
+//!   for the first lists and for a pod just started;
+//! - [`Nmi::issue`]: the decision against the watched state (waiting for MIC), the token from
+//!   the cache, held while IMDS lacks an identity MIC reports assigned (see `hold`), and the
+//!   decision checked again once the token is there;
+//! - then the refusals these steps give once the pod is known (`refusals`).
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use api::AzureIdentity;
 use axum::http::StatusCode;
 use matching::{IdentityRequest, NotChosen, PodFacts};
 use tokio::time::Instant;
 
-use super::{Nmi, RETRY_AFTER_STALE, RETRY_AFTER_WAITING};
+use refusals::IdentityName;
+
+use super::Nmi;
 use crate::{
     Error,
     cache::Cached,
@@ -20,6 +25,11 @@ use crate::{
     state::{Decision, PodLookup},
     token::TokenSource,
 };
+
+mod refusals;
+
+/// `Retry-After` while the watched state cannot be proven.
+const RETRY_AFTER_STALE: Duration = Duration::from_secs(5);
 
 /// Who a token request is for.
 pub(super) enum Caller {
@@ -69,86 +79,15 @@ pub(super) struct Issued {
     pub decided_at: u64,
 }
 
-fn name_of(identity: &AzureIdentity) -> (&str, &str) {
-    (
-        identity.metadata.namespace.as_deref().unwrap_or_default(),
-        identity.metadata.name.as_deref().unwrap_or_default(),
-    )
-}
-
-/// How an IMDS or Entra failure reaches the pod: transient ones stay retryable for the SDKs
-/// (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After` when upstream gave one; a refusal
-/// by Azure is a 403, never a 400 (which SDKs read as "no identity here, stop").
-pub fn upstream_refusal(e: &Error) -> Refusal {
-    let text = e.to_string();
-    let refusal = |status, name: &str| Refusal::new(Reason::Upstream, status, name, text.clone());
-    match e {
-        Error::Upstream {
-            status, retry_after, ..
-        } => {
-            let mut r = match *status {
-                429 => refusal(StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-                404 | 410 => refusal(
-                    StatusCode::from_u16(*status).expect("a valid status"),
-                    "service_unavailable",
-                ),
-                s if s >= 500 => refusal(
-                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                    "service_unavailable",
-                ),
-                _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
-            };
-            if let Some(after) = retry_after {
-                r.response = crate::response::with_retry_after(r.response, *after);
-            }
-            r
-        }
-        Error::Http { .. } | Error::Kube(_) => {
-            refusal(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
-        }
-        Error::BadUpstreamBody { .. } => refusal(StatusCode::BAD_GATEWAY, "bad_gateway"),
-        _ => refusal(StatusCode::FORBIDDEN, "forbidden"),
-    }
+/// A token fetched for an authorized decision, before the decision is checked again.
+struct Fetched {
+    authorized: Authorized,
+    cached: Cached,
+    /// How often IMDS answered "Identity not found" before it gave the token.
+    held: u32,
 }
 
 impl<S: TokenSource> Nmi<S> {
-    fn lookup(&self, caller: &Caller) -> PodLookup {
-        match caller {
-            Caller::Ip(ip) => self.state.pods.by_addr(*ip),
-            Caller::Named { namespace, name } => self
-                .state
-                .pods
-                .by_name(namespace, name)
-                .map_or(PodLookup::NotFound, PodLookup::Found),
-        }
-    }
-
-    /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
-    /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
-    /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
-    async fn wait_synced(&self, caller: &Caller) -> Result<(), Refusal> {
-        let deadline = Instant::now() + self.config.pod_wait;
-        // Subscribed before looking, so that the last list's change is not missed.
-        let mut changes = self.state.subscribe();
-        while !self.state.is_synced() {
-            if !matches!(
-                tokio::time::timeout_at(deadline, changes.changed()).await,
-                Ok(Ok(()))
-            ) {
-                return Err(caller.tag(Refusal::unavailable(
-                    Reason::NotSynced,
-                    format!(
-                        "NMI has not yet read the cluster's pods, bindings and identities (it has just \
-                         started): it cannot tell which identity {} may use; retry later",
-                        caller.describe()
-                    ),
-                    RETRY_AFTER_STALE,
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// The caller's pod, waiting (woken by the pod watch) up to `--pod-wait` for a pod just
     /// started, or for the deletion of an old pod still claiming the caller's IP. Refuses (503,
     /// retryable) while the watched state is too old to prove anything, and while several pods
@@ -214,30 +153,142 @@ impl<S: TokenSource> Nmi<S> {
         }
     }
 
-    /// What NMI answers while a pod's identity is not (yet) usable on the node: 404, or 503 +
-    /// `Retry-After` with `--set-retry-after-header`; both retried by the SDKs, never 400.
-    fn not_yet_usable(&self, reason: Reason, pod: &PodFacts, text: String) -> Refusal {
-        let refusal = if self.config.set_retry_after_header {
-            Refusal::unavailable(reason, text, RETRY_AFTER_WAITING)
-        } else {
-            Refusal::new(reason, StatusCode::NOT_FOUND, "not_found", text)
-        };
-        refusal.for_pod(pod)
+    fn lookup(&self, caller: &Caller) -> PodLookup {
+        match caller {
+            Caller::Ip(ip) => self.state.pods.by_addr(*ip),
+            Caller::Named { namespace, name } => self
+                .state
+                .pods
+                .by_name(namespace, name)
+                .map_or(PodLookup::NotFound, PodLookup::Found),
+        }
     }
 
-    /// The answer once `--identity-wait` has run out with IMDS still lacking the identity.
-    fn still_missing(&self, pod: &PodFacts, identity: &AzureIdentity) -> Refusal {
-        let (ns, name) = name_of(identity);
-        self.not_yet_usable(
-            Reason::IdentityMissingOnVm,
-            pod,
-            format!(
-                "identity {name} of pod {}/{} is not yet usable on node {}: the node's IMDS does not \
-                 have it although MIC reports it assigned (MIC has been told); retry later",
-                pod.namespace, pod.name, self.state.node
-            ),
-        )
-        .identity(format!("{ns}/{name}"))
+    /// Waits, up to `--pod-wait`, until every watch has listed once. Until then NMI (just
+    /// started) may know a pod but not yet its bindings or identities, and an answer would refuse
+    /// a bound pod for good: the SDKs do not retry a 403. Past the wait: 503, retryable.
+    async fn wait_synced(&self, caller: &Caller) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.config.pod_wait;
+        // Subscribed before looking, so that the last list's change is not missed.
+        let mut changes = self.state.subscribe();
+        while !self.state.is_synced() {
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Err(caller.tag(Refusal::unavailable(
+                    Reason::NotSynced,
+                    format!(
+                        "NMI has not yet read the cluster's pods, bindings and identities (it has just \
+                         started): it cannot tell which identity {} may use; retry later",
+                        caller.describe()
+                    ),
+                    RETRY_AFTER_STALE,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Authorizes the caller's `pod` and fetches its token, holding the request within
+    /// `--identity-wait` while IMDS lacks an identity MIC reports assigned (deciding again after
+    /// each pause); re-checks authorization after the fetch, since the pod or its binding may have
+    /// gone while NMI talked to Azure (unless nothing changed at all).
+    pub(super) async fn issue(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+    ) -> Result<Issued, Refusal> {
+        let Fetched {
+            authorized:
+                Authorized {
+                    pod,
+                    identity,
+                    binding,
+                    decided_at,
+                },
+            cached,
+            held,
+        } = self.fetch(caller, pod, query).await?;
+        self.principals.learn(&identity, &cached);
+        // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
+        let still = self.state.version() == decided_at || self.still_decided(caller, &pod, query, &identity);
+        let id = IdentityName::of(&identity);
+        if !still {
+            return Err(Refusal::new(
+                Reason::ChangedDuringFetch,
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "pod {}/{} lost its binding to {} while its token was fetched",
+                    pod.namespace, pod.name, id.name,
+                ),
+            )
+            .for_pod(&pod)
+            .identity(id.to_string()));
+        }
+        if held > 0 {
+            tracing::info!(
+                pod = %pod.name, namespace = %pod.namespace, identity = id.name, tries = held + 1,
+                "IMDS has the identity again: the held request got its token"
+            );
+        }
+        let audit = Audit {
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            identity: id.to_string(),
+            binding,
+            client_id: identity.spec.client_id().unwrap_or_default().to_owned(),
+            resource: query.resource.clone(),
+        };
+        audit.log(&caller.describe(), cached.hit);
+        self.metrics.issued(cached.hit);
+        Ok(Issued {
+            cached,
+            audit,
+            decided_at,
+        })
+    }
+
+    /// Decides and fetches from the token cache, pausing (see [`hold`](super::hold)) and deciding
+    /// again while IMDS lacks an identity MIC reports assigned, until `--identity-wait` runs out.
+    async fn fetch(
+        &self,
+        caller: &Caller,
+        pod: Arc<PodFacts>,
+        query: &TokenQuery,
+    ) -> Result<Fetched, Refusal> {
+        let deadline = Instant::now() + self.config.identity_wait;
+        let mut pod = pod;
+        // Times IMDS answered "Identity not found" for this request.
+        let mut held = 0;
+        loop {
+            let a = self.authorize(caller, pod, query, deadline).await?;
+            match self.cache.get(&a.identity, &query.resource).await {
+                Ok(cached) => {
+                    return Ok(Fetched {
+                        authorized: a,
+                        cached,
+                        held,
+                    });
+                }
+                Err(e) if self.holds_for(&e) => {
+                    self.report_missing(&a.pod, &a.identity);
+                    let holds = || self.still_decided(caller, &a.pod, query, &a.identity);
+                    if !self.pause_for_imds(held, deadline, holds).await {
+                        return Err(self.still_missing(&a.pod, &a.identity));
+                    }
+                    held += 1;
+                    pod = self.find_pod(caller).await?;
+                }
+                Err(e) => {
+                    return Err(Refusal::upstream(&e)
+                        .for_pod(&a.pod)
+                        .identity(IdentityName::of(&a.identity).to_string()));
+                }
+            }
+        }
     }
 
     /// Decides, waiting for MIC (woken by the AzureAssignedIdentity watch) until `deadline`.
@@ -259,7 +310,10 @@ impl<S: TokenSource> Nmi<S> {
         loop {
             // Read before deciding: a change that lands during the decision moves it.
             let version = self.state.version();
-            match self.state.decide(&pod, &query.identity, |c| self.principal_of(c)) {
+            match self
+                .state
+                .decide(&pod, &query.identity, |c| self.principals.of(c))
+            {
                 Decision::Use {
                     identity,
                     binding,
@@ -285,7 +339,7 @@ impl<S: TokenSource> Nmi<S> {
                     learn_failure = None;
                     for identity in identities {
                         match self.cache.get(&identity, &query.resource).await {
-                            Ok(cached) => self.learn(&identity, &cached),
+                            Ok(cached) => self.principals.learn(&identity, &cached),
                             Err(e) => {
                                 if self.holds_for(&e) {
                                     self.report_missing(&pod, &identity);
@@ -301,7 +355,8 @@ impl<S: TokenSource> Nmi<S> {
                     Some(e) if self.holds_for(&e) => {
                         let learning = || {
                             matches!(
-                                self.state.decide(&pod, &query.identity, |c| self.principal_of(c)),
+                                self.state
+                                    .decide(&pod, &query.identity, |c| self.principals.of(c)),
                                 Decision::LearnPrincipals(_)
                             )
                         };
@@ -324,7 +379,7 @@ impl<S: TokenSource> Nmi<S> {
                     }
                     // An identity whose principal could not be learned may be the one asked for:
                     // a transient failure must stay retryable rather than become a refusal.
-                    Some(e) => return Err(upstream_refusal(&e).for_pod(&pod)),
+                    Some(e) => return Err(Refusal::upstream(&e).for_pod(&pod)),
                     None => {
                         return Err(self.forbidden(&pod, &NotChosen::NotBound(query.identity.clone())));
                     }
@@ -355,30 +410,6 @@ impl<S: TokenSource> Nmi<S> {
         }
     }
 
-    fn forbidden(&self, pod: &PodFacts, why: &NotChosen) -> Refusal {
-        let (reason, text) = match why {
-            NotChosen::Unbound => (
-                Reason::Unbound,
-                format!(
-                    "pod {}/{} is not bound to any AzureIdentity (label {}, bindings of its namespace)",
-                    pod.namespace,
-                    pod.name,
-                    api::v1::BINDING_LABEL
-                ),
-            ),
-            NotChosen::NotBound(r) => (
-                Reason::NotBound,
-                format!(
-                    "pod {}/{} is not bound to the identity with {}",
-                    pod.namespace,
-                    pod.name,
-                    crate::refusal::describe_request(r)
-                ),
-            ),
-        };
-        Refusal::new(reason, StatusCode::FORBIDDEN, "forbidden", text).for_pod(pod)
-    }
-
     /// Whether the caller is still `pod`, and the state still gives it `identity` for `query`.
     fn still_decided(
         &self,
@@ -389,93 +420,15 @@ impl<S: TokenSource> Nmi<S> {
     ) -> bool {
         match self.lookup(caller) {
             PodLookup::Found(now) if now.namespace == pod.namespace && now.name == pod.name => {
-                match self.state.decide(&now, &query.identity, |c| self.principal_of(c)) {
+                match self
+                    .state
+                    .decide(&now, &query.identity, |c| self.principals.of(c))
+                {
                     Decision::Use { identity: again, .. } => again.metadata == identity.metadata,
                     _ => false,
                 }
             }
             _ => false,
         }
-    }
-
-    /// Authorizes the caller's `pod` and fetches, holding the request within `--identity-wait`
-    /// while IMDS lacks an identity MIC reports assigned; re-checks authorization after the fetch,
-    /// since the pod or its binding may have gone while NMI talked to Azure (unless nothing
-    /// changed at all).
-    pub(super) async fn issue(
-        &self,
-        caller: &Caller,
-        pod: Arc<PodFacts>,
-        query: &TokenQuery,
-    ) -> Result<Issued, Refusal> {
-        let deadline = Instant::now() + self.config.identity_wait;
-        let mut pod = pod;
-        // Times IMDS answered "Identity not found" for this request.
-        let mut missing = 0;
-        let (authorized, cached) = loop {
-            let a = self.authorize(caller, pod, query, deadline).await?;
-            match self.cache.get(&a.identity, &query.resource).await {
-                Ok(cached) => break (a, cached),
-                Err(e) if self.holds_for(&e) => {
-                    self.report_missing(&a.pod, &a.identity);
-                    let holds = || self.still_decided(caller, &a.pod, query, &a.identity);
-                    if !self.pause_for_imds(missing, deadline, holds).await {
-                        return Err(self.still_missing(&a.pod, &a.identity));
-                    }
-                    missing += 1;
-                    pod = self.find_pod(caller).await?;
-                }
-                Err(e) => {
-                    let (ns, name) = name_of(&a.identity);
-                    return Err(upstream_refusal(&e)
-                        .for_pod(&a.pod)
-                        .identity(format!("{ns}/{name}")));
-                }
-            }
-        };
-        let Authorized {
-            pod,
-            identity,
-            binding,
-            decided_at,
-        } = authorized;
-        self.learn(&identity, &cached);
-        // Nothing mirrored changed since the decision (the usual case of a cached token): it holds.
-        let still = self.state.version() == decided_at || self.still_decided(caller, &pod, query, &identity);
-        let (id_ns, id_name) = name_of(&identity);
-        if !still {
-            return Err(Refusal::new(
-                Reason::ChangedDuringFetch,
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "pod {}/{} lost its binding to {id_name} while its token was fetched",
-                    pod.namespace, pod.name,
-                ),
-            )
-            .for_pod(&pod)
-            .identity(format!("{id_ns}/{id_name}")));
-        }
-        if missing > 0 {
-            tracing::info!(
-                pod = %pod.name, namespace = %pod.namespace, identity = id_name, tries = missing + 1,
-                "IMDS has the identity again: the held request got its token"
-            );
-        }
-        let audit = Audit {
-            pod: pod.name.clone(),
-            namespace: pod.namespace.clone(),
-            identity: format!("{id_ns}/{id_name}"),
-            binding,
-            client_id: identity.spec.client_id().unwrap_or_default().to_owned(),
-            resource: query.resource.clone(),
-        };
-        audit.log(&caller.describe(), cached.hit);
-        self.metrics.issued(cached.hit);
-        Ok(Issued {
-            cached,
-            audit,
-            decided_at,
-        })
     }
 }

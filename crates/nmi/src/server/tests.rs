@@ -1,12 +1,21 @@
 //! The request handler against hand-built state, case by case from upstream's conformance list
 //! (§5.2), adjusted where NMI deliberately differs.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use api::AssignmentState::{Assigned, Created};
-use axum::http::HeaderValue;
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, Request, StatusCode, header},
+};
 use k8s_openapi::api::core::v1::Pod;
+use mirror::sync;
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::*;
@@ -557,10 +566,7 @@ fn two_identities(h: &Harness) {
         vec![],
         vec![aai(&p, &one, Some(Assigned)), aai(&p, &two, Some(Assigned))],
     );
-    h.source
-        .principals
-        .lock()
-        .unwrap()
+    sync::lock(&h.source.principals)
         .extend([(client_id(1), principal_id(1)), (client_id(2), principal_id(2))]);
 }
 
@@ -783,7 +789,7 @@ async fn imds_throttling_and_outages_reach_the_pod_as_retryable() {
     for (status, retry) in [(429, Some(7)), (500, None), (503, Some(2))] {
         let h = harness(Mode::Managed);
         h.seed(None);
-        *h.source.fail_with.lock().unwrap() = Some((status, retry.map(Duration::from_secs)));
+        *sync::lock(&h.source.fail_with) = Some((status, retry.map(Duration::from_secs)));
         let a = h.token("").await;
         assert_eq!(a.status.as_u16(), status, "{}", a.body);
         assert_eq!(
@@ -947,10 +953,10 @@ async fn metrics_count_tokens_by_cache_hit_and_refusals_by_reason() {
 async fn object_id_lookup_meeting_imds_throttling_stays_retryable() {
     let h = harness(Mode::Standard);
     two_identities(&h);
-    *h.source.fail_with.lock().unwrap() = Some((429, Some(Duration::from_secs(2))));
+    *sync::lock(&h.source.fail_with) = Some((429, Some(Duration::from_secs(2))));
     let a = h.token(&format!("&object_id={}", principal_id(2))).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
-    *h.source.fail_with.lock().unwrap() = None;
+    *sync::lock(&h.source.fail_with) = None;
     let a = h.token(&format!("&object_id={}", principal_id(2))).await;
     assert_eq!(a.json()["client_id"], client_id(2));
 }
@@ -962,11 +968,11 @@ async fn object_id_lookup_meeting_imds_throttling_stays_retryable() {
 async fn identity_missing_on_the_vm_is_held_until_it_is_back() {
     let h = patient(Mode::Standard);
     h.seed(Some(Some(Assigned)));
-    h.source.missing.lock().unwrap().insert(client_id(1));
+    sync::lock(&h.source.missing).insert(client_id(1));
     let source = h.source.clone();
     let back = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        source.missing.lock().unwrap().clear();
+        sync::lock(&source.missing).clear();
     });
     let a = h.token("").await;
     back.await.unwrap();
@@ -993,7 +999,7 @@ async fn identity_missing_past_the_wait_is_answered_as_not_yet_assigned() {
             },
         );
         h.seed(Some(Some(Assigned)));
-        h.source.missing.lock().unwrap().insert(client_id(1));
+        sync::lock(&h.source.missing).insert(client_id(1));
         let started = std::time::Instant::now();
         let a = h.token("").await;
         assert!(started.elapsed() >= h.nmi.config.identity_wait);
@@ -1022,13 +1028,13 @@ async fn identity_missing_past_the_wait_is_answered_as_not_yet_assigned() {
 async fn identity_missing_then_reassigned_by_mic_is_served() {
     let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Assigned)));
-    h.source.missing.lock().unwrap().insert(client_id(1));
+    sync::lock(&h.source.missing).insert(client_id(1));
     let (state, source) = (h.nmi.state.clone(), h.source.clone());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Created)));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        source.missing.lock().unwrap().clear();
+        sync::lock(&source.missing).clear();
         state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Assigned)));
     });
     let a = h.token("").await;
@@ -1041,7 +1047,7 @@ async fn identity_missing_then_reassigned_by_mic_is_served() {
 async fn identity_missing_in_managed_mode_is_refused_at_once() {
     let h = patient(Mode::Managed);
     h.seed(None);
-    h.source.missing.lock().unwrap().insert(client_id(1));
+    sync::lock(&h.source.missing).insert(client_id(1));
     let a = h.token("").await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     assert!(a.description().contains("Identity not found"), "{}", a.body);
@@ -1054,11 +1060,11 @@ async fn identity_missing_in_managed_mode_is_refused_at_once() {
 async fn object_id_lookup_meeting_a_missing_identity_is_held() {
     let h = patient(Mode::Standard);
     two_identities(&h);
-    h.source.missing.lock().unwrap().insert(client_id(2));
+    sync::lock(&h.source.missing).insert(client_id(2));
     let source = h.source.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        source.missing.lock().unwrap().clear();
+        sync::lock(&source.missing).clear();
     });
     let a = h.token(&format!("&object_id={}", principal_id(2))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);

@@ -11,6 +11,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 use matching::PodFacts;
+use mirror::sync;
 use mirror::{Key, Sink};
 
 /// This node's pods, and which of them may be the source of a request from an IP.
@@ -93,17 +94,17 @@ impl PodIndexInner {
 
 impl Sink<WatchedPod> for PodIndex {
     fn apply(&self, key: Key, item: WatchedPod) {
-        self.inner.write().expect("lock").insert(key, item);
+        sync::write(&self.inner).insert(key, item);
     }
     fn delete(&self, key: &Key) {
-        self.inner.write().expect("lock").remove(key);
+        sync::write(&self.inner).remove(key);
     }
     fn replace(&self, items: Vec<(Key, WatchedPod)>) {
         let mut fresh = PodIndexInner::default();
         for (k, v) in items {
             fresh.insert(k, v);
         }
-        *self.inner.write().expect("lock") = fresh;
+        *sync::write(&self.inner) = fresh;
         self.ready.store(true, Ordering::Release);
     }
 }
@@ -126,7 +127,7 @@ impl PodIndex {
     }
 
     pub fn by_addr(&self, ip: IpAddr) -> PodLookup {
-        let inner = self.inner.read().expect("lock");
+        let inner = sync::read(&self.inner);
         match inner.by_ip.get(&ip) {
             None => PodLookup::NotFound,
             Some(keys) if keys.len() == 1 => {
@@ -142,7 +143,7 @@ impl PodIndex {
 
     /// A pod by name, for `/host/token`; only pods a request could come from.
     pub fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodFacts>> {
-        let inner = self.inner.read().expect("lock");
+        let inner = sync::read(&self.inner);
         inner
             .by_key
             .get(&(namespace.to_owned(), name.to_owned()))
@@ -151,7 +152,7 @@ impl PodIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("lock").by_key.len()
+        sync::read(&self.inner).by_key.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -84,7 +84,7 @@ async fn unreachable_imds_is_a_transport_error_that_pods_see_as_503() {
     let id = crate::testing::identity("ns", "id", 1);
     let e = azure.fetch(&id, "https://vault.azure.net").await.unwrap_err();
     assert!(matches!(e, Error::Http { what: "IMDS", .. }), "{e}");
-    assert_eq!(crate::server::upstream_refusal(&e).response.status(), 503);
+    assert_eq!(crate::response::upstream_error(&e).status(), 503);
     // A service principal without a Kubernetes client to read its secret is a clear refusal.
     let mut sp = crate::testing::identity("ns", "sp", 2);
     sp.spec.type_ = Some(1);
@@ -94,5 +94,5 @@ async fn unreachable_imds_is_a_transport_error_that_pods_see_as_503() {
         namespace: None,
     });
     let e = azure.fetch(&sp, "r").await.unwrap_err();
-    assert_eq!(crate::server::upstream_refusal(&e).response.status(), 403, "{e}");
+    assert_eq!(crate::response::upstream_error(&e).status(), 403, "{e}");
 }

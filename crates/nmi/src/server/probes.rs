@@ -1,0 +1,85 @@
+//! NMI's own health: the liveness and readiness probes, the metrics endpoint, and the tracking
+//! of whether the watched state is too old to decide on. Separate from the pod-facing server.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    routing::get,
+};
+
+use crate::{metrics::Metrics, state::State};
+
+/// Keeps `aadpodidentity_nmi_state_stale` current (every second), requests or not, and logs each
+/// change. Runs forever; the binary spawns it next to the servers.
+pub async fn track_staleness(state: Arc<State>, metrics: Metrics) {
+    let mut was = false;
+    loop {
+        let stale = state.is_stale();
+        metrics.state_stale.set(i64::from(stale));
+        if stale != was {
+            if stale {
+                tracing::warn!(
+                    unproven_for = ?state.unproven_for(),
+                    "cluster state too old: refusing token requests"
+                );
+            } else {
+                tracing::info!("cluster state proven again: serving token requests");
+            }
+            was = stale;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Liveness and readiness. `/healthz` says `Active` once the rules are in place (as upstream);
+/// `/readyz` is 200 only when the rules are in place and every watch has synced.
+pub fn probe_router(state: Arc<State>, rules_in_place: Arc<AtomicBool>) -> Router {
+    let rules = rules_in_place.clone();
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let active = rules.load(Ordering::Acquire);
+                async move { if active { "Active" } else { "Not Active" } }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = rules_in_place.load(Ordering::Acquire) && state.is_synced();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
+
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.encode();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    )
+}
