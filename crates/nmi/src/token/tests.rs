@@ -46,7 +46,7 @@ fn upstream_answers_keep_status_and_retry_after_for_the_pod() {
             matches!(&e, Error::Upstream { what: "IMDS", status: 429, retry_after: Some(d), .. } if *d == Duration::from_secs(20)),
             "{e}"
         );
-        let refusal = crate::server::upstream_refusal(&e).response;
+        let refusal = crate::response::upstream_error(&e);
         assert_eq!(refusal.status(), 429);
         assert_eq!(refusal.headers()["retry-after"], "20", "{header}");
     }
@@ -57,7 +57,7 @@ fn upstream_answers_keep_status_and_retry_after_for_the_pod() {
         matches!(e, Error::BadUpstreamBody { what: "Entra ID", .. }),
         "{e}"
     );
-    assert_eq!(crate::server::upstream_refusal(&e).response.status(), 502);
+    assert_eq!(crate::response::upstream_error(&e).status(), 502);
     let e: Error = azure_token::Error::WrongPassword.into();
     assert!(matches!(e, Error::Identity(_)), "{e}");
 }
