@@ -167,6 +167,15 @@ impl TargetState {
         }
     }
 
+    /// Whether the next step would only remove identities: a change with nothing to add. Such a
+    /// change is held back for a grace period (see the worker's `REMOVAL_GRACE`), because the
+    /// pods of a Job, a CronJob or a `Recreate` rollout follow one another: removing the identity
+    /// between two of them makes the next one wait for the removal's operation and then for the
+    /// re-add's, where waiting a few seconds lets it find the identity still there.
+    pub fn only_removes(&self) -> bool {
+        matches!(self.next(), Next::Send(change) if change.add.is_empty())
+    }
+
     /// Whether the target needs a read or a change from ARM. A needed identity missing from the
     /// target counts even when no object is pending: that is how an identity removed by a PATCH
     /// that was in flight when it was needed again is put back in the next batch.

@@ -46,6 +46,11 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// The longest a batch waits for them to settle.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 
+/// How long a change that only removes identities waits for them to be needed again before it is
+/// sent (see [`TargetState::only_removes`]). Nothing waits on it: the objects being released
+/// are deleted once the removal has gone, and a change that also adds goes at once.
+const REMOVAL_GRACE: Duration = Duration::from_secs(5);
+
 /// How long an ARM batch runs before the objects waiting for it get an explicit `Created` status
 /// rather than going straight to `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
@@ -68,6 +73,15 @@ pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watc
         if work.refresh != refreshed {
             refreshed = work.refresh;
             worker.state.forget();
+        }
+        worker.state.want(work.wants());
+        if work.assign.is_empty() && worker.state.only_removes() {
+            // Held back: a later picture that needs the identity again drops the removal.
+            match tokio::time::timeout(REMOVAL_GRACE, rx.changed()).await {
+                Ok(Err(_)) => return,
+                Ok(Ok(())) => continue,
+                Err(_) => {}
+            }
         }
         let failed = worker.apply(&work, &mut rx).await;
         let retry_at = failed.then(|| Instant::now() + worker.shared.settings.failure_retry);

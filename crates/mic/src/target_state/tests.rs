@@ -471,3 +471,34 @@ fn service_principals_need_nothing_from_arm() {
         "even when the target's state is unknown"
     );
 }
+
+#[test]
+fn a_change_that_only_removes_is_told_apart_from_one_that_also_adds() {
+    // Pod 1 ended: only a removal is left, which the worker holds back for a grace period.
+    let t = read(&["x"], releasing(&["x"]));
+    assert_eq!(t.next(), Next::Send(remove(&["x"])));
+    assert!(t.only_removes());
+    // Pod 2 needs x again within the grace: nothing is sent at all.
+    let mut t = t;
+    t.want(Wants {
+        needed: set(&["x"]),
+        released: set(&["x"]),
+        ..Wants::default()
+    });
+    assert_eq!(t.next(), Next::Nothing);
+    assert!(!t.only_removes());
+    // A change that also adds goes at once, removal included.
+    let t = read(
+        &["x"],
+        Wants {
+            needed: set(&["y"]),
+            released: set(&["x"]),
+            ..Wants::default()
+        },
+    );
+    assert!(!t.only_removes());
+    // Unread targets are read first, whatever the wants.
+    let mut t = TargetState::new(BTreeSet::new());
+    t.want(releasing(&["x"]));
+    assert!(!t.only_removes());
+}
