@@ -19,13 +19,8 @@ const ONE: Uami = uami(0);
 const TWO: Uami = uami(1);
 
 async fn env(prefix: &str, mode: Mode, identity_wait: Duration) -> Env {
-    let (client, ns) = ApiServer::shared()
-        .namespace(prefix)
-        .await
-        .expect("the test kube-apiserver gives a namespace");
-    common::env(
-        client,
-        ns,
+    common::env_in(
+        prefix,
         Opts {
             mode,
             identity_wait,

@@ -9,18 +9,12 @@ use std::time::Duration;
 use common::{Env, Opts, VAULT, uami};
 use nmi::state::Mode;
 use serde_json::json;
-use testbed::ApiServer;
 
 const POD_IP: &str = "127.0.23.1";
 
 async fn env() -> Env {
-    let (client, ns) = ApiServer::shared()
-        .namespace("nmi-edges")
-        .await
-        .expect("the test kube-apiserver gives a namespace");
-    let env = common::env(
-        client,
-        ns,
+    let env = common::env_in(
+        "nmi-edges",
         Opts {
             mode: Mode::Managed,
             identity_wait: Duration::from_secs(1),

@@ -13,7 +13,6 @@ use common::{Env, Opts};
 use k8s_openapi::api::core::v1::Secret;
 use nmi::state::Mode;
 use serde_json::json;
-use testbed::ApiServer;
 
 const PFX_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000d";
 
@@ -64,13 +63,8 @@ async fn identity_with_bundle(env: &Env, name: &str, bundle: &[u8], password: Op
 
 #[tokio::test]
 async fn a_pkcs12_identity_gives_its_pod_a_token() {
-    let (client, ns) = ApiServer::shared()
-        .namespace("nmi-pfx")
-        .await
-        .expect("the test kube-apiserver gives a namespace");
-    let env = common::env(
-        client,
-        ns,
+    let env = common::env_in(
+        "nmi-pfx",
         Opts {
             mode: Mode::Managed,
             identity_wait: Duration::from_secs(1),

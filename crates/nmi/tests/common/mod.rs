@@ -187,6 +187,15 @@ pub struct Env {
     pub nmi: SocketAddr,
 }
 
+/// [`env`] in a fresh namespace named after `prefix` on the shared test kube-apiserver.
+pub async fn env_in(prefix: &str, opts: Opts) -> Env {
+    let (client, ns) = testbed::ApiServer::shared()
+        .namespace(prefix)
+        .await
+        .expect("the test kube-apiserver gives a namespace");
+    env(client, ns, opts).await
+}
+
 pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
