@@ -36,7 +36,7 @@ pub fn upstream() -> &'static testbed::UpstreamPodIdentity {
 
 /// Our `name` binary, built by cargo next to this test (`cargo test --workspace` builds every
 /// binary of the workspace before running any test). Refused when missing or older than one of
-/// the sources cargo built it from (its dep-info file, `<name>.d`): a stale binary would test
+/// the sources cargo built it from (its dep-info file, see [`dep_info`]): a stale binary would test
 /// yesterday's code.
 pub fn ours(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
@@ -50,13 +50,37 @@ pub fn ours(name: &str) -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{} is missing ({e}); {hint}", bin.display()));
-    let dep_info = dir.join(format!("{name}.d"));
+    let dep_info =
+        dep_info(dir, name, &bin).unwrap_or_else(|| panic!("no dep-info file for {}; {hint}", bin.display()));
     let deps = std::fs::read_to_string(&dep_info)
-        .unwrap_or_else(|e| panic!("{} is missing ({e}); {hint}", dep_info.display()));
+        .unwrap_or_else(|e| panic!("reading {}: {e}; {hint}", dep_info.display()));
     if let Some(newer) = sources(&deps).find(|src| modified(src).is_some_and(|t| t > built)) {
         panic!("{} is older than {newer}; {hint}", bin.display());
     }
     bin
+}
+
+/// The dep-info file of `bin`. `cargo test` uplifts the binary to `target/<profile>/<name>`
+/// (a hard link of `deps/<name>-<hash>`) but writes `<name>.d` only on `cargo build`, so the
+/// one to trust is `deps/<name>-<hash>.d` of the very file `bin` links to.
+fn dep_info(dir: &Path, name: &str, bin: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(bin).ok()?;
+    let prefix = format!("{name}-");
+    let linked = std::fs::read_dir(dir.join("deps"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with(&prefix))
+        })
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino()))
+        .map(|p| p.with_extension("d"))
+        .filter(|d| d.exists());
+    linked.or_else(|| Some(dir.join(format!("{name}.d"))).filter(|d| d.exists()))
 }
 
 /// The sources a dep-info file lists (`target: src src …`, spaces in paths escaped as `\ `).
