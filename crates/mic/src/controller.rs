@@ -70,6 +70,9 @@ pub struct Settings {
     pub write_concurrency: usize,
     /// Wait before retrying a target whose ARM call failed.
     pub failure_retry: Duration,
+    /// How long an identity no pod on a target needs any more stays there before it is removed
+    /// (`--identity-removal-grace`; see `crate::target_state`). Zero removes at once.
+    pub removal_grace: Duration,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             debounce: Duration::from_millis(100),
             write_concurrency: 64,
             failure_retry: Duration::from_secs(30),
+            removal_grace: Duration::from_secs(30),
         }
     }
 }

@@ -79,6 +79,12 @@ pub struct Flags {
     /// Wait before retrying a VM or scale set whose ARM call failed.
     #[arg(long, default_value = "30s", value_parser = go::parse_duration)]
     pub failure_retry_interval: Duration,
+    /// How long an identity no pod on a VM or scale set needs any more stays there before MIC
+    /// removes it, in case a pod needs it again: the pods of a Job, a CronJob or a `Recreate`
+    /// rollout follow one another, and removing the identity between two of them makes the next
+    /// one wait for two ARM operations. 0s removes at once, as upstream did.
+    #[arg(long = "identity-removal-grace", default_value = "30s", value_parser = go::parse_duration)]
+    pub removal_grace: Duration,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -123,6 +129,7 @@ impl Flags {
             protected_client_ids: cloud.protected_client_ids(&self.immutable_user_msis),
             drift_interval: self.reconcile_interval,
             failure_retry: self.failure_retry_interval,
+            removal_grace: self.removal_grace,
             ..Settings::default()
         }
     }

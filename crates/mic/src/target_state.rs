@@ -18,8 +18,19 @@
 //! if no object is pending any more, so the very next batch adds it back, not the periodic
 //! drift pass. A removal whose identity is needed again before its PATCH is sent is simply not
 //! sent: [`TargetState::next`] decides from the latest wants each time.
+//!
+//! An identity no pod needs any more is removed only once it has been unneeded for the removal
+//! grace (`--identity-removal-grace`): the pods of a Job, a CronJob or a `Recreate` rollout
+//! follow one another, and removing the identity between two of them makes the next one wait for
+//! the removal's operation and then the re-add's, two operations where one pod would otherwise
+//! wait for none. The grace counts from when the identity stopped being needed, not from the
+//! last change: a busy target still sheds what it no longer needs. Time is one more input of the
+//! machine ([`TargetState::tick`]), so the tests drive it with plain values.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use matching::{TargetChange, target_change};
 
@@ -100,6 +111,12 @@ pub struct TargetState {
     read_after_flight: bool,
     /// Client ids never removed, lower-cased: ARM's answers name the resource ids they belong to.
     protected_client_ids: BTreeSet<String>,
+    /// How long an identity stays unneeded before it is removed; zero removes at once.
+    removal_grace: Duration,
+    /// The time of the latest [`TargetState::tick`].
+    now: Option<Instant>,
+    /// When each released or left-behind identity stopped being needed.
+    unneeded_since: BTreeMap<String, Instant>,
 }
 
 impl TargetState {
@@ -111,7 +128,21 @@ impl TargetState {
             wants: Wants::default(),
             read_after_flight: false,
             protected_client_ids,
+            removal_grace: Duration::ZERO,
+            now: None,
+            unneeded_since: BTreeMap::new(),
         }
+    }
+
+    /// Holds removals back for `grace` (see the module docs).
+    pub fn with_removal_grace(mut self, grace: Duration) -> Self {
+        self.removal_grace = grace;
+        self
+    }
+
+    /// The time is now `now`: removals whose grace has run out become due.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = Some(now);
     }
 
     pub fn known(&self) -> &Known {
@@ -126,9 +157,69 @@ impl TargetState {
         &self.wants
     }
 
-    /// The planner's latest picture.
+    /// The planner's latest picture. An identity released or left behind, and not needed,
+    /// starts its grace now (see [`TargetState::tick`]); one needed again ends it.
     pub fn want(&mut self, wants: Wants) {
+        let unneeded: BTreeSet<&String> = wants
+            .released
+            .union(&wants.stale)
+            .filter(|id| !wants.needed.contains(*id))
+            .collect();
+        self.unneeded_since.retain(|id, _| unneeded.contains(id));
+        if let Some(now) = self.now {
+            for id in unneeded {
+                self.unneeded_since.entry(id.clone()).or_insert(now);
+            }
+        }
         self.wants = wants;
+    }
+
+    /// When `id`'s grace runs out; `None` when it is not waiting for one (needed, or its time
+    /// is unknown, which [`TargetState::removable`] treats as not yet due).
+    fn grace_ends(&self, id: &str) -> Option<Instant> {
+        self.unneeded_since
+            .get(id)
+            .map(|since| *since + self.removal_grace)
+    }
+
+    /// Released and left-behind identities whose grace has run out.
+    fn removable(&self) -> BTreeSet<String> {
+        self.wants
+            .released
+            .union(&self.wants.stale)
+            .filter(|id| {
+                self.removal_grace.is_zero()
+                    || self
+                        .grace_ends(id)
+                        .zip(self.now)
+                        .is_some_and(|(ends, now)| ends <= now)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `id` is on the target only because its grace has not run out: the object that
+    /// released it waits, which is no failure.
+    pub fn in_grace(&self, id: &str) -> bool {
+        !self.removal_grace.is_zero() && !self.removable().contains(id) && !self.wants.needed.contains(id)
+    }
+
+    /// When the next removal held back by the grace becomes due, if one is: the worker wakes
+    /// then. Only identities ARM's last answer shows on the target count.
+    pub fn next_removal_due(&self) -> Option<Instant> {
+        if self.removal_grace.is_zero() {
+            return None;
+        }
+        let Known::Read(current) = &self.known else {
+            return None;
+        };
+        let protected = self.protected();
+        self.unneeded_since
+            .keys()
+            .filter(|id| current.user_assigned.contains_key(*id) && !protected.contains(*id))
+            .filter_map(|id| self.grace_ends(id))
+            .filter(|ends| self.now.is_none_or(|now| *ends > now))
+            .min()
     }
 
     /// Trust nothing until the next read: the periodic drift read-back is due, or NMI reported
@@ -158,22 +249,17 @@ impl TargetState {
         if current.provisioning_state.as_deref() == Some("Deleting") {
             return Next::LeaveAlone;
         }
-        let released: BTreeSet<String> = self.wants.released.union(&self.wants.stale).cloned().collect();
-        let change = target_change(&self.wants.needed, &released, &current.ids(), &self.protected());
+        let change = target_change(
+            &self.wants.needed,
+            &self.removable(),
+            &current.ids(),
+            &self.protected(),
+        );
         if change.is_empty() {
             Next::Nothing
         } else {
             Next::Send(change)
         }
-    }
-
-    /// Whether the next step would only remove identities: a change with nothing to add. Such a
-    /// change is held back for a grace period (see the worker's `REMOVAL_GRACE`), because the
-    /// pods of a Job, a CronJob or a `Recreate` rollout follow one another: removing the identity
-    /// between two of them makes the next one wait for the removal's operation and then for the
-    /// re-add's, where waiting a few seconds lets it find the identity still there.
-    pub fn only_removes(&self) -> bool {
-        matches!(self.next(), Next::Send(change) if change.add.is_empty())
     }
 
     /// Whether the target needs a read or a change from ARM. A needed identity missing from the

@@ -46,18 +46,14 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// The longest a batch waits for them to settle.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 
-/// How long a change that only removes identities waits for them to be needed again before it is
-/// sent (see [`TargetState::only_removes`]). Nothing waits on it: the objects being released
-/// are deleted once the removal has gone, and a change that also adds goes at once.
-const REMOVAL_GRACE: Duration = Duration::from_secs(5);
-
 /// How long an ARM batch runs before the objects waiting for it get an explicit `Created` status
 /// rather than going straight to `Assigned` once their identity is there.
 const CREATE_WAITING_AFTER: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watch::Receiver<TargetWork>) {
     let mut worker = Worker {
-        state: TargetState::new(shared.settings.protected_client_ids.clone()),
+        state: TargetState::new(shared.settings.protected_client_ids.clone())
+            .with_removal_grace(shared.settings.removal_grace),
         shared,
         target,
         ledger: Ledger::default(),
@@ -74,20 +70,14 @@ pub(super) async fn run(shared: Arc<Shared>, target: ComputeTarget, mut rx: watc
             refreshed = work.refresh;
             worker.state.forget();
         }
-        worker.state.want(work.wants());
-        if work.assign.is_empty() && worker.state.only_removes() {
-            // Held back: a later picture that needs the identity again drops the removal.
-            match tokio::time::timeout(REMOVAL_GRACE, rx.changed()).await {
-                Ok(Err(_)) => return,
-                Ok(Ok(())) => continue,
-                Err(_) => {}
-            }
-        }
         let failed = worker.apply(&work, &mut rx).await;
         let retry_at = failed.then(|| Instant::now() + worker.shared.settings.failure_retry);
+        // A removal held back by the grace wakes the worker when it becomes due.
+        let removal_at = worker.state.next_removal_due().map(Instant::from_std);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             () = sleep_until_opt(retry_at) => {}
+            () = sleep_until_opt(removal_at) => {}
         }
     }
 }
@@ -150,6 +140,7 @@ impl Worker {
         let shared = self.shared.clone();
         let shared = &*shared;
         let target_id = self.target.arm_id();
+        self.state.tick(std::time::Instant::now());
         self.state.want(work.wants());
         // A needed identity missing from the target is work even with nothing pending: it is
         // how an identity removed by a PATCH that was in flight when it was needed again, or
@@ -262,10 +253,13 @@ impl Worker {
         }
         let mut done_with = Vec::new();
         for r in &work.release {
-            if r.arm_id.as_deref().is_some_and(|id| !self.state.let_go(id)) {
-                retry = true;
-            } else {
-                done_with.push(&r.key);
+            match r.arm_id.as_deref() {
+                None => done_with.push(&r.key),
+                Some(id) if self.state.let_go(id) => done_with.push(&r.key),
+                // Still on the target during its grace: the object waits, and the worker wakes
+                // when the removal is due.
+                Some(id) if self.state.in_grace(id) => {}
+                Some(_) => retry = true,
             }
         }
         stream::iter(done_with)

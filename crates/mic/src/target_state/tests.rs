@@ -3,6 +3,8 @@
 //! identities and service principals.
 
 use super::*;
+use std::time::{Duration, Instant};
+
 use crate::arm::UserIdentity;
 
 const X: &str = "x";
@@ -472,33 +474,125 @@ fn service_principals_need_nothing_from_arm() {
     );
 }
 
+/// A target read carrying `on`, with `wants`, a grace of 30 s, at `now`.
+fn graced(on: &[&str], wants: Wants, now: Instant) -> TargetState {
+    let mut t = TargetState::new(BTreeSet::new()).with_removal_grace(GRACE);
+    t.tick(now);
+    t.want(wants);
+    t.read(arm(on));
+    t
+}
+
+const GRACE: Duration = Duration::from_secs(30);
+
 #[test]
-fn a_change_that_only_removes_is_told_apart_from_one_that_also_adds() {
-    // Pod 1 ended: only a removal is left, which the worker holds back for a grace period.
-    let t = read(&["x"], releasing(&["x"]));
-    assert_eq!(t.next(), Next::Send(remove(&["x"])));
-    assert!(t.only_removes());
-    // Pod 2 needs x again within the grace: nothing is sent at all.
-    let mut t = t;
+fn a_removal_waits_for_its_grace_and_a_pod_that_needs_the_identity_again_cancels_it() {
+    let t0 = Instant::now();
+    // Pod 1 ended: its identity is held for the grace, and the worker knows when to wake.
+    let mut t = graced(&[X], releasing(&[X]), t0);
+    assert_eq!(t.next(), Next::Nothing);
+    assert!(t.in_grace(X));
+    assert!(
+        !t.let_go(X),
+        "the object that released it stays until the removal"
+    );
+    assert_eq!(t.next_removal_due(), Some(t0 + GRACE));
+    // Pod 2 needs it again within the grace: nothing is ever sent, and nothing is due.
+    t.tick(t0 + Duration::from_secs(10));
     t.want(Wants {
-        needed: set(&["x"]),
-        released: set(&["x"]),
+        needed: set(&[X]),
+        released: set(&[X]),
         ..Wants::default()
     });
     assert_eq!(t.next(), Next::Nothing);
-    assert!(!t.only_removes());
-    // A change that also adds goes at once, removal included.
-    let t = read(
-        &["x"],
-        Wants {
-            needed: set(&["y"]),
-            released: set(&["x"]),
-            ..Wants::default()
-        },
+    assert!(!t.in_grace(X));
+    assert_eq!(t.next_removal_due(), None);
+    // Pod 2 ends too: a new grace starts then, not at pod 1's end.
+    t.tick(t0 + Duration::from_secs(20));
+    t.want(releasing(&[X]));
+    assert_eq!(t.next_removal_due(), Some(t0 + Duration::from_secs(50)));
+    t.tick(t0 + Duration::from_secs(49));
+    t.want(releasing(&[X]));
+    assert_eq!(t.next(), Next::Nothing);
+    // Once it runs out, the removal goes.
+    t.tick(t0 + Duration::from_secs(50));
+    t.want(releasing(&[X]));
+    assert_eq!(t.next(), Next::Send(remove(&[X])));
+    assert_eq!(send_and_land(&mut t), remove(&[X]));
+    assert!(t.let_go(X));
+    assert_eq!(t.next_removal_due(), None);
+}
+
+#[test]
+fn a_change_that_adds_carries_only_the_removals_whose_grace_ran_out() {
+    let t0 = Instant::now();
+    // x was released 40 s ago, y 5 s ago; a pod needs z now.
+    let mut t = TargetState::new(BTreeSet::new()).with_removal_grace(GRACE);
+    t.tick(t0);
+    t.want(releasing(&[X]));
+    t.tick(t0 + Duration::from_secs(35));
+    t.want(releasing(&[X, Y]));
+    t.read(arm(&[X, Y]));
+    t.tick(t0 + Duration::from_secs(40));
+    t.want(Wants {
+        needed: set(&[Z]),
+        released: set(&[X, Y]),
+        ..Wants::default()
+    });
+    assert_eq!(
+        t.next(),
+        Next::Send(TargetChange {
+            add: set(&[Z]),
+            remove: set(&[X]),
+        }),
+        "y, released 5 s ago, stays: the next pod of its Job may need it"
     );
-    assert!(!t.only_removes());
-    // Unread targets are read first, whatever the wants.
-    let mut t = TargetState::new(BTreeSet::new());
-    t.want(releasing(&["x"]));
-    assert!(!t.only_removes());
+    assert_eq!(t.next_removal_due(), Some(t0 + Duration::from_secs(65)));
+}
+
+#[test]
+fn a_busy_target_still_sheds_what_it_no_longer_needs() {
+    // New pictures keep coming (other pods start and end): the grace counts from when x
+    // stopped being needed, so it does not restart with every change.
+    let t0 = Instant::now();
+    let mut t = graced(&[X, Y], releasing(&[X]), t0);
+    for s in 1..=30 {
+        t.tick(t0 + Duration::from_secs(s));
+        t.want(Wants {
+            needed: if s % 2 == 0 { set(&[Y]) } else { set(&[]) },
+            released: set(&[X]),
+            ..Wants::default()
+        });
+    }
+    assert_eq!(t.next(), Next::Send(remove(&[X])));
+}
+
+#[test]
+fn without_a_grace_removals_go_at_once_as_upstream_did() {
+    let t = read(&[X], releasing(&[X]));
+    assert_eq!(t.next(), Next::Send(remove(&[X])));
+    assert!(!t.in_grace(X));
+    assert_eq!(t.next_removal_due(), None);
+}
+
+#[test]
+fn protected_identities_and_unread_targets_set_no_removal_timer() {
+    let t0 = Instant::now();
+    let mut t = TargetState::new(BTreeSet::new()).with_removal_grace(GRACE);
+    t.tick(t0);
+    t.want(releasing(&[X]));
+    assert_eq!(
+        t.next(),
+        Next::Read,
+        "unread targets are read first, whatever the wants"
+    );
+    assert_eq!(t.next_removal_due(), None);
+    t.want(Wants {
+        released: set(&[X]),
+        protected: set(&[X]),
+        ..Wants::default()
+    });
+    t.read(arm(&[X]));
+    assert_eq!(t.next_removal_due(), None);
+    assert!(t.let_go(X));
 }

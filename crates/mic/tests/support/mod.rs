@@ -411,6 +411,9 @@ pub fn settings() -> Settings {
     Settings {
         debounce: Duration::from_millis(50),
         failure_retry: Duration::from_secs(2),
+        // Short, so that tests of removals do not wait the default 30 s; long enough that
+        // the grace's path (the object waits, the worker wakes when it is due) is exercised.
+        removal_grace: Duration::from_secs(1),
         ..Settings::default()
     }
 }
