@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{self, Cluster, PodSpec};
 
+mod behind;
 mod sdk;
 use sdk::{Answer, ask, ask_as_sdk};
 
@@ -56,6 +57,9 @@ pub struct Config {
     pub seconds: u64,
     /// ARM operation latency of every VM and scale set.
     pub arm_latency_ms: u64,
+    /// Every this long on average, someone removes an identity from a VM or scale set behind
+    /// MIC's back (see `behind`); never when `None`.
+    pub remove_behind: Option<Duration>,
 }
 
 /// What one run saw.
@@ -70,6 +74,8 @@ pub struct Report {
     /// From pod Running to the first token, per bound pod, in microseconds.
     pub first_token_us: Vec<u32>,
     pub arm_writes: u64,
+    /// Identities removed behind MIC's back during the run, as "id<n> from <target>".
+    pub removed_behind: Vec<String>,
     /// Targets whose identities differ from what is still needed at the end.
     pub end_state: Vec<String>,
 }
@@ -277,11 +283,28 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
             })
         })
         .collect();
+    let (stop_removing, stop_rx) = tokio::sync::watch::channel(false);
+    let remover = match cfg.remove_behind {
+        Some(mean) => {
+            let op = behind::Operator::new(&emulator)?;
+            Some(tokio::spawn(behind::run(op, cfg.seed, mean, deadline, stop_rx)))
+        }
+        None => None,
+    };
     for w in workers {
         w.await?;
     }
+    let _ = stop_removing.send(true);
+    let removed_behind = match remover {
+        Some(r) => r.await??,
+        None => Vec::new(),
+    };
     let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     report.arm_writes = emulator.admin().counters().arm_writes.values().sum();
+    report.removed_behind = removed_behind
+        .iter()
+        .map(|r| format!("id{} from {}", r.identity, r.target))
+        .collect();
 
     // Every VM and scale set must end with exactly the long-lived pods' identities.
     let want: BTreeMap<String, BTreeSet<String>> = {

@@ -84,6 +84,10 @@ enum Cmd {
         /// Replays a run; a random seed otherwise (printed first).
         #[arg(long, env = "CHURN_SEED")]
         seed: Option<u64>,
+        /// Every this many ms on average, remove an identity from a VM or scale set behind MIC's
+        /// back, as `az vmss identity remove` does (0: never; the test in `make test` does).
+        #[arg(long, default_value_t = 0)]
+        remove_behind_ms: u64,
     },
     /// Print the summary table without measuring anything.
     Show,
@@ -141,19 +145,30 @@ fn main() -> anyhow::Result<()> {
             pods,
             arm_latency_ms,
             seed,
+            remove_behind_ms,
         } => {
             let cfg = churn::Config {
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
                 pods,
                 seconds,
                 arm_latency_ms,
+                remove_behind: (remove_behind_ms > 0)
+                    .then(|| std::time::Duration::from_millis(remove_behind_ms)),
             };
             let logs = cluster::log_dir(&summary)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = rt.block_on(churn::run(&cfg, &logs))?;
             println!(
-                "churn: {} pod lifecycles ({} bound), {} ARM writes",
-                report.pods, report.bound_pods, report.arm_writes
+                "churn: {} pod lifecycles ({} bound), {} ARM writes, {} identities removed behind MIC's back{}",
+                report.pods,
+                report.bound_pods,
+                report.arm_writes,
+                report.removed_behind.len(),
+                if report.removed_behind.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", report.removed_behind.join(", "))
+                }
             );
             publish(&summary, report.figures(), !args.no_table)?;
             let failures = report.failures();

@@ -3,7 +3,9 @@
 //! emulator, MIC and one NMI per node (the workspace's debug binaries). It runs `bench churn`,
 //! whose harness checks what users rely on: every bound pod gets its token (with the Python
 //! SDK's retry policy), no unbound pod gets one, and every VM and scale set ends with exactly the
-//! identities still needed. A failure prints the seed; `CHURN_SEED=<seed>` replays it.
+//! identities still needed. Meanwhile, every 4 s on average, someone removes an identity from a
+//! VM or scale set behind MIC's back (as `az vmss identity remove` does): the pods that need it
+//! must still get their tokens. A failure prints the seed; `CHURN_SEED=<seed>` replays it.
 
 use std::{io::Write, process::Command};
 
@@ -31,6 +33,7 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
             "1200",
         ])
         .args(["--arm-latency-ms", "500", "--seed", &seed.to_string()])
+        .args(["--remove-behind-ms", "4000"])
         .arg("--summary")
         .arg(&summary)
         .env("RUST_LOG", "warn")
@@ -48,11 +51,28 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
         serde_json::from_slice(&std::fs::read(&summary).expect("the run wrote its figures"))
             .expect("figures are JSON");
     let pods = figures["churn_pods"].as_u64().unwrap_or(0);
+    let behind = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(" ARM writes, ")?
+                .1
+                .split_once(' ')?
+                .0
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            panic!("the run says how many identities it removed behind MIC's back:\n{stdout}")
+        });
     // Written past the test harness's capture, so that `make test` shows it for a passing run too.
     let _ = writeln!(
         std::io::stderr(),
-        "churn test: {pods} pod lifecycles, {} token failures, seed {seed}",
+        "churn test: {pods} pod lifecycles, {behind} identities removed behind MIC's back, {} token failures, seed {seed}",
         figures["churn_token_failures"]
+    );
+    assert!(
+        behind > 0,
+        "no identity was removed behind MIC's back (seed {seed}):\n{stdout}"
     );
     assert!(
         pods >= PODS as u64,
