@@ -8,6 +8,10 @@ use std::{
 };
 
 use azure_emulator::{Emulator, World};
+use fixtures::ids::{
+    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, SUBSCRIPTION as SUB, TENANT,
+    resource_id,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
@@ -15,10 +19,6 @@ use kube::{
 };
 use serde_json::{Value, json};
 use testbed::{ApiServer, Supervised};
-
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
-const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
 
 mod common;
 
@@ -59,7 +59,7 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
     let node = format!("node-{ns}");
     let world = World::from_yaml(&format!(
         r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+tenant_id: {TENANT}
 subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
 identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
 vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
@@ -109,7 +109,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                "metadata": {"name": "app-identity"},
-               "spec": {"type": 0, "clientID": CLIENT, "resourceID": format!("/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")}}),
+               "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
     )
     .await;
     create::<api::AzureIdentityBinding>(

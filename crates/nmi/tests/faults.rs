@@ -86,7 +86,7 @@ async fn imds_410_and_slow_or_silent_imds_are_retryable_and_bounded() {
     // Faults spent: the pod's retry succeeds, with its own identity's token.
     let a = env.ask("127.0.50.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.claims().unwrap()["oid"], ID.principal);
+    assert_eq!(a.claims().unwrap()["oid"], ID.principal());
 }
 
 /// A service principal whose Entra token endpoint throttles (429 with Retry-After) or fails (5xx):
@@ -372,7 +372,7 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
         create(
             json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                       "metadata": {"name": u.name},
-                      "spec": {"type": 0, "clientID": u.client, "resourceID": common::resource_id(u.name)}}),
+                      "spec": {"type": 0, "clientID": u.client(), "resourceID": common::resource_id(u.name)}}),
         )
         .await;
     }
@@ -430,7 +430,7 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
 
     let mut nmi = Supervised::spawn_with("nmi", &cmd, log.path()).unwrap();
     let (_, v) = sdk_retry("127.0.54.1").await;
-    assert_eq!(v["client_id"], uami(0).client);
+    assert_eq!(v["client_id"], uami(0).client());
 
     nmi.kill();
     assert!(!nmi.is_running());
@@ -465,10 +465,10 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
     let ((attempts0, v0), (_, v1), mut nmi) =
         tokio::join!(sdk_retry("127.0.54.1"), sdk_retry("127.0.54.2"), restart);
     assert!(attempts0 > 1, "the first attempts failed while NMI was down");
-    assert_eq!(v0["client_id"], uami(0).client);
+    assert_eq!(v0["client_id"], uami(0).client());
     assert_eq!(
         v1["client_id"],
-        uami(1).client,
+        uami(1).client(),
         "state rebuilt, with what changed while NMI was down"
     );
     eprintln!("after the restart the pod's token came on attempt {attempts0}");

@@ -14,11 +14,11 @@ mod kubelet;
 use std::net::SocketAddr;
 
 use azure_emulator::{Emulator, RunningEmulator, World};
+use fixtures::ids::{
+    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, SUBSCRIPTION as SUB, TENANT,
+};
 use kubelet::{Harness, Pod, PodMeta};
 use testbed::ApiServer;
-
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
 
 /// `/etc/default/kubelet` of an AKS node with Azure CNI, which upstream's NMI read for kubenet.
 const KUBELET_DEFAULTS_CNI: &str =
@@ -53,9 +53,9 @@ async fn node() -> Node {
     let emulator = Emulator::start(
         World::from_yaml(&format!(
             r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+tenant_id: {TENANT}
 subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: 9b1e7d2a-0000-4000-8000-000000000001}}]
+identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
 vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
 "#
         ))

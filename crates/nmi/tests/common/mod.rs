@@ -25,52 +25,39 @@ use nmi::{
 };
 use serde_json::{Value, json};
 
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const SP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::ids::{CERT_CLIENT, SUBSCRIPTION as SUB, TENANT, resource_id};
+/// The application service principal of the test world.
+pub const SP_CLIENT: &str = fixtures::ids::APP_CLIENT;
 pub const SP_SECRET: &str = "app-secret-value";
 pub const VAULT: &str = "https://vault.azure.net";
-pub const CERT_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000c";
 
-/// A user-assigned identity of the test world: (name, client id, principal id).
+/// A user-assigned identity of the test world: its name, and its number among the fixtures'
+/// identities, which gives its client and principal ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uami {
     pub name: &'static str,
-    pub client: &'static str,
-    pub principal: &'static str,
+    pub n: usize,
 }
 
+impl Uami {
+    pub fn client(&self) -> String {
+        fixtures::ids::client_id(self.n)
+    }
+    pub fn principal(&self) -> String {
+        fixtures::ids::principal_id(self.n)
+    }
+}
+
+/// Identity `n` of the six (`id-a`..`id-e`, `id-node`); fixtures' identities `0xa1`..`0xa6`.
 pub const fn uami(n: u8) -> Uami {
     const NAMES: [&str; 6] = ["id-a", "id-b", "id-c", "id-d", "id-e", "id-node"];
-    const CLIENTS: [&str; 6] = [
-        "2f5a3c4d-0000-4000-8000-0000000000a1",
-        "2f5a3c4d-0000-4000-8000-0000000000a2",
-        "2f5a3c4d-0000-4000-8000-0000000000a3",
-        "2f5a3c4d-0000-4000-8000-0000000000a4",
-        "2f5a3c4d-0000-4000-8000-0000000000a5",
-        "2f5a3c4d-0000-4000-8000-0000000000a6",
-    ];
-    const PRINCIPALS: [&str; 6] = [
-        "9b1e7d2a-0000-4000-8000-0000000000a1",
-        "9b1e7d2a-0000-4000-8000-0000000000a2",
-        "9b1e7d2a-0000-4000-8000-0000000000a3",
-        "9b1e7d2a-0000-4000-8000-0000000000a4",
-        "9b1e7d2a-0000-4000-8000-0000000000a5",
-        "9b1e7d2a-0000-4000-8000-0000000000a6",
-    ];
-    let i = n as usize;
     Uami {
-        name: NAMES[i],
-        client: CLIENTS[i],
-        principal: PRINCIPALS[i],
+        name: NAMES[n as usize],
+        n: 0xa1 + n as usize,
     }
 }
 pub const ALL: [Uami; 6] = [uami(0), uami(1), uami(2), uami(3), uami(4), uami(5)];
-
-pub fn resource_id(name: &str) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
-    )
-}
 
 /// Every identity is on the node's VM (managed mode): only NMI stands between a pod and any of them.
 pub fn world(node: &str) -> World {
@@ -79,14 +66,16 @@ pub fn world(node: &str) -> World {
         .map(|u| {
             format!(
                 "  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
-                u.name, u.client, u.principal
+                u.name,
+                u.client(),
+                u.principal()
             )
         })
         .collect();
     let names: Vec<&str> = ALL.iter().map(|u| u.name).collect();
     World::from_yaml(&format!(
         r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+tenant_id: {TENANT}
 subscriptions:
   - id: {SUB}
     resource_groups: [node-rg, identity-rg]
@@ -343,7 +332,7 @@ impl Env {
                 json!({
                     "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                     "metadata": {"name": u.name},
-                    "spec": {"type": 0, "resourceID": resource_id(u.name), "clientID": u.client}
+                    "spec": {"type": 0, "resourceID": resource_id(u.name), "clientID": u.client()}
                 }),
             )
             .await;
