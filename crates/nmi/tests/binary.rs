@@ -7,11 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_emulator::{Emulator, World};
-use fixtures::ids::{
-    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, SUBSCRIPTION as SUB, TENANT,
-    resource_id,
-};
+use azure_emulator::Emulator;
+use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, resource_id};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
@@ -57,15 +54,7 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
     let server = ApiServer::shared();
     let (client, ns) = server.namespace("nmi-bin").await.unwrap();
     let node = format!("node-{ns}");
-    let world = World::from_yaml(&format!(
-        r#"
-tenant_id: {TENANT}
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-    ))
-    .unwrap();
+    let world = common::app_identity_world(&node);
     let emulator = Emulator::start(world).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
     let (port, probe, metrics) = (free_port(), free_port(), free_port());

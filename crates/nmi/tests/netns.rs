@@ -9,22 +9,16 @@
 //! environment override, `BlobServiceClient` against Azurite, which checks the bearer token). The
 //! root namespace's netfilter rules and routes are never touched.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use azure_emulator::{Emulator, EndpointKind, World};
-use fixtures::ids::{
-    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, SUBSCRIPTION as SUB, TENANT,
-    resource_id,
-};
-use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{Patch, PatchParams, PostParams},
-};
+use azure_emulator::{Emulator, EndpointKind};
+use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, resource_id};
 use serde_json::{Value, json};
 use testbed::{
     ApiServer, Supervised,
@@ -148,19 +142,7 @@ async fn interception_in_network_namespaces_is_fail_closed() {
     let server = ApiServer::shared();
     let (client, ns) = server.namespace("nmi-netns").await.unwrap();
     let node = format!("node-{ns}");
-    let emulator = Emulator::start(
-        World::from_yaml(&format!(
-            r#"
-tenant_id: {TENANT}
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-        ))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
     let imds_calls = || {
         emulator
@@ -195,44 +177,17 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
     );
 
     // Cluster objects: pod A bound, pod B not.
-    let create = |v: Value| {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let kind = v["kind"].as_str().unwrap_or("Pod").to_owned();
-            match kind.as_str() {
-                "AzureIdentity" => {
-                    let o: api::AzureIdentity = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                "AzureIdentityBinding" => {
-                    let o: api::AzureIdentityBinding = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                _ => {
-                    let o: Pod = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-            }
-            .unwrap()
-        }
-    };
-    create(
+    let _: api::AzureIdentity = common::create_in(
+        &client,
+        &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
         "metadata": {"name": "app-identity"},
         "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
     )
     .await;
-    create(
+    let _: api::AzureIdentityBinding = common::create_in(
+        &client,
+        &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
         "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
     )
@@ -241,19 +196,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         ("a", "10.200.1.2", json!({"aadpodidbinding": "app"})),
         ("b", "10.200.2.2", json!({})),
     ] {
-        create(
-            json!({"kind": "Pod", "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "c"}]}}),
-        )
-        .await;
-        Api::<Pod>::namespaced(client.clone(), &ns)
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip}})),
-            )
-            .await
-            .unwrap();
+        common::running_pod(&client, &ns, name, &node, ip, labels, false).await;
     }
 
     // Without rules the pod reaches IMDS directly, so what follows is the rules' doing.

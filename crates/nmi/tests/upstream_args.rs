@@ -8,15 +8,13 @@
 //! lists are `examples/upstream-args/*.pod`; each container runs in a network namespace of its own
 //! (see `examples/upstream-args/kubelet.rs`), so the rules never touch the root namespace.
 
+mod common;
 #[path = "../../../examples/upstream-args/kubelet.rs"]
 mod kubelet;
 
 use std::net::SocketAddr;
 
-use azure_emulator::{Emulator, RunningEmulator, World};
-use fixtures::ids::{
-    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, SUBSCRIPTION as SUB, TENANT,
-};
+use azure_emulator::{Emulator, RunningEmulator};
 use kubelet::{Harness, Pod, PodMeta};
 use testbed::ApiServer;
 
@@ -50,19 +48,7 @@ async fn node() -> Node {
     let server = ApiServer::shared();
     let (_client, ns) = server.namespace("upstream-nmi").await.unwrap();
     let node = format!("aks-{ns}");
-    let emulator = Emulator::start(
-        World::from_yaml(&format!(
-            r#"
-tenant_id: {TENANT}
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-        ))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
     let meta = PodMeta {
         name: format!("nmi-{ns}"),
         namespace: ns,

@@ -1,6 +1,8 @@
-//! Shared by the cluster, matrix and fault tests: NMI in-process against a real kube-apiserver and
-//! the Azure emulator, with the knobs those tests turn (mode, policy, timeouts, rate limit,
-//! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`.
+//! Shared by NMI's integration tests: NMI in-process against a real kube-apiserver and the Azure
+//! emulator ([`Env`]), with the knobs those tests turn (mode, policy, timeouts, rate limit,
+//! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`;
+//! the test world's Azure (`azure`); and Kubernetes objects as the tests create them (`objects`),
+//! also for the tests that run NMI as a binary.
 #![allow(dead_code)]
 
 use std::{
@@ -10,8 +12,7 @@ use std::{
 };
 
 use api::{AzureAssignedIdentity, AzureIdentity};
-use azure_emulator::{Emulator, EndpointKind, RunningEmulator, World, world::ServicePrincipalSpec};
-use k8s_openapi::api::core::v1::Pod;
+use azure_emulator::{Emulator, EndpointKind, RunningEmulator, world::ServicePrincipalSpec};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -25,96 +26,11 @@ use nmi::{
 };
 use serde_json::{Value, json};
 
-#[allow(unused_imports)] // each test binary uses some of them
-pub use fixtures::ids::{CERT_CLIENT, SUBSCRIPTION as SUB, TENANT, resource_id};
-/// The application service principal of the test world.
-pub const SP_CLIENT: &str = fixtures::ids::APP_CLIENT;
-pub const SP_SECRET: &str = "app-secret-value";
-pub const VAULT: &str = "https://vault.azure.net";
+mod azure;
+mod objects;
 
-/// A user-assigned identity of the test world: its name, and its number among the fixtures'
-/// identities, which gives its client and principal ids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Uami {
-    pub name: &'static str,
-    pub n: usize,
-}
-
-impl Uami {
-    pub fn client(&self) -> String {
-        fixtures::ids::client_id(self.n)
-    }
-    pub fn principal(&self) -> String {
-        fixtures::ids::principal_id(self.n)
-    }
-}
-
-/// Identity `n` of the six (`id-a`..`id-e`, `id-node`); fixtures' identities `0xa1`..`0xa6`.
-pub const fn uami(n: u8) -> Uami {
-    const NAMES: [&str; 6] = ["id-a", "id-b", "id-c", "id-d", "id-e", "id-node"];
-    Uami {
-        name: NAMES[n as usize],
-        n: 0xa1 + n as usize,
-    }
-}
-pub const ALL: [Uami; 6] = [uami(0), uami(1), uami(2), uami(3), uami(4), uami(5)];
-
-/// Every identity is on the node's VM (managed mode): only NMI stands between a pod and any of them.
-pub fn world(node: &str) -> World {
-    let ids: String = ALL
-        .iter()
-        .map(|u| {
-            format!(
-                "  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
-                u.name,
-                u.client(),
-                u.principal()
-            )
-        })
-        .collect();
-    let names: Vec<&str> = ALL.iter().map(|u| u.name).collect();
-    World::from_yaml(&format!(
-        r#"
-tenant_id: {TENANT}
-subscriptions:
-  - id: {SUB}
-    resource_groups: [node-rg, identity-rg]
-identities:
-{ids}vms:
-  - name: {node}
-    resource_group: node-rg
-    node: {node}
-    system_assigned: true
-    user_assigned: [{}]
-service_principals:
-  - name: app
-    client_id: {SP_CLIENT}
-    client_secret: {SP_SECRET}
-"#,
-        names.join(", ")
-    ))
-    .expect("the test world is valid")
-}
-
-/// One RSA certificate (PEM) and key (PEM) for the whole test binary: generating a key is slow.
-pub fn cert() -> &'static (String, String) {
-    static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    CERT.get_or_init(|| testbed::rsa_cert("cert-app"))
-}
-
-/// A service principal `CERT_CLIENT` that signs its client assertions with `cert()`.
-pub fn cert_app() -> ServicePrincipalSpec {
-    ServicePrincipalSpec {
-        name: "cert-app".into(),
-        client_id: CERT_CLIENT.into(),
-        object_id: None,
-        client_secret: None,
-        certificate_pem: Some(cert().0.clone()),
-        certificate_file: None,
-        may_assign: vec![],
-        federated_credentials: vec![],
-    }
-}
+pub use azure::*;
+pub use objects::*;
 
 pub struct Opts {
     pub mode: Mode,
@@ -145,25 +61,6 @@ impl Default for Opts {
             service_principals: vec![],
         }
     }
-}
-
-/// An object `Env::create_in` can create: namespaced, and readable from a JSON literal.
-pub trait Namespaced:
-    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
-    + Clone
-    + serde::de::DeserializeOwned
-    + serde::Serialize
-    + std::fmt::Debug
-{
-}
-
-impl<K> Namespaced for K where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-{
 }
 
 pub struct Env {
@@ -262,11 +159,7 @@ impl Env {
     }
 
     pub async fn create_in<K: Namespaced>(&self, ns: &str, value: Value) -> K {
-        let obj: K = serde_json::from_value(value).expect("a valid object literal");
-        Api::<K>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("the apiserver accepts the object")
+        create_in(&self.client, ns, value).await
     }
 
     pub async fn create<K: Namespaced>(&self, value: Value) -> K {
@@ -308,21 +201,7 @@ impl Env {
         labels: Value,
         host_network: bool,
     ) {
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": self.node, "hostNetwork": host_network,
-                     "containers": [{"name": "app", "image": "app"}]}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &pod).await.unwrap();
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await
-        .unwrap();
+        running_pod(&self.client, ns, name, &self.node, ip, labels, host_network).await;
     }
 
     pub async fn identity_in(&self, ns: &str, u: Uami) -> AzureIdentity {
