@@ -11,7 +11,8 @@
 //! so the host's `/etc` is never written); and a network namespace of its own, as `hostNetwork`
 //! gives NMI a node's, so fixed ports never collide and iptables rules never touch the root
 //! namespace. Addresses the container must reach (the apiserver, the emulator) are forwarded
-//! into that namespace. Needs root, `ip`, `unshare`, `socat`, `nsenter`, `curl`.
+//! into that namespace (with `testbed::netns`, as every network-namespace test). Needs root,
+//! `ip`, `unshare`, `socat`, `nsenter`, `curl`.
 
 #![allow(dead_code)] // Each test uses the parts its binary needs.
 
@@ -23,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::Supervised;
+use testbed::{
+    Supervised,
+    netns::{self, Netns},
+};
 
 /// One container of upstream's manifests, as read from `examples/upstream-args/<name>.pod`.
 #[derive(Clone, Debug)]
@@ -112,50 +116,18 @@ impl PodSpec {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"))
-}
-
-fn ok(program: &str, args: &[&str]) {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Fails, never skips, when the machine cannot run the pods.
 pub fn require_prerequisites() {
-    let uid = run("id", &["-u"]);
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "these tests need root"
+    netns::require_prerequisites();
+    assert!(
+        netns::run("sh", &["-c", "command -v unshare"]).status.success(),
+        "unshare is missing; run scripts/install-deps.sh as root"
     );
-    for tool in [
-        "ip",
-        "unshare",
-        "socat",
-        "nsenter",
-        "curl",
-        "iptables",
-        "iptables-restore",
-    ] {
-        assert!(
-            run("sh", &["-c", &format!("command -v {tool}")]).status.success(),
-            "{tool} is missing; run scripts/install-deps.sh as root"
-        );
-    }
 }
 
 /// A running container in its own network and mount namespaces; stopped and removed on drop.
 pub struct Pod {
-    netns: String,
+    netns: Netns,
     main: Option<Supervised>,
     forwarders: Vec<Supervised>,
     dir: tempfile::TempDir,
@@ -177,13 +149,11 @@ pub struct Harness<'a> {
 impl Pod {
     pub fn start(binary: &Path, spec: &PodSpec, meta: &PodMeta, harness: Harness<'_>) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let netns = format!(
+        let netns = Netns::create(&format!(
             "upa{}-{}",
             std::process::id() % 100_000,
             NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let _ = run("ip", &["netns", "del", &netns]);
-        ok("ip", &["netns", "add", &netns]);
+        ));
         let dir = tempfile::tempdir().unwrap();
         let mut pod = Pod {
             netns,
@@ -191,7 +161,6 @@ impl Pod {
             forwarders: Vec::new(),
             dir,
         };
-        ok("ip", &["-n", &pod.netns, "link", "set", "lo", "up"]);
         for (listen, target) in &harness.forwards {
             pod.forward(*listen, *target);
         }
@@ -230,7 +199,7 @@ impl Pod {
         {
             cmd.arg(format!("{k}={v}"));
         }
-        cmd.args(["ip", "netns", "exec", &pod.netns, "unshare", "--mount", "--propagation", "private"])
+        cmd.args(["ip", "netns", "exec", &pod.netns.name, "unshare", "--mount", "--propagation", "private"])
             .args(["sh", "-c", r#"mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc && shift 2 && exec "$@""#])
             .arg("sh")
             .arg(&upper)
@@ -247,26 +216,16 @@ impl Pod {
     fn forward(&mut self, listen: SocketAddr, target: SocketAddr) {
         let ip = listen.ip().to_string();
         if ip != "127.0.0.1" {
-            ok(
-                "ip",
-                &["-n", &self.netns, "addr", "add", &format!("{ip}/32"), "dev", "lo"],
-            );
+            self.netns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns, "socat"])
-            .arg(format!("TCP-LISTEN:{},bind={ip},fork,reuseaddr", listen.port()))
-            .arg(format!(
-                "SYSTEM:nsenter --net=/proc/{}/ns/net socat STDIO TCP4\\:{}\\:{}",
-                std::process::id(),
-                target.ip(),
-                target.port()
-            ));
         let log = self
             .dir
             .path()
             .join(format!("forward-{}.log", self.forwarders.len()));
-        self.forwarders
-            .push(Supervised::spawn_with("forwarder", &cmd, &log).unwrap());
+        self.forwarders.push(
+            self.netns
+                .forwarder(&listen.to_string(), &target.to_string(), &log),
+        );
         let probe = format!("exec 3<>/dev/tcp/{ip}/{}", listen.port());
         self.wait_until(&format!("the forwarder on {listen} listens"), 10, || {
             self.exec(&["bash", "-c", &probe]).status.success()
@@ -275,9 +234,7 @@ impl Pod {
 
     /// Runs a command in the pod's network namespace.
     pub fn exec(&self, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.netns];
-        all.extend_from_slice(args);
-        run("ip", &all)
+        self.netns.exec(args)
     }
 
     /// An HTTP GET to `127.0.0.1:<port><path>` from inside the pod: `Some((status, body))`.
@@ -334,9 +291,9 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        // The container first (SIGTERM, as a kubelet stops it), then what it used.
+        // The container first (SIGTERM, as a kubelet stops it), then what it used; the namespace
+        // goes when its field is dropped, after this.
         self.main.take();
         self.forwarders.clear();
-        let _ = run("ip", &["netns", "del", &self.netns]);
     }
 }

@@ -7,6 +7,7 @@ use api::{
     AssignmentState, AzureAssignedIdentity, AzureAssignedIdentitySpec, AzureAssignedIdentityStatus,
     AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
+use fixtures::ids::TENANT;
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -135,7 +136,7 @@ async fn camel_case_objects_round_trip() {
         "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
         "metadata": {"name": "sp"},
         "spec": {
-            "type": 1, "clientID": CLIENT_ID, "tenantID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "type": 1, "clientID": CLIENT_ID, "tenantID": TENANT,
             "clientPassword": {"name": "sp-secret", "namespace": ns},
             "auxiliaryTenantIDs": ["contoso.onmicrosoft.com"], "adEndpoint": "https://login.microsoftonline.com/",
         }
@@ -145,10 +146,7 @@ async fn camel_case_objects_round_trip() {
     assert_eq!(created.spec, id.spec);
     let read = ids.get("sp").await.unwrap();
     assert_eq!(read.spec, id.spec);
-    assert_eq!(
-        read.spec.tenant_id(),
-        Some("72f988bf-86f1-41af-91ab-2d7cd011db47")
-    );
+    assert_eq!(read.spec.tenant_id(), Some(TENANT));
     assert_eq!(
         read.spec.client_password().and_then(|s| s.name.as_deref()),
         Some("sp-secret")

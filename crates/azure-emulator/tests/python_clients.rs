@@ -73,7 +73,7 @@ async fn run_py(ca: &Path, imds: Option<&str>, args: &[&str]) -> Result<Value, S
 /// Adds an app with a certificate credential to the world; returns the PEM (key + cert) file path.
 fn with_cert_app(world: &mut azure_emulator::World, dir: &Path) -> (String, PathBuf) {
     let cert = rsa_cert("cert-app");
-    let client_id = "5c8f2a10-0000-4000-8000-00000000000c".to_string();
+    let client_id = fixtures::ids::CERT_CLIENT.to_string();
     world
         .service_principals
         .push(azure_emulator::world::ServicePrincipalSpec {

@@ -7,8 +7,8 @@ use azure_emulator::{Emulator, EndpointKind, Fault as Injected, FaultAction, Run
 use azure_token::{
     CertificateCredential, Credential, EntraVersion, Error, Fault, Service, Token, TokenRequest, now,
 };
+use fixtures::ids::TENANT;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const ON_VM: &str = "11111111-0000-4000-8000-000000000001";
 const ELSEWHERE: &str = "11111111-0000-4000-8000-000000000002";
 const ON_VM_PRINCIPAL: &str = "22222222-0000-4000-8000-000000000001";

@@ -19,25 +19,14 @@ use kube::{
 use serde_json::json;
 use testbed::{ApiServer, Supervised};
 
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
+// The test world's GUIDs; `client_id(n)` and `principal_id(n)` are identity `id<n>`'s.
+pub use fixtures::ids::{MIC_CLIENT as MIC_CLIENT_ID, SUBSCRIPTION as SUB, TENANT, client_id, principal_id};
 pub const MIC_SECRET: &str = "mic-secret";
 /// Kubernetes writes in flight when creating many objects.
 pub const CONCURRENCY: usize = 32;
 
-pub fn client_id(n: usize) -> String {
-    format!("2f5a3c4d-0000-4000-8000-{n:012}")
-}
-
-pub fn principal_id(n: usize) -> String {
-    format!("9b1e7d2a-0000-4000-8000-{n:012}")
-}
-
 pub fn identity_resource_id(n: usize) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id{n}"
-    )
+    fixtures::ids::resource_id(&format!("id{n}"))
 }
 
 /// World YAML lines for identities `id0..id<count>`.

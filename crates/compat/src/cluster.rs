@@ -16,10 +16,12 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use testbed::{ApiServer, Supervised};
+use testbed::{
+    ApiServer, Supervised,
+    netns::{self, Netns},
+};
 
 use crate::{
-    netns::{self, Netns},
     peers::{self, MicLaunch, NmiLaunch, Version},
     pods::{self, PodNs},
     world::{self, CloudFiles, NodeIdentity},

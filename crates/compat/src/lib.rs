@@ -25,7 +25,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
-pub mod netns;
 pub mod peers;
 pub mod pods;
 pub mod world;

@@ -6,9 +6,7 @@ use std::{
     time::SystemTime,
 };
 
-use testbed::Supervised;
-
-use crate::netns::Netns;
+use testbed::{Supervised, netns::Netns};
 
 /// Whose binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,9 +8,7 @@ use std::{
 };
 
 use serde_json::Value;
-use testbed::Supervised;
-
-use crate::netns::Netns;
+use testbed::{Supervised, netns::Netns};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

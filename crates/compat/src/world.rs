@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use azure_emulator::{RunningEmulator, World};
 use serde_json::json;
 
-pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
+// CLIENT_ID and PRINCIPAL_ID are the walkthrough's identity's; MIC_CLIENT_ID is the cluster's
+// service principal, which both MICs authenticate as.
+pub use fixtures::ids::{
+    APP_IDENTITY_CLIENT as CLIENT_ID, APP_IDENTITY_PRINCIPAL as PRINCIPAL_ID, MIC_CLIENT as MIC_CLIENT_ID,
+    SUBSCRIPTION as SUB, TENANT,
+};
 /// The walkthrough's identity.
 pub const IDENTITY: &str = "myapp-identity";
-pub const CLIENT_ID: &str = "2f5a3c4d-0000-4000-8000-000000000001";
-pub const PRINCIPAL_ID: &str = "9b1e7d2a-0000-4000-8000-000000000001";
-/// The cluster's service principal, which both MICs authenticate as.
-pub const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
 pub const MIC_SECRET: &str = "mic-secret-value";
 /// The scale set behind the nodes, in the resource group azure.json names.
 pub const SCALE_SET: &str = "aks-nodepool1-vmss";
@@ -34,9 +34,7 @@ pub fn provider_id(i: usize) -> String {
 
 /// The identity's ARM id, as `az identity create` prints it.
 pub fn resource_id() -> String {
-    format!(
-        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{IDENTITY}"
-    )
+    fixtures::ids::resource_id(IDENTITY)
 }
 
 /// Whether the scale set has an identity of its own besides the pods'.

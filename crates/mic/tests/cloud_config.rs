@@ -24,10 +24,9 @@ use serde_json::{Value, json};
 use support::{Cluster, SUB, TENANT, resource_id, settings, world};
 
 const LIMIT: Duration = Duration::from_secs(30);
-/// The cluster's own identity (AKS's "kubelet identity"), on the VM MIC runs on.
-const MIC_IDENTITY_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000e";
-/// An app registration whose certificate is the one of `examples/pkcs12/`.
-const MIC_CERT_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000f";
+// MIC_IDENTITY_CLIENT: the cluster's own identity (AKS's "kubelet identity"), on the VM MIC runs
+// on. MIC_CERT_CLIENT: an app registration whose certificate is the one of `examples/pkcs12/`.
+use fixtures::ids::{MIC_CERT_CLIENT, MIC_IDENTITY_CLIENT};
 const PKCS12_PASSWORD: &str = "pod-identity-test";
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -46,7 +45,7 @@ fn cloud_world() -> World {
         subscription: None,
         resource_group: "identity-rg".into(),
         client_id: MIC_IDENTITY_CLIENT.into(),
-        principal_id: "9b1e7d2a-0000-4000-8000-00000000000e".into(),
+        principal_id: fixtures::ids::principal_id(0xe),
         may_assign: assignable.clone(),
         federated_credentials: vec![],
     });

@@ -26,11 +26,12 @@ use kubelet::{Harness, Pod, PodMeta};
 use serde_json::{Value, json};
 use testbed::ApiServer;
 
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
+use fixtures::ids::{
+    APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, MIC_CLIENT as MIC_CLIENT_ID,
+    SUBSCRIPTION as SUB, TENANT,
+};
+
 const MIC_SECRET: &str = "mic-secret";
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
 const VM: &str = "vm-upstream";
 const NODE: &str = "aks-upstream-0";
 
@@ -39,7 +40,7 @@ fn world() -> World {
         r#"
 tenant_id: {TENANT}
 subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: 9b1e7d2a-0000-4000-8000-000000000001}}]
+identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
 vms: [{{name: {VM}, resource_group: node-rg, node: {NODE}, imds: "127.0.0.1:0"}}]
 service_principals: [{{name: mic, client_id: {MIC_CLIENT_ID}, client_secret: {MIC_SECRET}, may_assign: [app-identity]}}]
 "#

@@ -7,7 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_emulator::{Emulator, World};
+use azure_emulator::Emulator;
+use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, resource_id};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
@@ -15,10 +16,6 @@ use kube::{
 };
 use serde_json::{Value, json};
 use testbed::{ApiServer, Supervised};
-
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
-const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
 
 mod common;
 
@@ -57,15 +54,7 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
     let server = ApiServer::shared();
     let (client, ns) = server.namespace("nmi-bin").await.unwrap();
     let node = format!("node-{ns}");
-    let world = World::from_yaml(&format!(
-        r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-    ))
-    .unwrap();
+    let world = common::app_identity_world(&node);
     let emulator = Emulator::start(world).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
     let (port, probe, metrics) = (free_port(), free_port(), free_port());
@@ -109,7 +98,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                "metadata": {"name": "app-identity"},
-               "spec": {"type": 0, "clientID": CLIENT, "resourceID": format!("/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")}}),
+               "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
     )
     .await;
     create::<api::AzureIdentityBinding>(

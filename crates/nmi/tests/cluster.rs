@@ -45,13 +45,13 @@ async fn seed_scenario_standard_mode() {
     let a = env.ask("127.0.10.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
     let v = a.json();
-    assert_eq!(v["client_id"], ONE.client);
+    assert_eq!(v["client_id"], ONE.client());
     assert_eq!(v["resource"], VAULT);
     assert_eq!(v["token_type"], "Bearer");
     assert!(v.as_object().unwrap().values().all(Value::is_string));
     assert_eq!(
         a.token_claims()["oid"],
-        ONE.principal,
+        ONE.principal(),
         "the token is the bound identity's"
     );
     // A second request is served from NMI's cache: IMDS saw one call.
@@ -70,40 +70,48 @@ async fn several_identities_selected_by_client_id_object_id_or_resource_id() {
         .await;
     let oid = |a: Answer| a.token_claims()["oid"].as_str().unwrap().to_owned();
     assert_eq!(
-        oid(env.ask("127.0.11.1", &format!("&client_id={}", TWO.client)).await),
-        TWO.principal
+        oid(env
+            .ask("127.0.11.1", &format!("&client_id={}", TWO.client()))
+            .await),
+        TWO.principal()
     );
     assert_eq!(
         oid(env
-            .ask("127.0.11.1", &format!("&client_id={}", ONE.client.to_uppercase()))
+            .ask(
+                "127.0.11.1",
+                &format!("&client_id={}", ONE.client().to_uppercase())
+            )
             .await),
-        ONE.principal
+        ONE.principal()
     );
     assert_eq!(
         oid(env
-            .ask("127.0.11.1", &format!("&object_id={}", TWO.principal))
+            .ask("127.0.11.1", &format!("&object_id={}", TWO.principal()))
             .await),
-        TWO.principal
+        TWO.principal()
     );
     assert_eq!(
         oid(env
             .ask("127.0.11.1", &format!("&msi_res_id={}", resource_id(ONE.name)))
             .await),
-        ONE.principal
+        ONE.principal()
     );
     assert_eq!(
         oid(env
             .ask("127.0.11.1", &format!("&mi_res_id={}", resource_id(TWO.name)))
             .await),
-        TWO.principal
+        TWO.principal()
     );
     // No selector: the oldest binding's identity, every time.
     for _ in 0..3 {
-        assert_eq!(oid(env.ask("127.0.11.1", "").await), ONE.principal);
+        assert_eq!(oid(env.ask("127.0.11.1", "").await), ONE.principal());
     }
-    env.ask("127.0.11.1", "&client_id=2f5a3c4d-0000-4000-8000-0000000000ff")
-        .await
-        .refused(403);
+    env.ask(
+        "127.0.11.1",
+        &format!("&client_id={}", fixtures::ids::client_id(0xff)),
+    )
+    .await
+    .refused(403);
 }
 
 #[tokio::test]
@@ -135,7 +143,7 @@ async fn wrong_namespace_binding_rogue_pod_and_unlabelled_pod_are_refused() {
         .await;
     for ip in ["127.0.12.1", "127.0.12.2", "127.0.12.3"] {
         env.ask(ip, "").await.refused(403);
-        env.ask(ip, &format!("&client_id={}", ONE.client))
+        env.ask(ip, &format!("&client_id={}", ONE.client()))
             .await
             .refused(403);
     }
@@ -236,9 +244,11 @@ async fn excepted_pod_passes_through_to_the_nodes_identity() {
         .await;
     env.pod("system", "127.0.15.1", json!({"noaad": "True"})).await;
     // No binding, no AAI: the node's own identities answer, as IMDS itself would.
-    let a = env.ask("127.0.15.1", &format!("&client_id={}", TWO.client)).await;
+    let a = env
+        .ask("127.0.15.1", &format!("&client_id={}", TWO.client()))
+        .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.token_claims()["oid"], TWO.principal);
+    assert_eq!(a.token_claims()["oid"], TWO.principal());
     assert_eq!(
         a.content_types.len(),
         1,
@@ -255,7 +265,7 @@ async fn excepted_pod_passes_through_to_the_nodes_identity() {
         .await;
     assert_eq!(
         a.token_claims()["oid"],
-        ONE.principal,
+        ONE.principal(),
         "msi_res_id is kept on the way through"
     );
 }

@@ -14,10 +14,6 @@ use std::{
 use azure_emulator::{Emulator, EndpointKind, Fault, FaultAction};
 use common::{Env, Opts, SP_CLIENT, SP_SECRET, env, uami};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api,
-    api::{Patch, PatchParams, PostParams},
-};
 use serde_json::{Value, json};
 use testbed::{ApiServer, Supervised};
 
@@ -86,7 +82,7 @@ async fn imds_410_and_slow_or_silent_imds_are_retryable_and_bounded() {
     // Faults spent: the pod's retry succeeds, with its own identity's token.
     let a = env.ask("127.0.50.1", "").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.claims().unwrap()["oid"], ID.principal);
+    assert_eq!(a.claims().unwrap()["oid"], ID.principal());
 }
 
 /// A service principal whose Entra token endpoint throttles (429 with Retry-After) or fails (5xx):
@@ -325,63 +321,28 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
         "--manage-iptables=false".into(),
         format!("--kubeconfig={}", server.kubeconfig().display()),
     ]);
-    let create = |v: Value| {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let kind = v["kind"].as_str().unwrap_or("Pod").to_owned();
-            match kind.as_str() {
-                "AzureIdentity" => {
-                    let o: api::AzureIdentity = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                "AzureIdentityBinding" => {
-                    let o: api::AzureIdentityBinding = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                _ => {
-                    let o: k8s_openapi::api::core::v1::Pod = serde_json::from_value(v).unwrap();
-                    let name = o.metadata.name.clone().unwrap();
-                    let ip = o.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
-                    let api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, &ns);
-                    api.create(&PostParams::default(), &o).await.unwrap();
-                    api.patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip}})),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-            }
-            .expect("the apiserver accepts the object")
-        }
-    };
-    let pod = |name: &str, ip: &str, selector: &str| {
-        json!({"metadata": {"name": name, "labels": {"aadpodidbinding": selector}},
-               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "c"}]},
-               "status": {"podIP": ip}})
+    let pod = async |name: &str, ip: &str, selector: &str| {
+        let labels = json!({"aadpodidbinding": selector});
+        common::running_pod(&client, &ns, name, &node, ip, labels, false).await
     };
     for u in [uami(0), uami(1)] {
-        create(
+        let _: api::AzureIdentity = common::create_in(
+            &client,
+            &ns,
             json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                       "metadata": {"name": u.name},
-                      "spec": {"type": 0, "clientID": u.client, "resourceID": common::resource_id(u.name)}}),
+                      "spec": {"type": 0, "clientID": u.client(), "resourceID": common::resource_id(u.name)}}),
         )
         .await;
     }
-    create(
+    let _: api::AzureIdentityBinding = common::create_in(
+        &client,
+        &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
                   "metadata": {"name": "b0"}, "spec": {"azureIdentity": uami(0).name, "selector": "s0"}}),
     )
     .await;
-    create(pod("p0", "127.0.54.1", "s0")).await;
+    pod("p0", "127.0.54.1", "s0").await;
 
     let url = format!(
         "http://{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
@@ -430,7 +391,7 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
 
     let mut nmi = Supervised::spawn_with("nmi", &cmd, log.path()).unwrap();
     let (_, v) = sdk_retry("127.0.54.1").await;
-    assert_eq!(v["client_id"], uami(0).client);
+    assert_eq!(v["client_id"], uami(0).client());
 
     nmi.kill();
     assert!(!nmi.is_running());
@@ -449,12 +410,14 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
         "nothing answers while NMI is down"
     );
     // While NMI is down the cluster changes: a second identity is bound to a new pod.
-    create(
+    let _: api::AzureIdentityBinding = common::create_in(
+        &client,
+        &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
                   "metadata": {"name": "b1"}, "spec": {"azureIdentity": uami(1).name, "selector": "s1"}}),
     )
     .await;
-    create(pod("p1", "127.0.54.2", "s1")).await;
+    pod("p1", "127.0.54.2", "s1").await;
     assert_eq!(imds_calls(), before, "IMDS saw no request while NMI was down");
 
     // The pods' retries start while NMI is down and succeed once it is back.
@@ -465,15 +428,15 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
     let ((attempts0, v0), (_, v1), mut nmi) =
         tokio::join!(sdk_retry("127.0.54.1"), sdk_retry("127.0.54.2"), restart);
     assert!(attempts0 > 1, "the first attempts failed while NMI was down");
-    assert_eq!(v0["client_id"], uami(0).client);
+    assert_eq!(v0["client_id"], uami(0).client());
     assert_eq!(
         v1["client_id"],
-        uami(1).client,
+        uami(1).client(),
         "state rebuilt, with what changed while NMI was down"
     );
     eprintln!("after the restart the pod's token came on attempt {attempts0}");
     // A pod not bound is still refused by the restarted NMI: it did not come back open.
-    create(pod("p2", "127.0.54.3", "nothing")).await;
+    pod("p2", "127.0.54.3", "nothing").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = once(from("127.0.54.3")).await.expect("NMI answers");
     assert_eq!(r.0, 403, "{}", r.1);

@@ -178,7 +178,7 @@ fn query() -> impl Strategy<Value = Option<String>> {
     ];
     let value = prop_oneof![
         "[A-Za-z0-9._~:/%+-]{0,40}",
-        Just("2f5a3c4d-0000-4000-8000-000000000001".to_owned()),
+        Just(fixtures::ids::APP_IDENTITY_CLIENT.to_owned()),
         Just("https%3A%2F%2Fvault.azure.net".to_owned()),
         Just("%ff%fe".to_owned()),
     ];

@@ -43,7 +43,7 @@ impl Tally {
         match (a.who(), expect) {
             (Some((appid, mirid)), Some(u)) => {
                 self.issued += 1;
-                let ok = appid == u.client && mirid == resource_id(u.name).to_ascii_lowercase();
+                let ok = appid == u.client() && mirid == resource_id(u.name).to_ascii_lowercase();
                 if !ok {
                     self.wrong.push(format!("{what}: wanted {}", u.name));
                 }
@@ -79,9 +79,9 @@ fn selectors(ids: &[Uami]) -> Vec<(String, Uami)> {
     ids.iter()
         .flat_map(|u| {
             [
-                (q("client_id", u.client), *u),
-                (q("client_id", &u.client.to_ascii_uppercase()), *u),
-                (q("object_id", u.principal), *u),
+                (q("client_id", &u.client()), *u),
+                (q("client_id", &u.client().to_ascii_uppercase()), *u),
+                (q("object_id", &u.principal()), *u),
                 (q("msi_res_id", &resource_id(u.name)), *u),
                 (q("mi_res_id", &resource_id(u.name).to_ascii_lowercase()), *u),
             ]
@@ -193,7 +193,7 @@ async fn authorization_matrix_gives_no_wrong_token() {
             &env,
             &r("a-except names the node identity"),
             &ip(8),
-            &q("client_id", NODE_ID.client),
+            &q("client_id", &NODE_ID.client()),
             Some(NODE_ID),
         )
         .await;
@@ -203,7 +203,7 @@ async fn authorization_matrix_gives_no_wrong_token() {
             ("b-except (exception of another ns)", 9),
             ("b-bypass (ns not allowed)", 10),
         ] {
-            t.ask(&env, &r(pod), &ip(n), &q("client_id", NODE_ID.client), None)
+            t.ask(&env, &r(pod), &ip(n), &q("client_id", &NODE_ID.client()), None)
                 .await;
             t.ask(
                 &env,
@@ -242,7 +242,7 @@ async fn authorization_matrix_gives_no_wrong_token() {
         &env,
         "intruder on a reused IP",
         &ip(13),
-        &q("client_id", ID_A.client),
+        &q("client_id", &ID_A.client()),
         None,
     )
     .await;
@@ -269,7 +269,7 @@ async fn authorization_matrix_gives_no_wrong_token() {
         &env,
         "a-e after its identity is deleted",
         &ip(12),
-        &q("client_id", ID_E.client),
+        &q("client_id", &ID_E.client()),
         None,
     )
     .await;
@@ -297,7 +297,7 @@ async fn authorization_matrix_gives_no_wrong_token() {
         &env,
         "a-two after its binding is deleted",
         &ip(2),
-        &q("object_id", ID_B.principal),
+        &q("object_id", &ID_B.principal()),
         None,
     )
     .await;

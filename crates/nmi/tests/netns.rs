@@ -9,118 +9,37 @@
 //! environment override, `BlobServiceClient` against Azurite, which checks the bearer token). The
 //! root namespace's netfilter rules and routes are never touched.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use azure_emulator::{Emulator, EndpointKind, World};
-use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{Patch, PatchParams, PostParams},
-};
+use azure_emulator::{Emulator, EndpointKind};
+use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, resource_id};
 use serde_json::{Value, json};
-use testbed::{ApiServer, Supervised};
+use testbed::{
+    ApiServer, Supervised,
+    netns::{Netns, join, require_prerequisites},
+};
 
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
-const PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
 const TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com/";
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"))
-}
-
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn require_prerequisites() {
-    let uid = ok("id", &["-u"]);
-    assert_eq!(uid.trim(), "0", "the network-namespace test needs root");
-    for tool in ["ip", "iptables", "iptables-restore", "socat", "nsenter", "curl"] {
-        assert!(
-            run("sh", &["-c", &format!("command -v {tool}")]).status.success(),
-            "{tool} is missing; run scripts/install-deps.sh as root"
-        );
-    }
-}
-
-/// Network namespaces, deleted (with their veths and rules) on drop, even when the test fails.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = run("ip", &["netns", "del", ns]);
-        }
-    }
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Output {
-    let mut all = vec!["netns", "exec", ns];
-    all.extend_from_slice(args);
-    run("ip", &all)
-}
-
-fn ok_in(ns: &str, args: &[&str]) -> String {
-    let out = in_ns(ns, args);
-    assert!(
-        out.status.success(),
-        "`{}` in {ns} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Forwards `listen` in `ns` to `target` in the test's own namespace.
-fn forwarder(ns: &str, listen: &str, target: &str, log: &Path) -> Supervised {
-    let (ip, port) = listen.rsplit_once(':').unwrap();
-    let (tip, tport) = target.rsplit_once(':').unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns".to_owned(),
-        "exec".to_owned(),
-        ns.to_owned(),
-        "socat".to_owned(),
-        format!("TCP-LISTEN:{port},bind={ip},fork,reuseaddr"),
-        format!(
-            "SYSTEM:nsenter --net=/proc/{}/ns/net socat STDIO TCP4\\:{tip}\\:{tport}",
-            std::process::id()
-        ),
-    ]);
-    Supervised::spawn_with("forwarder", &cmd, log).unwrap()
-}
-
 /// A pod's request for a token, with curl: `Some((status, body))`, or `None` when nothing answered.
-fn curl_token(ns: &str) -> Option<(u16, String)> {
-    let out = in_ns(
-        ns,
-        &[
-            "curl",
-            "-s",
-            "-m",
-            "5",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Metadata: true",
-            TOKEN_URL,
-        ],
-    );
+fn curl_token(ns: &Netns) -> Option<(u16, String)> {
+    let out = ns.exec(&[
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Metadata: true",
+        TOKEN_URL,
+    ]);
     if !out.status.success() {
         return None;
     }
@@ -130,20 +49,19 @@ fn curl_token(ns: &str) -> Option<(u16, String)> {
 }
 
 /// The seed's Python code path: `ManagedIdentityCredential()` with no environment override.
-fn python_token(python: &Path, ns: &str) -> Output {
+fn python_token(python: &Path, ns: &Netns) -> Output {
     let code = "from azure.identity import ManagedIdentityCredential\n\
                 print(ManagedIdentityCredential().get_token('https://storage.azure.com/.default').token)";
-    let mut all: Vec<String> = ["netns", "exec", ns, "env", "-i", "PATH=/usr/bin:/bin"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    all.push(python.display().to_string());
-    all.extend(["-c".to_owned(), code.to_owned()]);
-    Command::new("ip").args(&all).output().unwrap()
+    ns.command("env")
+        .args(["-i", "PATH=/usr/bin:/bin"])
+        .arg(python)
+        .args(["-c", code])
+        .output()
+        .unwrap()
 }
 
 /// The seed's application: reads and writes a blob in Azurite as the pod's own identity.
-fn python_blob(python: &Path, ns: &str, ca: &Path, account_url: &str) -> Output {
+fn python_blob(python: &Path, ns: &Netns, ca: &Path, account_url: &str) -> Output {
     let code = "import sys\n\
                 from azure.identity import ManagedIdentityCredential\n\
                 from azure.storage.blob import BlobServiceClient\n\
@@ -154,8 +72,8 @@ fn python_blob(python: &Path, ns: &str, ca: &Path, account_url: &str) -> Output 
                 if 'ContainerAlreadyExists' not in str(e): raise\n\
                 c.upload_blob('hello.txt', b'hello from the pod', overwrite=True)\n\
                 print(c.download_blob('hello.txt').readall().decode())";
-    Command::new("ip")
-        .args(["netns", "exec", ns, "env", "-i", "PATH=/usr/bin:/bin"])
+    ns.command("env")
+        .args(["-i", "PATH=/usr/bin:/bin"])
         .arg(format!("REQUESTS_CA_BUNDLE={}", ca.display()))
         .arg(python)
         .args(["-c", code, account_url])
@@ -184,16 +102,12 @@ fn oid(jwt: &str) -> String {
     claims["oid"].as_str().unwrap().to_owned()
 }
 
-fn chain(node: &str) -> (Vec<String>, Option<String>) {
-    let chain = in_ns(node, &["iptables", "-w", "-t", "nat", "-S", "aad-metadata"]);
-    let rules = String::from_utf8_lossy(&chain.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let pre = ok_in(node, &["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]);
+fn chain(node: &Netns) -> (Vec<String>, Option<String>) {
     (
-        rules,
-        pre.lines().find(|l| l.starts_with("-A ")).map(str::to_owned),
+        node.nat_rules("aad-metadata"),
+        node.nat_rules("PREROUTING")
+            .into_iter()
+            .find(|l| l.starts_with("-A ")),
     )
 }
 
@@ -228,19 +142,7 @@ async fn interception_in_network_namespaces_is_fail_closed() {
     let server = ApiServer::shared();
     let (client, ns) = server.namespace("nmi-netns").await.unwrap();
     let node = format!("node-{ns}");
-    let emulator = Emulator::start(
-        World::from_yaml(&format!(
-            r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-        ))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
     let imds_calls = || {
         emulator
@@ -251,123 +153,41 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
             .count()
     };
 
-    // Namespaces and links.
+    // Namespaces and links (deleted on drop, when the test fails too).
     let id = std::process::id() % 100_000;
-    let (nn, pa, pb) = (format!("nmi-n{id}"), format!("nmi-a{id}"), format!("nmi-b{id}"));
-    for n in [&nn, &pa, &pb] {
-        let _ = run("ip", &["netns", "del", n]);
-    }
-    let _namespaces = Namespaces(vec![nn.clone(), pa.clone(), pb.clone()]);
-    for n in [&nn, &pa, &pb] {
-        ok("ip", &["netns", "add", n]);
-        ok("ip", &["-n", n, "link", "set", "lo", "up"]);
-    }
-    for (pod_ns, subnet, tag) in [(&pa, "10.200.1", "a"), (&pb, "10.200.2", "b")] {
-        let (host_end, pod_end) = (format!("nmi{tag}h{id}"), format!("nmi{tag}p{id}"));
-        ok(
-            "ip",
-            &[
-                "-n", &nn, "link", "add", &host_end, "type", "veth", "peer", "name", &pod_end, "netns",
-                pod_ns,
-            ],
-        );
-        ok(
-            "ip",
-            &[
-                "-n",
-                &nn,
-                "addr",
-                "add",
-                &format!("{subnet}.1/24"),
-                "dev",
-                &host_end,
-            ],
-        );
-        ok("ip", &["-n", &nn, "link", "set", &host_end, "up"]);
-        ok(
-            "ip",
-            &[
-                "-n",
-                pod_ns,
-                "addr",
-                "add",
-                &format!("{subnet}.2/24"),
-                "dev",
-                &pod_end,
-            ],
-        );
-        ok("ip", &["-n", pod_ns, "link", "set", &pod_end, "up"]);
-        ok(
-            "ip",
-            &[
-                "-n",
-                pod_ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{subnet}.1"),
-            ],
-        );
-    }
-    ok(
-        "ip",
-        &["-n", &nn, "addr", "add", "169.254.169.254/32", "dev", "lo"],
-    );
+    let nn = Netns::create(&format!("nmi-n{id}"));
+    let pa = Netns::create(&format!("nmi-a{id}"));
+    let pb = Netns::create(&format!("nmi-b{id}"));
+    join(&nn, &pa, &format!("nmia{id}"), "10.200.1");
+    join(&nn, &pb, &format!("nmib{id}"), "10.200.2");
+    nn.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
     // DNAT to 127.0.0.1 from PREROUTING needs route_localnet, as kube-proxy sets on real nodes.
-    ok_in(&nn, &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
+    nn.ok(&["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
 
     let dir = tempfile::tempdir().unwrap();
-    let _fwd_api = forwarder(
-        &nn,
+    let _fwd_api = nn.forwarder(
         &format!("127.0.0.1:{}", server.port()),
         &format!("127.0.0.1:{}", server.port()),
         &dir.path().join("fwd-api.log"),
     );
-    let _fwd_imds = forwarder(
-        &nn,
+    let _fwd_imds = nn.forwarder(
         "169.254.169.254:80",
         &imds.to_string(),
         &dir.path().join("fwd-imds.log"),
     );
 
     // Cluster objects: pod A bound, pod B not.
-    let create = |v: Value| {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let kind = v["kind"].as_str().unwrap_or("Pod").to_owned();
-            match kind.as_str() {
-                "AzureIdentity" => {
-                    let o: api::AzureIdentity = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                "AzureIdentityBinding" => {
-                    let o: api::AzureIdentityBinding = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-                _ => {
-                    let o: Pod = serde_json::from_value(v).unwrap();
-                    Api::namespaced(client, &ns)
-                        .create(&PostParams::default(), &o)
-                        .await
-                        .map(|_| ())
-                }
-            }
-            .unwrap()
-        }
-    };
-    create(json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
+    let _: api::AzureIdentity = common::create_in(
+        &client,
+        &ns,
+        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
         "metadata": {"name": "app-identity"},
-        "spec": {"type": 0, "clientID": CLIENT, "resourceID": format!("/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")}}))
+        "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
+    )
     .await;
-    create(
+    let _: api::AzureIdentityBinding = common::create_in(
+        &client,
+        &ns,
         json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
         "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
     )
@@ -376,19 +196,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         ("a", "10.200.1.2", json!({"aadpodidbinding": "app"})),
         ("b", "10.200.2.2", json!({})),
     ] {
-        create(
-            json!({"kind": "Pod", "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "c"}]}}),
-        )
-        .await;
-        Api::<Pod>::namespaced(client.clone(), &ns)
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip}})),
-            )
-            .await
-            .unwrap();
+        common::running_pod(&client, &ns, name, &node, ip, labels, false).await;
     }
 
     // Without rules the pod reaches IMDS directly, so what follows is the rules' doing.
@@ -399,8 +207,8 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
 
     // NMI in the node namespace.
     let nmi_log = dir.path().join("nmi.log");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &nn, env!("CARGO_BIN_EXE_nmi")]).args([
+    let mut cmd = nn.command(env!("CARGO_BIN_EXE_nmi"));
+    cmd.args([
         format!("--node={node}"),
         format!("--kubeconfig={}", server.kubeconfig().display()),
         "--operation-mode=managed".into(),
@@ -410,18 +218,15 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
     let mut nmi = Supervised::spawn_with("nmi", &cmd, &nmi_log).unwrap();
     let log = || std::fs::read_to_string(&nmi_log).unwrap_or_default();
     let ready = || {
-        in_ns(
-            &nn,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://127.0.0.1:8085/readyz",
-            ],
-        )
+        nn.exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:8085/readyz",
+        ])
         .stdout
             == b"200"
     };
@@ -484,8 +289,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
         || std::net::TcpStream::connect(("127.0.0.1", azurite_port)).is_ok(),
         || azurite.log_tail(),
     );
-    let _fwd_azurite = forwarder(
-        &nn,
+    let _fwd_azurite = nn.forwarder(
         "10.200.1.1:10000",
         &format!("127.0.0.1:{azurite_port}"),
         &dir.path().join("fwd-azurite.log"),
@@ -503,20 +307,17 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
     azurite.stop(Duration::from_secs(5));
 
     // Tampering is repaired.
-    ok_in(&nn, &["iptables", "-w", "-t", "nat", "-F", "aad-metadata"]);
-    ok_in(
-        &nn,
-        &[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-D",
-            "PREROUTING",
-            "-j",
-            "aad-metadata",
-        ],
-    );
+    nn.ok(&["iptables", "-w", "-t", "nat", "-F", "aad-metadata"]);
+    nn.ok(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-D",
+        "PREROUTING",
+        "-j",
+        "aad-metadata",
+    ]);
     wait(
         "NMI repairs its rules",
         10,
@@ -555,7 +356,7 @@ vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app
     assert_eq!(imds_calls(), before, "and IMDS saw nothing");
 
     // `nmi cleanup` (uninstall) removes them; then IMDS is reachable again.
-    ok_in(&nn, &[env!("CARGO_BIN_EXE_nmi"), "cleanup"]);
+    nn.ok(&[env!("CARGO_BIN_EXE_nmi"), "cleanup"]);
     assert_eq!(chain(&nn), (vec![], None));
     assert_eq!(curl_token(&pa).map(|r| r.0), Some(200));
 }

@@ -10,11 +10,10 @@ use api::AzureIdentity;
 use azure_emulator::world::ServicePrincipalSpec;
 use base64::Engine;
 use common::{Env, Opts};
+use fixtures::ids::PFX_CLIENT;
 use k8s_openapi::api::core::v1::Secret;
 use nmi::state::Mode;
 use serde_json::json;
-
-const PFX_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000d";
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../../examples/pkcs12/{name}", env!("CARGO_MANIFEST_DIR"));

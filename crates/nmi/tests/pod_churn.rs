@@ -187,7 +187,7 @@ async fn a_request_for_an_identity_missing_on_the_vm_is_held_until_it_is_back() 
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(
         a.token_claims()["oid"],
-        ONE.principal,
+        ONE.principal(),
         "the bound identity's token"
     );
     assert!(
@@ -274,10 +274,10 @@ async fn a_refusal_is_logged_once_with_who_why_and_a_hint() {
     assert_eq!(f["suppressed"], 0);
 
     // Another reason for the same pod: its own line, naming the identity asked for.
-    env.ask("127.0.62.2", &format!("&client_id={}", TWO.client))
+    env.ask("127.0.62.2", &format!("&client_id={}", TWO.client()))
         .await
         .refused(403);
-    env.ask("127.0.62.1", &format!("&client_id={}", TWO.client))
+    env.ask("127.0.62.1", &format!("&client_id={}", TWO.client()))
         .await
         .refused(403);
     let lines = refusal_lines("127.0.62.2");
@@ -287,7 +287,7 @@ async fn a_refusal_is_logged_once_with_who_why_and_a_hint() {
     assert_eq!(lines[0]["fields"]["reason"], "not_bound");
     assert_eq!(
         lines[0]["fields"]["identity"],
-        format!("client_id {}", TWO.client)
+        format!("client_id {}", TWO.client())
     );
     // No pod at all: the source IP is what the line can name.
     env.ask("127.0.62.3", "").await.refused(404);
@@ -330,7 +330,7 @@ async fn a_reused_ip_before_the_old_pods_deletion_is_seen_gets_no_token_of_the_o
     let ip = "127.0.63.1";
     env.pod("pod-a", ip, json!({"aadpodidbinding": "a"})).await;
     // A's token is warm in NMI's cache: nothing upstream would stop a wrong answer.
-    assert_eq!(env.ask(ip, "").await.token_claims()["oid"], ONE.principal);
+    assert_eq!(env.ask(ip, "").await.token_claims()["oid"], ONE.principal());
 
     // Created and Running, but NMI is not waited for: it cannot take B for the IP's owner.
     let ns = env.ns.clone();
@@ -359,7 +359,7 @@ async fn a_reused_ip_before_the_old_pods_deletion_is_seen_gets_no_token_of_the_o
     .await;
     let a = env.ask(ip, "").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.token_claims()["oid"], TWO.principal, "B's own identity");
+    assert_eq!(a.token_claims()["oid"], TWO.principal(), "B's own identity");
 }
 
 /// §5: a pod being deleted (deletion timestamp set, still in the API while it shuts down) is no
@@ -378,7 +378,7 @@ async fn a_terminating_pod_is_no_candidate_for_its_ip() {
     two_bindings(&env).await;
     let ip = "127.0.64.1";
     env.pod("leaving", ip, json!({"aadpodidbinding": "a"})).await;
-    assert_eq!(env.ask(ip, "").await.token_claims()["oid"], ONE.principal);
+    assert_eq!(env.ask(ip, "").await.token_claims()["oid"], ONE.principal());
     let api = Api::<Pod>::namespaced(env.client.clone(), &env.ns);
     // No kubelet confirms the shutdown: the pod stays, with its deletion timestamp.
     api.delete("leaving", &DeleteParams::default()).await.unwrap();
@@ -398,7 +398,7 @@ async fn a_terminating_pod_is_no_candidate_for_its_ip() {
     env.pod("arriving", ip, json!({"aadpodidbinding": "b"})).await;
     let a = env.ask(ip, "").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.token_claims()["oid"], TWO.principal);
+    assert_eq!(a.token_claims()["oid"], TWO.principal());
     api.delete("leaving", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();

@@ -8,17 +8,15 @@
 //! lists are `examples/upstream-args/*.pod`; each container runs in a network namespace of its own
 //! (see `examples/upstream-args/kubelet.rs`), so the rules never touch the root namespace.
 
+mod common;
 #[path = "../../../examples/upstream-args/kubelet.rs"]
 mod kubelet;
 
 use std::net::SocketAddr;
 
-use azure_emulator::{Emulator, RunningEmulator, World};
+use azure_emulator::{Emulator, RunningEmulator};
 use kubelet::{Harness, Pod, PodMeta};
 use testbed::ApiServer;
-
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
 
 /// `/etc/default/kubelet` of an AKS node with Azure CNI, which upstream's NMI read for kubenet.
 const KUBELET_DEFAULTS_CNI: &str =
@@ -50,19 +48,7 @@ async fn node() -> Node {
     let server = ApiServer::shared();
     let (_client, ns) = server.namespace("upstream-nmi").await.unwrap();
     let node = format!("aks-{ns}");
-    let emulator = Emulator::start(
-        World::from_yaml(&format!(
-            r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
-subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: 9b1e7d2a-0000-4000-8000-000000000001}}]
-vms: [{{name: {node}, resource_group: node-rg, node: {node}, user_assigned: [app-identity]}}]
-"#
-        ))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
     let meta = PodMeta {
         name: format!("nmi-{ns}"),
         namespace: ns,

@@ -12,10 +12,14 @@
 //! Processes never outlive the test process: each runs under a small shell
 //! supervisor that kills it when the pipe from the test process closes, which
 //! happens on drop, on panic and on any exit.
+//!
+//! Tests that need real interception (NMI's iptables rules, upstream's NMI beside
+//! ours) run nodes and pods in network namespaces of their own, with [`netns`].
 #![forbid(unsafe_code)]
 
 mod apiserver;
 mod binaries;
+pub mod netns;
 mod pki;
 mod process;
 

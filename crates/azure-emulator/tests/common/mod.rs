@@ -6,15 +6,14 @@ use std::path::PathBuf;
 use azure_emulator::{Emulator, RunningEmulator, World};
 use serde_json::Value;
 
-pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const MIC_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000a";
+// The GUIDs of `examples/emulator/world.yaml`, as every crate's tests know them.
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::ids::{
+    APP_CLIENT, APP_IDENTITY_CLIENT, APP_IDENTITY_PRINCIPAL, MIC_CLIENT, READER_CLIENT, SUBSCRIPTION as SUB,
+    TENANT,
+};
 pub const MIC_SECRET: &str = "mic-secret-value";
-pub const APP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
 pub const APP_SECRET: &str = "app-secret-value";
-pub const APP_IDENTITY_CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000001";
-pub const APP_IDENTITY_PRINCIPAL: &str = "9b1e7d2a-0000-4000-8000-000000000001";
-pub const READER_CLIENT: &str = "2f5a3c4d-0000-4000-8000-000000000002";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,7 +1,7 @@
 use super::*;
 use crate::fixtures::{binding, identity, pod};
 
-const A: &str = "00000000-0000-0000-0000-00000000000a";
+use ::fixtures::ids::APP_IDENTITY_CLIENT as A;
 
 fn on(node: &str, mut p: PodFacts) -> PodFacts {
     p.node = Some(node.into());
@@ -63,10 +63,8 @@ fn desired_assignments_follow_the_matching_rules() {
         ("web-0-ns-id", "ns", "n1")
     );
     assert_eq!(
-        d[0].arm_identity().as_deref(),
-        Some(
-            "/subscriptions/s/resourcegroups/rg/providers/microsoft.managedidentity/userassignedidentities/id"
-        )
+        d[0].arm_identity(),
+        Some(::fixtures::ids::resource_id("id").to_ascii_lowercase())
     );
 }
 

@@ -1,8 +1,7 @@
 use super::*;
 use crate::fixtures::{binding, identity, pod};
 
-const A: &str = "00000000-0000-0000-0000-00000000000a";
-const B: &str = "00000000-0000-0000-0000-00000000000b";
+use ::fixtures::ids::{APP_IDENTITY_CLIENT as A, READER_CLIENT as B};
 
 fn names(c: &[Candidate<'_>]) -> Vec<String> {
     c.iter()

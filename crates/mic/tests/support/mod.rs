@@ -23,20 +23,13 @@ use tokio::{sync::watch, task::JoinHandle};
 /// The tests' per-request ARM timeout.
 pub const ARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
-
-/// Client id of identity `n` in [`world`].
-pub fn client_id(n: usize) -> String {
-    format!("2f5a3c4d-0000-4000-8000-{n:012}")
-}
+// `client_id(n)`: client id of identity `id<n>` in [`world`].
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::ids::{MIC_CLIENT as MIC_CLIENT_ID, SUBSCRIPTION as SUB, TENANT, client_id};
 
 /// Lower-cased resource id of identity `id<n>`.
 pub fn resource_id(n: usize) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/microsoft.managedidentity/userassignedidentities/id{n}"
-    )
+    fixtures::ids::resource_id(&format!("id{n}")).to_ascii_lowercase()
 }
 
 /// A world with identities id1..=id5 (MIC may assign id1..=id4, not id5), scale sets `ss-a`
@@ -46,8 +39,9 @@ pub fn world(latency_ms: &BTreeMap<&str, u64>) -> World {
     let identities: String = (1..=5)
         .map(|n| {
             format!(
-                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: 9b1e7d2a-0000-4000-8000-{n:012}}}\n",
-                client_id(n)
+                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
+                client_id(n),
+                fixtures::ids::principal_id(n)
             )
         })
         .collect();

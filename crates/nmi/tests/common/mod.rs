@@ -1,6 +1,8 @@
-//! Shared by the cluster, matrix and fault tests: NMI in-process against a real kube-apiserver and
-//! the Azure emulator, with the knobs those tests turn (mode, policy, timeouts, rate limit,
-//! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`.
+//! Shared by NMI's integration tests: NMI in-process against a real kube-apiserver and the Azure
+//! emulator ([`Env`]), with the knobs those tests turn (mode, policy, timeouts, rate limit,
+//! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`;
+//! the test world's Azure (`azure`); and Kubernetes objects as the tests create them (`objects`),
+//! also for the tests that run NMI as a binary.
 #![allow(dead_code)]
 
 use std::{
@@ -10,8 +12,7 @@ use std::{
 };
 
 use api::{AzureAssignedIdentity, AzureIdentity};
-use azure_emulator::{Emulator, EndpointKind, RunningEmulator, World, world::ServicePrincipalSpec};
-use k8s_openapi::api::core::v1::Pod;
+use azure_emulator::{Emulator, EndpointKind, RunningEmulator, world::ServicePrincipalSpec};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -25,107 +26,11 @@ use nmi::{
 };
 use serde_json::{Value, json};
 
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const SP_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000b";
-pub const SP_SECRET: &str = "app-secret-value";
-pub const VAULT: &str = "https://vault.azure.net";
-pub const CERT_CLIENT: &str = "5c8f2a10-0000-4000-8000-00000000000c";
+mod azure;
+mod objects;
 
-/// A user-assigned identity of the test world: (name, client id, principal id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Uami {
-    pub name: &'static str,
-    pub client: &'static str,
-    pub principal: &'static str,
-}
-
-pub const fn uami(n: u8) -> Uami {
-    const NAMES: [&str; 6] = ["id-a", "id-b", "id-c", "id-d", "id-e", "id-node"];
-    const CLIENTS: [&str; 6] = [
-        "2f5a3c4d-0000-4000-8000-0000000000a1",
-        "2f5a3c4d-0000-4000-8000-0000000000a2",
-        "2f5a3c4d-0000-4000-8000-0000000000a3",
-        "2f5a3c4d-0000-4000-8000-0000000000a4",
-        "2f5a3c4d-0000-4000-8000-0000000000a5",
-        "2f5a3c4d-0000-4000-8000-0000000000a6",
-    ];
-    const PRINCIPALS: [&str; 6] = [
-        "9b1e7d2a-0000-4000-8000-0000000000a1",
-        "9b1e7d2a-0000-4000-8000-0000000000a2",
-        "9b1e7d2a-0000-4000-8000-0000000000a3",
-        "9b1e7d2a-0000-4000-8000-0000000000a4",
-        "9b1e7d2a-0000-4000-8000-0000000000a5",
-        "9b1e7d2a-0000-4000-8000-0000000000a6",
-    ];
-    let i = n as usize;
-    Uami {
-        name: NAMES[i],
-        client: CLIENTS[i],
-        principal: PRINCIPALS[i],
-    }
-}
-pub const ALL: [Uami; 6] = [uami(0), uami(1), uami(2), uami(3), uami(4), uami(5)];
-
-pub fn resource_id(name: &str) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourcegroups/identity-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
-    )
-}
-
-/// Every identity is on the node's VM (managed mode): only NMI stands between a pod and any of them.
-pub fn world(node: &str) -> World {
-    let ids: String = ALL
-        .iter()
-        .map(|u| {
-            format!(
-                "  - {{name: {}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
-                u.name, u.client, u.principal
-            )
-        })
-        .collect();
-    let names: Vec<&str> = ALL.iter().map(|u| u.name).collect();
-    World::from_yaml(&format!(
-        r#"
-tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
-subscriptions:
-  - id: {SUB}
-    resource_groups: [node-rg, identity-rg]
-identities:
-{ids}vms:
-  - name: {node}
-    resource_group: node-rg
-    node: {node}
-    system_assigned: true
-    user_assigned: [{}]
-service_principals:
-  - name: app
-    client_id: {SP_CLIENT}
-    client_secret: {SP_SECRET}
-"#,
-        names.join(", ")
-    ))
-    .expect("the test world is valid")
-}
-
-/// One RSA certificate (PEM) and key (PEM) for the whole test binary: generating a key is slow.
-pub fn cert() -> &'static (String, String) {
-    static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    CERT.get_or_init(|| testbed::rsa_cert("cert-app"))
-}
-
-/// A service principal `CERT_CLIENT` that signs its client assertions with `cert()`.
-pub fn cert_app() -> ServicePrincipalSpec {
-    ServicePrincipalSpec {
-        name: "cert-app".into(),
-        client_id: CERT_CLIENT.into(),
-        object_id: None,
-        client_secret: None,
-        certificate_pem: Some(cert().0.clone()),
-        certificate_file: None,
-        may_assign: vec![],
-        federated_credentials: vec![],
-    }
-}
+pub use azure::*;
+pub use objects::*;
 
 pub struct Opts {
     pub mode: Mode,
@@ -156,25 +61,6 @@ impl Default for Opts {
             service_principals: vec![],
         }
     }
-}
-
-/// An object `Env::create_in` can create: namespaced, and readable from a JSON literal.
-pub trait Namespaced:
-    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
-    + Clone
-    + serde::de::DeserializeOwned
-    + serde::Serialize
-    + std::fmt::Debug
-{
-}
-
-impl<K> Namespaced for K where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-{
 }
 
 pub struct Env {
@@ -273,11 +159,7 @@ impl Env {
     }
 
     pub async fn create_in<K: Namespaced>(&self, ns: &str, value: Value) -> K {
-        let obj: K = serde_json::from_value(value).expect("a valid object literal");
-        Api::<K>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("the apiserver accepts the object")
+        create_in(&self.client, ns, value).await
     }
 
     pub async fn create<K: Namespaced>(&self, value: Value) -> K {
@@ -319,21 +201,7 @@ impl Env {
         labels: Value,
         host_network: bool,
     ) {
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": self.node, "hostNetwork": host_network,
-                     "containers": [{"name": "app", "image": "app"}]}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &pod).await.unwrap();
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await
-        .unwrap();
+        running_pod(&self.client, ns, name, &self.node, ip, labels, host_network).await;
     }
 
     pub async fn identity_in(&self, ns: &str, u: Uami) -> AzureIdentity {
@@ -343,7 +211,7 @@ impl Env {
                 json!({
                     "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
                     "metadata": {"name": u.name},
-                    "spec": {"type": 0, "resourceID": resource_id(u.name), "clientID": u.client}
+                    "spec": {"type": 0, "resourceID": resource_id(u.name), "clientID": u.client()}
                 }),
             )
             .await;

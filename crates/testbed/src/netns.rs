@@ -1,12 +1,17 @@
-//! Network namespaces and the commands run in them. Everything here panics with the command and
-//! its stderr when it fails: these are a test's prerequisites, and a test must fail loudly.
+//! Network namespaces and the commands run in them, for tests that need real interception: a
+//! node namespace with its own netfilter rules, pod namespaces joined to it by veth pairs, and
+//! forwarders back to the test process's own namespace. Used by NMI's network-namespace test and
+//! the mixed-version tests (`compat`); they never touch the root namespace's routes or rules.
+//!
+//! Everything here panics with the command and its stderr when it fails: these are a test's
+//! prerequisites, and a test must fail loudly.
 
 use std::{
     path::Path,
     process::{Command, Output},
 };
 
-use testbed::Supervised;
+use crate::Supervised;
 
 /// Runs `program args…` and returns its output (whatever the status).
 pub fn run(program: &str, args: &[&str]) -> Output {
@@ -33,7 +38,7 @@ pub fn require_prerequisites() {
     assert_eq!(
         ok("id", &["-u"]).trim(),
         "0",
-        "the mixed-version tests create network namespaces and need root"
+        "tests in network namespaces create them, and need root"
     );
     for tool in ["ip", "iptables", "iptables-restore", "socat", "nsenter", "curl"] {
         assert!(
