@@ -31,6 +31,7 @@ pub fn pod(ns: &str, name: &str, label: Option<&str>) -> PodFacts {
         ip: Some("10.244.0.5".into()),
         host_network: false,
         phase: Some("Running".into()),
+        ..Default::default()
     }
 }
 
