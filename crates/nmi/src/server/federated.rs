@@ -28,7 +28,8 @@ impl<S: TokenSource> Nmi<S> {
         query: &TokenQuery,
     ) -> Option<Result<Issued, Refusal>> {
         let federation = self.federation.get()?;
-        if pod.labels.get(crate::federated::decide::USE_LABEL).is_none() {
+        // Pods that never opted in take the standard path without a look at ServiceAccounts.
+        if !pod.labels.contains_key(crate::federated::decide::USE_LABEL) {
             return None;
         }
         if !federation.is_synced() && !self.wait_accounts(federation).await {
