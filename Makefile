@@ -53,6 +53,7 @@ bench:
 	$(CARGO) build --release --locked -q -p bench -p nmi -p mic
 	$(BENCH) emulator --seconds $(BENCH_SECONDS) --no-table
 	$(BENCH) nmi --seconds $(BENCH_SECONDS) --no-table
+	$(BENCH) fed --seconds $(BENCH_SECONDS) --no-table
 	$(BENCH) mic --pods $(MIC_BENCH_PODS) --no-table
 	$(BENCH) soak --seconds $(SOAK_SECONDS) --no-table
 	$(BENCH) churn --seconds $(CHURN_SECONDS) --pods $(CHURN_PODS) --arm-latency-ms 2000 --no-table

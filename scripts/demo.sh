@@ -160,4 +160,46 @@ else
   step 8 "pods one after another on ss-a's instances" FAIL "$churn_why"
 fi
 
+begin "Step 7 (federated mode): the same unchanged Python in a pod whose ServiceAccount names an identity; no binding, no identity on any VM"
+FED_IDENTITY=myapp-federated
+FED_SA=myapp-sa
+cp_curl() { ip netns exec pi-cp curl -sf --cacert "$STATE/emulator-tls/ca.pem" "$@"; }
+fed=$(cp_curl -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" -H 'content-type: application/json' \
+  -d "{\"name\":\"$FED_IDENTITY\",\"resource_group\":\"$RG\"}" || true)
+FED_CLIENT=$(echo "$fed" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' 2>/dev/null || true)
+FED_ID=$(echo "$fed" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null || true)
+echo "az identity create -g $RG -n $FED_IDENTITY: clientId $FED_CLIENT"
+# az identity federated-credential create, as the CLI sends it: an ARM PUT, with an ARM token.
+arm_token=$(cp_curl -X POST "https://$CP_IP:$ENTRA_PORT/$TENANT/oauth2/v2.0/token" \
+  -d grant_type=client_credentials -d client_id="$MIC_CLIENT_ID" -d client_secret=sandbox-cluster-secret \
+  --data-urlencode scope=https://management.azure.com/.default \
+  | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null || true)
+fic=$(cp_curl -X PUT "https://$CP_IP:$ARM_PORT$FED_ID/federatedIdentityCredentials/myapp-k8s?api-version=2023-01-31" \
+  -H "Authorization: Bearer $arm_token" -H 'content-type: application/json' \
+  -d "{\"properties\":{\"issuer\":\"$SA_ISSUER\",\"subject\":\"system:serviceaccount:default:$FED_SA\",\"audiences\":[\"api://AzureADTokenExchange\"]}}" || true)
+echo "az identity federated-credential create --name myapp-k8s --identity-name $FED_IDENTITY -g $RG --issuer $SA_ISSUER --subject system:serviceaccount:default:$FED_SA:"
+echo "$fic"
+k create serviceaccount "$FED_SA" >/dev/null 2>&1 || true
+k annotate --overwrite serviceaccount "$FED_SA" "azure.workload.identity/client-id=$FED_CLIENT"
+calls_seq() { ip netns exec pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/calls" \
+  | "$PYTHON" -c 'import json,sys; c=json.load(sys.stdin)["calls"]; print(max([x["seq"] for x in c] or [0]))'; }
+since=$(calls_seq || echo 0)
+out=$(timeout 150 "$SB" pod run --namespace default --name fedapp --node c-0 --label azure.workload.identity/use=true \
+  --service-account "$FED_SA" -- "$PYTHON" "$ROOT/examples/sandbox/read_blob.py" 2>&1)
+echo "$out"
+counts=$(ip netns exec pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/calls?since=$since" | "$PYTHON" -c '
+import json, sys
+calls = json.load(sys.stdin)["calls"]
+writes = [c for c in calls if c["endpoint"] == "arm" and c["method"] in ("PUT", "PATCH", "DELETE")]
+exchanges = [c for c in calls if c["endpoint"] == "entra" and c["path"].endswith("/oauth2/v2.0/token")]
+print(len(writes), len(exchanges))' 2>/dev/null || echo "? ?")
+read -r arm_writes exchanges <<<"$counts"
+echo "emulator call log while the pod ran: $arm_writes ARM writes, $exchanges Entra token exchanges"
+on_vm=$(ip netns exec pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/nodes" | grep -ci "$FED_IDENTITY" || true)
+if echo "$out" | grep -q '^BLOB: Hello from Azurite' && [ "$arm_writes" = 0 ] && [ "$on_vm" = 0 ]; then
+  step 9 "federated pod read the blob with 0 ARM writes and its identity on no VM" PASS
+else
+  step 9 "federated pod" FAIL "$(echo "$out" | tail -n 1); ARM writes: $arm_writes; identity on a VM: $on_vm"
+fi
+
 finish

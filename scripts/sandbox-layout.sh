@@ -16,6 +16,8 @@ ENTRA_PORT=8444
 ADMIN_PORT=8090        # the emulator's admin API, on pi-cp's loopback
 AZURITE_PORT=10000
 MIC_PROBE_PORT=8080
+# The service-account issuer (federated mode): reachable by the emulator's Entra on pi-cp.
+SA_ISSUER=https://$CP_IP:$APISERVER_PORT
 
 # The nodes: the two instances of scale set ss-a and the VM vm-c, each with its NMI.
 NODES=(a-0 a-1 c-0)

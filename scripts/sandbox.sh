@@ -5,7 +5,7 @@
 #   scripts/sandbox.sh down      stop every process, remove every namespace and the state dir
 #   scripts/sandbox.sh status    what runs
 #   scripts/sandbox.sh kubectl … kubectl against the sandbox's kube-apiserver
-#   scripts/sandbox.sh pod run [--namespace NS] --name NAME --node NODE [--label K=V]… -- CMD…
+#   scripts/sandbox.sh pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] -- CMD…
 #                                run CMD in a sandbox pod (see README "Run your own code")
 #   scripts/sandbox.sh demo      the seed walkthrough, step by step (make demo)
 #
@@ -168,8 +168,10 @@ pki() {
     issue apiserver "/CN=kube-apiserver" "IP:$CP_IP,IP:127.0.0.1,DNS:localhost" serverAuth
     issue admin "/O=system:masters/CN=sandbox-admin" "DNS:sandbox-admin" clientAuth
     issue azurite "/CN=azurite" "IP:$CP_IP,IP:127.0.0.1,DNS:localhost" serverAuth
-    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
-    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+    # RSA, as AKS's service-account keys are: tokens are RS256, which Entra verifies federated
+    # assertions with (README "Federated mode").
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
 }
 
@@ -216,6 +218,9 @@ vmss:
 service_principals:
   # The cluster's service principal, as in the seed: MIC acts with it.
   - {name: aks-cluster-sp, client_id: $MIC_CLIENT_ID, client_secret: sandbox-cluster-secret}
+oidc_issuers:
+  # The sandbox cluster's service-account issuer: Entra fetches its keys from its discovery.
+  - {issuer: "$SA_ISSUER", ca_file: "$STATE/pki/ca.crt"}
 arm: {listen: "$CP_IP:$ARM_PORT"}
 entra: {listen: "$CP_IP:$ENTRA_PORT"}
 admin: {listen: "127.0.0.1:$ADMIN_PORT"}
@@ -252,11 +257,15 @@ up() {
     --bind-address=0.0.0.0 --advertise-address="$CP_IP" \
     --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
     --client-ca-file="$STATE/pki/ca.crt" --authorization-mode=Node,RBAC \
-    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/pki/sa.pub" \
+    --service-account-issuer="$SA_ISSUER" --service-account-key-file="$STATE/pki/sa.pub" \
     --service-account-signing-key-file="$STATE/pki/sa.key" --service-cluster-ip-range=10.96.0.0/24 \
     --allow-privileged=true --disable-admission-plugins=ServiceAccount --cert-dir="$STATE/pki/apiserver-certs"
   wait_for kube-apiserver 90 nsx pi-cp curl -sf --cacert "$STATE/pki/ca.crt" https://127.0.0.1:$APISERVER_PORT/readyz
   kctl apply -f "$ROOT/deploy/crds/aadpodidentity.k8s.io.yaml" >/dev/null
+  # Federated mode: the emulator's Entra reads the issuer's discovery anonymously, as Entra reads
+  # AKS's public issuer; this built-in role allows nothing but those two documents.
+  kctl create clusterrolebinding sandbox:issuer-discovery --clusterrole=system:service-account-issuer-discovery \
+    --group=system:unauthenticated --dry-run=client -o yaml | kctl apply -f - >/dev/null
   kctl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
   log "starting the Azure emulator and Azurite..."
@@ -302,7 +311,8 @@ EOF
   for n in "${NODES[@]}"; do
     start "nmi-$n" "pi-node-$n" "$BIN/nmi" --node "$n" --kubeconfig "$STATE/kubeconfig-nodes" \
       --metadata-ip "$CP_IP" --metadata-port "${NODE_IMDS[$n]}" \
-      --entra-endpoint "https://$CP_IP:$ENTRA_PORT/" --entra-ca-file "$STATE/emulator-tls/ca.pem"
+      --entra-endpoint "https://$CP_IP:$ENTRA_PORT/" --entra-ca-file "$STATE/emulator-tls/ca.pem" \
+      --federated-tenant-id "$TENANT"
   done
   for n in "${NODES[@]}"; do
     wait_for "nmi-$n" 60 nsx "pi-node-$n" curl -sf http://127.0.0.1:$NMI_PROBE_PORT/readyz
@@ -355,17 +365,18 @@ status() {
 }
 
 # ---------------------------------------------------------------------------- pods
-# pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--host-network] -- CMD…
+# pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] -- CMD…
 pod_run() {
   need_root
   load_env
-  local ns=default name="" node="" labels=() cmd=()
+  local ns=default name="" node="" labels=() cmd=() sa=default
   while [ $# -gt 0 ]; do
     case $1 in
       --namespace) ns=$2; shift 2 ;;
       --name) name=$2; shift 2 ;;
       --node) node=$2; shift 2 ;;
       --label) labels+=("$2"); shift 2 ;;
+      --service-account) sa=$2; shift 2 ;;
       --) shift; cmd=("$@"); break ;;
       *) die "pod run: unknown argument $1" ;;
     esac
@@ -396,7 +407,7 @@ pod_run() {
   kctl apply -f - >/dev/null <<EOF
 {"apiVersion": "v1", "kind": "Pod",
  "metadata": {"name": "$name", "namespace": "$ns", "labels": $label_json},
- "spec": {"nodeName": "$node", "containers": [{"name": "main", "image": "sandbox/process"}]}}
+ "spec": {"nodeName": "$node", "serviceAccountName": "$sa", "containers": [{"name": "main", "image": "sandbox/process"}]}}
 EOF
   ip netns add "$pns"
   ip link add "$vh" type veth peer name "pe-$node-$i"

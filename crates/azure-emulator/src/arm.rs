@@ -8,6 +8,7 @@
 mod auth;
 pub mod body;
 mod compute;
+pub mod federated;
 mod identities;
 mod reply;
 
@@ -59,6 +60,9 @@ async fn handle_inner(
         Ok(oid) => oid,
         Err(r) => return r,
     };
+    if let Some(fic) = federated::parse(parts.uri.path()) {
+        return federated::handle(shared, parts, body, &caller, fic).await;
+    }
     let path = match ids::parse_arm_path(parts.uri.path()) {
         Ok(p) => p,
         Err(PathError::Malformed(p)) => {

@@ -6,6 +6,8 @@
 
 mod credentials;
 mod discovery;
+mod federated;
+pub mod oidc;
 mod reply;
 
 use std::sync::Arc;
@@ -62,7 +64,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
                 return bad_request(90015, "Requested query string is too long.");
             };
-            token_endpoint(&shared, &base, v2, &parts.headers, &bytes)
+            token_endpoint(&shared, &base, v2, &parts.headers, &bytes).await
         }
         (http::Method::GET, [t, "v2.0", ".well-known", "openid-configuration"]) if tenant_ok(t) => {
             Json(openid_configuration(&shared, &base, true)).into_response()
@@ -103,7 +105,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
-fn token_endpoint(shared: &Shared, base: &str, v2: bool, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn token_endpoint(shared: &Shared, base: &str, v2: bool, headers: &HeaderMap, body: &[u8]) -> Response {
     let mut form: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(body) {
         if form.iter().any(|(x, _)| *x == k) {
@@ -180,7 +182,7 @@ fn token_endpoint(shared: &Shared, base: &str, v2: bool, headers: &HeaderMap, bo
                 "The client_assertion_type must be 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.",
             );
         }
-        assertion_subject(shared, base, f("client_id"), assertion)
+        assertion_subject(shared, base, f("client_id"), assertion).await
     } else if let Some((id, secret)) = basic {
         secret_subject(shared, &id, &secret)
     } else {

@@ -188,6 +188,8 @@ pub struct Inner {
     pub operations: HashMap<String, Operation>,
     pub buckets: HashMap<(String, bool), TokenBucket>,
     pub op_latency_ms: u64,
+    /// Federated identity credentials created through ARM, by lower-cased resource id.
+    pub federated_credentials: BTreeMap<String, crate::arm::federated::StoredCredential>,
 }
 
 impl Inner {
@@ -270,6 +272,8 @@ pub struct Shared {
     pub counters: Counters,
     pub arm_url: Mutex<String>,
     pub entra_url: Mutex<String>,
+    /// Signing keys fetched from external OIDC issuers' discovery, as Entra caches them.
+    pub oidc_keys: crate::entra::oidc::KeyCache,
 }
 
 impl Shared {
@@ -435,6 +439,7 @@ impl Shared {
             counters: Counters::default(),
             arm_url: Mutex::new(String::new()),
             entra_url: Mutex::new(String::new()),
+            oidc_keys: crate::entra::oidc::KeyCache::default(),
             world,
         })
     }

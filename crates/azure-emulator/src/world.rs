@@ -177,6 +177,11 @@ pub struct OidcIssuerSpec {
     pub jwks: Option<serde_json::Value>,
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// Without `jwks` or `jwks_file`, Entra fetches the issuer's keys from its OIDC discovery
+    /// (`{issuer}/.well-known/openid-configuration`), trusting this CA (PEM) besides none other:
+    /// a cluster's apiserver has a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,10 +320,10 @@ impl World {
             }
         }
         for iss in &mut world.oidc_issuers {
-            if let Some(f) = &mut iss.jwks_file
-                && f.is_relative()
-            {
-                *f = base.join(&*f);
+            for f in [&mut iss.jwks_file, &mut iss.ca_file].into_iter().flatten() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
             }
         }
         Ok(world)
@@ -382,9 +387,9 @@ impl World {
             }
         }
         for iss in &self.oidc_issuers {
-            if iss.jwks.is_none() && iss.jwks_file.is_none() {
+            if iss.jwks.is_none() && iss.jwks_file.is_none() && !iss.issuer.starts_with("https://") {
                 return Err(Error::Config(format!(
-                    "OIDC issuer {} needs jwks or jwks_file",
+                    "OIDC issuer {} needs jwks or jwks_file, or an https URL to fetch its discovery from",
                     iss.issuer
                 )));
             }

@@ -282,6 +282,7 @@ async fn federated_assertions_from_a_configured_issuer() {
         issuer: "https://oidc.cluster.local".into(),
         jwks: Some(jwks),
         jwks_file: None,
+        ca_file: None,
     });
     w.identities[0]
         .federated_credentials

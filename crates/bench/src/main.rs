@@ -9,6 +9,7 @@
 
 mod churn;
 mod cluster;
+mod fed_bench;
 mod mic_bench;
 mod nmi_bench;
 mod pinned;
@@ -51,6 +52,16 @@ enum Cmd {
         /// Measuring time of each throughput run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Federated mode (issue 17): pod Running to first token through a TokenRequest and an Entra
+    /// exchange, and cached tokens against standard mode in the same NMI.
+    Fed {
+        /// Measuring time of each throughput run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Delay the emulator's Entra adds to every answer (see fed_bench::ENTRA_LATENCY_MS).
+        #[arg(long, default_value_t = fed_bench::ENTRA_LATENCY_MS)]
+        entra_latency_ms: u64,
     },
     /// MIC (release binary): 1,000 pods on 100 nodes in 10 scale sets, then `--pods`.
     Mic {
@@ -124,6 +135,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Nmi { seconds } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let figures = rt.block_on(nmi_bench::run(seconds, &summary))?;
+            publish(&summary, figures, !args.no_table)?;
+        }
+        Cmd::Fed {
+            seconds,
+            entra_latency_ms,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let figures = rt.block_on(fed_bench::run(seconds, entra_latency_ms, &summary))?;
             publish(&summary, figures, !args.no_table)?;
         }
         Cmd::Mic { pods } => {

@@ -13,6 +13,10 @@ pub struct PodFacts {
     pub host_network: bool,
     /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
     pub phase: Option<String>,
+    /// For NMI's federated mode, which asks for a token of the pod's service account bound to
+    /// this very pod (name and UID).
+    pub uid: Option<String>,
+    pub service_account: Option<String>,
 }
 
 impl PodFacts {
@@ -43,6 +47,8 @@ impl From<&Pod> for PodFacts {
             ip: status.and_then(|s| s.pod_ip.clone()),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             phase: status.and_then(|s| s.phase.clone()),
+            uid: pod.metadata.uid.clone(),
+            service_account: spec.and_then(|s| s.service_account_name.clone()),
         }
     }
 }

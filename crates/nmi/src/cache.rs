@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -56,6 +57,35 @@ impl CacheKey {
             identity,
             resource: resource.to_owned(),
         }
+    }
+}
+
+impl CacheKey {
+    /// A federated token (see [`crate::federated`]): per service account, identity and resource.
+    pub fn federated(
+        namespace: &str,
+        service_account: &str,
+        client_id: &str,
+        tenant: &str,
+        resource: &str,
+    ) -> Self {
+        Self {
+            identity: format!(
+                "{}{tenant}:{}",
+                Self::federated_prefix(namespace, service_account),
+                client_id.to_ascii_lowercase()
+            ),
+            resource: resource.to_owned(),
+        }
+    }
+
+    /// What every federated key of this service account starts with.
+    pub fn federated_prefix(namespace: &str, service_account: &str) -> String {
+        format!("fed:{namespace}/{service_account}:")
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 }
 
@@ -183,6 +213,22 @@ impl<S: TokenSource> TokenCache<S> {
         resource: &str,
     ) -> Result<Cached, Arc<Error>> {
         let key = CacheKey::of(identity, resource);
+        // Cloned only when an upstream call is due, not for every cached answer.
+        self.get_or_fill(key, || {
+            let (source, identity, resource) = (self.source.clone(), identity.clone(), resource.to_owned());
+            async move { source.fetch(&identity, &resource).await }
+        })
+        .await
+    }
+
+    /// A token under `key`, fetched by `fill` when none is usable, with the same refresh-ahead,
+    /// single flight and error sharing as every token. The caller must already have authorized
+    /// the request.
+    pub async fn get_or_fill<F, Fut>(self: &Arc<Self>, key: CacheKey, fill: F) -> Result<Cached, Arc<Error>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = crate::Result<Token>> + Send + 'static,
+    {
         let slot = self.slot(&key);
         let now = now();
         slot.last_used.store(now, Ordering::Relaxed);
@@ -191,11 +237,10 @@ impl<S: TokenSource> TokenCache<S> {
             if token.expires_on <= now + self.policy.refresh_ahead.as_secs()
                 && !slot.refreshing.swap(true, Ordering::AcqRel)
             {
-                let (this, slot, identity, resource) =
-                    (self.clone(), slot.clone(), identity.clone(), resource.to_owned());
+                let (slot, call) = (slot.clone(), fill());
                 tokio::spawn(async move {
                     let _guard = slot.fetching.lock().await;
-                    let _ = this.fill(&slot, &identity, &resource).await;
+                    let _ = Self::store(&slot, call.await);
                     slot.refreshing.store(false, Ordering::Release);
                 });
             }
@@ -213,23 +258,21 @@ impl<S: TokenSource> TokenCache<S> {
         {
             return Err(e);
         }
-        self.fill(&slot, identity, resource)
-            .await
-            .map(|token| Cached { token, hit: false })
+        Self::store(&slot, fill().await).map(|token| Cached { token, hit: false })
     }
 
-    async fn fill(
-        &self,
-        slot: &Slot,
-        identity: &AzureIdentity,
-        resource: &str,
-    ) -> Result<Arc<Token>, Arc<Error>> {
-        let result = self
-            .source
-            .fetch(identity, resource)
-            .await
-            .map(Arc::new)
-            .map_err(Arc::new);
+    /// Drops every entry whose key's identity starts with `prefix`, at once: a token that must no
+    /// longer be handed out is not kept for a later request to find.
+    pub fn forget(&self, prefix: &str) -> usize {
+        let mut slots = sync::write(&self.slots);
+        let before = slots.len();
+        slots.retain(|k, _| !k.identity.starts_with(prefix));
+        self.metrics.cache_entries.set(slots.len() as i64);
+        before - slots.len()
+    }
+
+    fn store(slot: &Slot, result: crate::Result<Token>) -> Result<Arc<Token>, Arc<Error>> {
+        let result = result.map(Arc::new).map_err(Arc::new);
         match &result {
             Ok(t) => {
                 *sync::write(&slot.token) = Some(t.clone());

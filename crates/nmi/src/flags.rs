@@ -131,6 +131,12 @@ pub struct Flags {
     #[arg(long = "entra-ca-file")]
     pub entra_ca_file: Option<PathBuf>,
 
+    /// Enables federated mode (pods labelled azure.workload.identity/use=true whose service
+    /// account is annotated azure.workload.identity/client-id): the tenant of identities whose
+    /// service account has no azure.workload.identity/tenant-id. Unset: federated mode is off.
+    #[arg(long = "federated-tenant-id", env = "FEDERATED_TENANT_ID")]
+    pub federated_tenant_id: Option<String>,
+
     /// Install and repair the iptables interception rules.
     #[arg(long = "manage-iptables", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
     pub manage_iptables: bool,

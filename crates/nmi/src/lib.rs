@@ -20,6 +20,7 @@
 pub mod api_version;
 pub mod assertion;
 pub mod cache;
+pub mod federated;
 pub mod flags;
 pub mod iptables;
 pub mod memo;

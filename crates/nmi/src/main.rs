@@ -97,9 +97,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             extra_roots_pem,
             timeout: flags.upstream_timeout,
         },
-        Some(client),
+        Some(client.clone()),
         metrics.clone(),
     )?;
+    let federation_client = client;
     let http = azure.http().clone();
     let cache = Arc::new(TokenCache::new(
         Arc::new(azure),
@@ -125,6 +126,18 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     );
     nmi.rate_limit
         .configure(flags.pod_rate_limit, flags.pod_rate_burst);
+    if let Some(tenant) = flags.federated_tenant_id.clone().filter(|t| !t.is_empty()) {
+        nmi.enable_federation(nmi::federated::Federation::start(
+            state.clone(),
+            nmi.cache.clone(),
+            federation_client,
+            nmi.http.clone(),
+            nmi::federated::FederationConfig {
+                authority: flags.entra_endpoint.clone(),
+                tenant,
+            },
+        ));
+    }
     tokio::spawn(server::track_staleness(state.clone(), metrics.clone()));
 
     let rules_in_place = Arc::new(AtomicBool::new(!flags.manage_iptables));

@@ -28,6 +28,7 @@ use crate::{
 
 mod accept;
 mod authorize;
+mod federated;
 mod hold;
 mod host_token;
 mod passthrough;
@@ -67,6 +68,8 @@ pub struct Nmi<S> {
     refusals: RefusalLog,
     /// Which findings of identities missing on the VM are written for MIC.
     missing: MissingReports,
+    /// Federated mode, when enabled ([`Nmi::enable_federation`]).
+    federation: std::sync::OnceLock<Arc<crate::federated::Federation<S>>>,
 }
 
 impl<S: TokenSource> Nmi<S> {
@@ -88,7 +91,14 @@ impl<S: TokenSource> Nmi<S> {
             memo: AnswerMemo::default(),
             refusals: RefusalLog::default(),
             missing: MissingReports::default(),
+            federation: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves pods labelled for federation with their service account's identity (see
+    /// [`crate::federated`]). Once only; later calls are ignored.
+    pub fn enable_federation(&self, federation: Arc<crate::federated::Federation<S>>) {
+        let _ = self.federation.set(federation);
     }
 }
 

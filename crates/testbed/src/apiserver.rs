@@ -11,7 +11,8 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::{core::v1::Namespace, rbac::v1::ClusterRoleBinding},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config,
@@ -123,6 +124,7 @@ impl ApiServer {
         server.start_etcd()?;
         server.start_apiserver()?;
         server.install_crds()?;
+        server.open_issuer_discovery()?;
         server.started_in = started.elapsed();
         tracing::info!(port, elapsed = ?server.started_in, "test kube-apiserver ready");
         Ok(server)
@@ -229,6 +231,20 @@ impl ApiServer {
         &self.kubeconfig
     }
 
+    /// The service-account issuer (`--service-account-issuer`): the `iss` of the tokens it
+    /// signs, and where its OIDC discovery is served (`/.well-known/openid-configuration`,
+    /// `/openid/v1/jwks`) to anyone, as a federated-credential issuer must be (see
+    /// [`ApiServer::open_issuer_discovery`]).
+    pub fn issuer(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.port)
+    }
+
+    /// The CA (PEM file) that signed the apiserver's serving certificate: what a client fetching
+    /// the issuer's discovery, such as the Azure emulator's Entra, must trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     /// The HTTPS port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -252,6 +268,34 @@ impl ApiServer {
             .as_ref()
             .map(Supervised::log_tail)
             .unwrap_or_default()
+    }
+
+    /// Lets unauthenticated clients read the issuer's discovery documents, as Kubernetes'
+    /// service-account issuer discovery docs describe: binds the built-in
+    /// `system:service-account-issuer-discovery` ClusterRole (nothing but those two GETs) to
+    /// `system:unauthenticated`. Entra fetches them with no credential of the cluster, so the
+    /// emulator standing in for it does too, rather than being handed one real Entra never has.
+    fn open_issuer_discovery(&self) -> Result<()> {
+        block_on(async {
+            let client = self.client().await?;
+            let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pod-identity-testbed:issuer-discovery"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:service-account-issuer-discovery"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                              "name": "system:unauthenticated"}],
+            }))
+            .expect("a binding literal is valid");
+            let pp = PatchParams::apply("pod-identity-testbed").force();
+            Api::<ClusterRoleBinding>::all(client)
+                .patch(
+                    "pod-identity-testbed:issuer-discovery",
+                    &pp,
+                    &Patch::Apply(&binding),
+                )
+                .await?;
+            Ok(())
+        })
     }
 
     fn install_crds(&self) -> Result<()> {

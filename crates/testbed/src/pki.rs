@@ -8,22 +8,27 @@ use crate::Result;
 /// A self-signed RSA-2048 certificate for `name` and its PKCS#8 key, both PEM: the certificate
 /// credential of a test app registration. (rcgen signs with RSA keys but cannot make one.)
 pub fn rsa_cert(name: &str) -> (String, String) {
+    let key = rsa_key();
+    let cert = CertificateParams::new(vec![name.to_owned()])
+        .expect("a valid name")
+        .self_signed(&key)
+        .expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A fresh RSA-2048 key as rcgen holds it.
+fn rsa_key() -> KeyPair {
     use aws_lc_rs::encoding::AsDer;
     let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key");
     let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)
         .expect("PKCS#8 of a fresh key")
         .as_ref()
         .to_vec();
-    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+    KeyPair::from_pkcs8_der_and_sign_algo(
         &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8),
         &rcgen::PKCS_RSA_SHA256,
     )
-    .expect("rcgen takes the key");
-    let cert = CertificateParams::new(vec![name.to_owned()])
-        .expect("a valid name")
-        .self_signed(&key)
-        .expect("self-signed");
-    (cert.pem(), key.serialize_pem())
+    .expect("rcgen takes the key")
 }
 
 /// The credentials a private apiserver needs: a CA, its serving certificate,
@@ -61,7 +66,9 @@ impl Pki {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin = ca.sign(admin)?;
 
-        let sa = KeyPair::generate()?;
+        // RSA, as AKS's and kubeadm's service-account keys are: tokens are RS256, which is what
+        // Entra verifies federated assertions with.
+        let sa = rsa_key();
         Ok(Self {
             ca: ca.pem(),
             serving,

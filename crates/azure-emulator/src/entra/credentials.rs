@@ -7,11 +7,11 @@
 use axum::response::Response;
 use serde_json::Value;
 
-use super::reply::{bad_request, invalid_client, unknown_app};
-use crate::{state::Shared, sync::lock, time, token::Jwt, world::FederatedCredentialSpec};
+use super::reply::{invalid_client, unknown_app};
+use crate::{state::Shared, sync::lock, time, token::Jwt};
 
 /// Clock skew Entra tolerates on assertion times.
-const SKEW_SECS: u64 = 300;
+pub(super) const SKEW_SECS: u64 = 300;
 
 /// Who the token is for, once the client is authenticated.
 pub(super) struct Subject {
@@ -69,7 +69,7 @@ fn audience_ok(shared: &Shared, base: &str, aud: &Value) -> bool {
     }
 }
 
-fn times_ok(jwt: &Jwt) -> bool {
+pub(super) fn times_ok(jwt: &Jwt) -> bool {
     let now = time::now();
     let Some(exp) = jwt.claim_u64("exp") else {
         return false;
@@ -77,7 +77,7 @@ fn times_ok(jwt: &Jwt) -> bool {
     exp + SKEW_SECS > now && jwt.claim_u64("nbf").is_none_or(|nbf| nbf <= now + SKEW_SECS)
 }
 
-pub(super) fn assertion_subject(
+pub(super) async fn assertion_subject(
     shared: &Shared,
     base: &str,
     client_id: Option<&str>,
@@ -91,7 +91,7 @@ pub(super) fn assertion_subject(
     if x5t.is_some() || x5t256.is_some() {
         return certificate_subject(shared, base, client_id, &jwt, x5t, x5t256);
     }
-    federated_subject(shared, client_id, &jwt)
+    super::federated::federated_subject(shared, client_id, &jwt).await
 }
 
 fn certificate_subject(
@@ -159,103 +159,4 @@ fn certificate_subject(
         appidacr: "2",
         mirid: None,
     })
-}
-
-fn federated_subject(shared: &Shared, client_id: Option<&str>, jwt: &Jwt) -> Result<Subject, Response> {
-    let iss = jwt.claim_str("iss").unwrap_or("").to_string();
-    let sub = jwt.claim_str("sub").unwrap_or("").to_string();
-    let aud = jwt.claims.get("aud").cloned().unwrap_or(Value::Null);
-    let no_match = || {
-        invalid_client(
-            70021,
-            &format!(
-                "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{}'.",
-                match &aud {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }
-            ),
-        )
-    };
-    let Some(issuer) = shared.world.oidc_issuers.iter().find(|i| i.issuer == iss) else {
-        return Err(no_match());
-    };
-    let jwks = match (&issuer.jwks, &issuer.jwks_file) {
-        (Some(j), _) => j.clone(),
-        (None, Some(f)) => std::fs::read(f)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null),
-        (None, None) => Value::Null,
-    };
-    let kid = jwt.header.get("kid").and_then(Value::as_str);
-    let keys = jwks
-        .get("keys")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let verified = keys
-        .iter()
-        .filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid)
-        .any(|k| jwt.verify_jwk(k).is_ok());
-    if !verified {
-        return Err(invalid_client(
-            700212,
-            &format!(
-                "No matching federated identity record found for presented assertion audience. Unable to verify the signature of the token issued by '{iss}'."
-            ),
-        ));
-    }
-    if !times_ok(jwt) {
-        return Err(invalid_client(
-            700024,
-            "Client assertion is not within its valid time range.",
-        ));
-    }
-    let auds: Vec<&str> = match &aud {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(v) => v.iter().filter_map(Value::as_str).collect(),
-        _ => vec![],
-    };
-    let fic_ok = |f: &FederatedCredentialSpec| {
-        f.issuer == iss && f.subject == sub && auds.contains(&f.audience.as_str())
-    };
-    let Some(client_id) = client_id else {
-        return Err(bad_request(
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        ));
-    };
-    let inner = lock(&shared.inner);
-    if let Some(p) = inner
-        .principals
-        .iter()
-        .find(|p| p.client_id.eq_ignore_ascii_case(client_id))
-    {
-        if p.federated.iter().any(fic_ok) {
-            return Ok(Subject {
-                client_id: p.client_id.clone(),
-                object_id: p.object_id.clone(),
-                appidacr: "2",
-                mirid: None,
-            });
-        }
-        return Err(no_match());
-    }
-    if let Some(i) = inner
-        .identities
-        .values()
-        .find(|i| i.client_id.eq_ignore_ascii_case(client_id))
-    {
-        if i.federated.iter().any(fic_ok) {
-            return Ok(Subject {
-                client_id: i.client_id.clone(),
-                object_id: i.principal_id.clone(),
-                appidacr: "2",
-                mirid: Some(i.id.clone()),
-            });
-        }
-        return Err(no_match());
-    }
-    Err(unknown_app(shared, client_id))
 }

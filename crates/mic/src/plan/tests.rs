@@ -143,6 +143,7 @@ impl World {
             ip: Some("10.244.0.5".into()),
             host_network: false,
             phase: Some("Running".into()),
+            ..Default::default()
         }));
         self
     }

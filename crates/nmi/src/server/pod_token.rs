@@ -91,10 +91,11 @@ async fn token_for_ip<S: TokenSource>(
         return Ok(pass_through(nmi, req).await);
     }
     let raw_query = req.uri().query().unwrap_or_default().to_owned();
-    let issued = nmi
-        .issue(&caller, pod, &query)
-        .await
-        .map_err(|r| r.asking(&query.identity))?;
+    let issued = match nmi.issue_federated(&pod, &query).await {
+        Some(federated) => federated,
+        None => nmi.issue(&caller, pod, &query).await,
+    }
+    .map_err(|r| r.asking(&query.identity))?;
     let second = now();
     let body: Bytes = TokenBody::new(
         &issued.cached.token,

@@ -45,6 +45,9 @@ pub struct Opts {
     pub set_retry_after_header: bool,
     /// Added to the world's own, which has only `SP_CLIENT`.
     pub service_principals: Vec<ServicePrincipalSpec>,
+    /// Federated mode: identities on no VM, each with federated credentials for the apiserver's
+    /// issuer and these subjects (`system:serviceaccount:…`). Empty: federated mode off.
+    pub federated: Vec<azure_emulator::world::IdentitySpec>,
 }
 
 impl Default for Opts {
@@ -59,6 +62,7 @@ impl Default for Opts {
             pod_wait: Duration::from_secs(1),
             set_retry_after_header: false,
             service_principals: vec![],
+            federated: vec![],
         }
     }
 }
@@ -90,6 +94,17 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     let node = format!("node-{ns}");
     let mut world = world(&node);
     world.service_principals.extend(opts.service_principals);
+    let federated = !opts.federated.is_empty();
+    if federated {
+        let apiserver = testbed::ApiServer::shared();
+        world.oidc_issuers.push(azure_emulator::world::OidcIssuerSpec {
+            issuer: apiserver.issuer(),
+            jwks: None,
+            jwks_file: None,
+            ca_file: Some(apiserver.ca_file()),
+        });
+        world.identities.extend(opts.federated);
+    }
     let emulator = Emulator::start(world).await.expect("the Azure emulator starts");
     let metrics = Metrics::new();
     let state = Arc::new(State::new(node.clone(), opts.mode, opts.policy));
@@ -130,6 +145,18 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
         metrics.clone(),
         http,
     );
+    if federated {
+        nmi.enable_federation(nmi::federated::Federation::start(
+            state.clone(),
+            nmi.cache.clone(),
+            client.clone(),
+            nmi.http.clone(),
+            nmi::federated::FederationConfig {
+                authority: emulator.entra_url(),
+                tenant: emulator.tenant_id().to_owned(),
+            },
+        ));
+    }
     if let Some((rate, burst)) = opts.rate_limit {
         nmi.rate_limit.configure(rate, burst);
     }

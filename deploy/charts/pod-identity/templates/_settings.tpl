@@ -173,6 +173,9 @@ at most that long.
 {{- with (include "pod-identity.nmi.identityWait" .) }}
 {{- $args = append $args (printf "--identity-wait=%s" .) }}
 {{- end }}
+{{- with $n.federatedTenantID }}
+{{- $args = append $args (printf "--federated-tenant-id=%s" .) }}
+{{- end }}
 {{- /* Upstream's flags with no value of ours: passed as upstream spelt them. */}}
 {{- with $n.micNamespace }}
 {{- $args = append $args (printf "--MICNamespace=%s" .) }}
