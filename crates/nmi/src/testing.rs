@@ -124,6 +124,7 @@ pub fn aai(pod: &Pod, identity: &AzureIdentity, state: Option<AssignmentState>) 
     a.status = state.map(|s| AzureAssignedIdentityStatus {
         status: Some(s),
         available_replicas: Some(1),
+        ..Default::default()
     });
     a
 }
