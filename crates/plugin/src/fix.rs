@@ -9,7 +9,10 @@ pub const OPERATOR_ROLE: &str = "Managed Identity Operator";
 pub fn assignment_fix(reason: &str, message: &str, identity_id: &str) -> String {
     match reason {
         "LinkedAuthorizationFailed" => {
-            let assignee = quoted_after(message, "The client '")
+            // ARM names the caller "The client '<id>' with object id '<object id>'"; `az` takes
+            // the object id as --assignee.
+            let assignee = quoted_after(message, "with object id '")
+                .or_else(|| quoted_after(message, "The client '"))
                 .map_or_else(|| "<MIC's client id (aadClientId in azure.json)>".to_owned(), str::to_owned);
             format!(
                 "grant MIC's identity the \"{OPERATOR_ROLE}\" role on the identity: \
@@ -60,12 +63,12 @@ mod tests {
     fn a_missing_operator_role_gets_the_az_command_for_mic_s_client() {
         let message = format!(
             "assigning identity {ID} to /x failed: vmss_update 403: LinkedAuthorizationFailed The client \
-             '5c8f2a10-0000-4000-8000-00000000000a' with object id '5c8f2a10-0000-4000-8000-00000000000a' has permission ... on the linked scope(s) '{ID}'"
+             '5c8f2a10-0000-4000-8000-00000000000a' with object id '9b1e7d2a-0000-4000-8000-00000000000a' has permission ... on the linked scope(s) '{ID}'"
         );
         let fix = assignment_fix("LinkedAuthorizationFailed", &message, ID);
         assert!(
             fix.contains(&format!(
-                "az role assignment create --role \"Managed Identity Operator\" --assignee 5c8f2a10-0000-4000-8000-00000000000a --scope {ID}"
+                "az role assignment create --role \"Managed Identity Operator\" --assignee 9b1e7d2a-0000-4000-8000-00000000000a --scope {ID}"
             )),
             "{fix}"
         );

@@ -71,7 +71,7 @@ fn aai(name: &str, age: i64, state: AssignmentState, reason: Option<&str>) -> Az
         status: Some(AzureAssignedIdentityStatus {
             status: Some(state),
             reason: reason.map(Into::into),
-            message: reason.map(|_| "… The client 'mic' with object id 'o' …".into()),
+            message: reason.map(|_| "… The client 'mic' with object id 'mic-oid' …".into()),
             ..Default::default()
         }),
     }
@@ -259,11 +259,9 @@ fn assignments_stuck_in_created_for_a_minute_are_listed_with_the_fix() {
             .contains("shop/old (pod web): LinkedAuthorizationFailed"),
         "{failed:?}"
     );
-    assert!(
-        failed[0]
-            .1
-            .contains("az role assignment create --role \"Managed Identity Operator\" --assignee mic")
-    );
+    assert!(failed[0].1.contains(
+        "az role assignment create --role \"Managed Identity Operator\" --assignee mic-oid --scope"
+    ));
 }
 
 #[test]

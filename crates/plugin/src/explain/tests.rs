@@ -285,7 +285,7 @@ fn an_excepted_pod_is_told_it_gets_the_node_s_identity() {
 fn a_refused_assignment_names_arm_s_reason_and_the_role_to_grant() {
     let mut w = World::good();
     let message = format!(
-        "assigning identity {} to ss failed: vmss_update 403: LinkedAuthorizationFailed The client 'mic-client' with object id 'o' ...",
+        "assigning identity {} to ss failed: vmss_update 403: LinkedAuthorizationFailed The client 'mic-client' with object id 'mic-object' ...",
         RID.to_ascii_lowercase()
     );
     w.assigned = vec![assigned(
@@ -322,7 +322,7 @@ fn a_refused_assignment_names_arm_s_reason_and_the_role_to_grant() {
     let fix = assignment.fix.as_deref().unwrap();
     assert!(
         fix.contains(&format!(
-            "az role assignment create --role \"Managed Identity Operator\" --assignee mic-client --scope {RID}"
+            "az role assignment create --role \"Managed Identity Operator\" --assignee mic-object --scope {RID}"
         )),
         "{fix}"
     );
