@@ -60,10 +60,14 @@ pub struct NmiPod {
     pub detail: String,
 }
 
-/// What NMI's log says of the pod.
+/// What NMI's log says of the pod, and of NMI's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefusalLog {
-    Read(Vec<Refusal>),
+    Read {
+        refusals: Vec<Refusal>,
+        /// NMI's view of the cluster has been stale since then (`crate::nmi_log::stale_since`).
+        stale_since: Option<String>,
+    },
     /// The log could not be read (RBAC `pods/log`, no kubelet, ...).
     Unread(String),
 }

@@ -26,7 +26,7 @@ use crate::{
     check::{self, CloudConfigState, LeaseState},
     explain,
     facts::{EventView, NmiPod, NmiView, NodeView, PodView, RefusalLog, VmIdentities},
-    nmi_log::refusals_of,
+    nmi_log::{refusals_of, stale_since},
     report::Report,
 };
 
@@ -327,7 +327,10 @@ async fn nmi_on(
                 .logs(&n.name, &params)
                 .await
             {
-                Ok(log) => RefusalLog::Read(refusals_of(&log, namespace, name)),
+                Ok(log) => RefusalLog::Read {
+                    refusals: refusals_of(&log, namespace, name),
+                    stale_since: stale_since(&log),
+                },
                 Err(e) => RefusalLog::Unread(format!("kubectl logs -n {} {}: {e}", n.namespace, n.name)),
             }
         }

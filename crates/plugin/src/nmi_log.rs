@@ -25,6 +25,31 @@ pub struct Refusal {
     pub identity: String,
 }
 
+/// NMI's warning when a watch has failed for longer than `--max-state-staleness` (it then refuses
+/// every token request), and its line when the watches are proven again. NMI's readiness does
+/// not show this: its `/readyz` is about the first sync and the rules.
+const STALE: &str = "cluster state too old: refusing token requests";
+const PROVEN: &str = "cluster state proven again";
+
+/// When NMI last said its view of the cluster went stale, if it has not said since that it is
+/// proven again: the time of that line, as written.
+pub fn stale_since(log: &str) -> Option<String> {
+    let mut since = None;
+    for line in log.lines() {
+        if line.contains(STALE) {
+            let line = strip_ansi(line);
+            let time = serde_json::from_str::<serde_json::Value>(line.trim())
+                .ok()
+                .and_then(|v| v["timestamp"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| line.split_whitespace().next().unwrap_or_default().to_owned());
+            since = Some(time);
+        } else if line.contains(PROVEN) {
+            since = None;
+        }
+    }
+    since
+}
+
 /// The refusals of pod `namespace/name` in an NMI log, oldest first.
 pub fn refusals_of(log: &str, namespace: &str, name: &str) -> Vec<Refusal> {
     log.lines()
@@ -196,6 +221,21 @@ mod tests {
             ["unbound", "not_bound"]
         );
         assert_eq!(got[0].detail, "pod shop/web has \"no\" binding: label it");
+    }
+
+    #[test]
+    fn a_stale_view_counts_until_nmi_says_it_is_proven_again() {
+        let stale = "2026-01-01T00:00:01Z  WARN nmi::server::probes: cluster state too old: refusing token requests unproven_for=Some(31s)";
+        let proven = "2026-01-01T00:00:09Z  INFO nmi::server::probes: cluster state proven again: serving token requests";
+        assert_eq!(stale_since(""), None);
+        assert_eq!(stale_since(stale).as_deref(), Some("2026-01-01T00:00:01Z"));
+        assert_eq!(stale_since(&format!("{stale}\n{proven}")), None);
+        assert_eq!(
+            stale_since(&format!("{proven}\n{stale}")).as_deref(),
+            Some("2026-01-01T00:00:01Z")
+        );
+        let json = r#"{"timestamp":"2026-01-01T00:00:05Z","level":"WARN","fields":{"message":"cluster state too old: refusing token requests"},"target":"nmi::server::probes"}"#;
+        assert_eq!(stale_since(json).as_deref(), Some("2026-01-01T00:00:05Z"));
     }
 
     #[test]

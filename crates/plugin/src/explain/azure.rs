@@ -162,10 +162,27 @@ pub(super) fn nmi_link(input: &Input<'_>, pod: &crate::facts::PodView) -> Link {
             format!("NMI {}/{} on node {node} is Ready (rules in place, watches synced)", n.namespace, n.name),
         ),
     };
-    match &nmi.refusals {
-        RefusalLog::Unread(why) => link.fact(format!("NMI's refusals not read: {why}")),
-        RefusalLog::Read(r) if r.is_empty() => link.fact("no refusal of this pod in NMI's recent log"),
-        RefusalLog::Read(r) => {
+    let (refusals, stale_since) = match &nmi.refusals {
+        RefusalLog::Unread(why) => return link.fact(format!("NMI's refusals not read: {why}")),
+        RefusalLog::Read {
+            refusals,
+            stale_since,
+        } => (refusals, stale_since),
+    };
+    let link = match (stale_since, &nmi.pod) {
+        (Some(since), Some(n)) if n.ready => Link::fail(
+            "nmi",
+            format!("NMI {}/{} on node {node} refuses every token request: its view of the cluster is stale", n.namespace, n.name),
+            "a watch of the API server has failed for longer than NMI's --max-state-staleness (its log says since when): \
+             check the node's connection to the API server (network policy, firewall, API server load); NMI serves again \
+             as soon as its watches are proven",
+        )
+        .fact(format!("stale since {since} (NMI's log)")),
+        _ => link,
+    };
+    match refusals {
+        r if r.is_empty() => link.fact("no refusal of this pod in NMI's recent log"),
+        r => {
             let last = &r[r.len() - 1];
             link.fact(format!(
                 "{} refusal(s) of this pod in NMI's recent log; the last at {}: {} ({}): {}",

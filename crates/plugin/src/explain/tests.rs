@@ -131,7 +131,10 @@ impl World {
                     detail: String::new(),
                 }),
                 selector: "app.kubernetes.io/component=nmi".into(),
-                refusals: RefusalLog::Read(Vec::new()),
+                refusals: RefusalLog::Read {
+                    refusals: Vec::new(),
+                    stale_since: None,
+                },
             },
         }
     }
@@ -400,13 +403,16 @@ fn nmi_not_ready_or_absent_breaks_the_chain() {
 #[test]
 fn nmi_s_refusals_of_the_pod_are_shown() {
     let mut w = World::good();
-    w.nmi.refusals = RefusalLog::Read(vec![Refusal {
-        time: "t1".into(),
-        reason: "not_assigned".into(),
-        detail: "identity not assigned yet".into(),
-        hint: "wait".into(),
-        identity: String::new(),
-    }]);
+    w.nmi.refusals = RefusalLog::Read {
+        refusals: vec![Refusal {
+            time: "t1".into(),
+            reason: "not_assigned".into(),
+            detail: "identity not assigned yet".into(),
+            hint: "wait".into(),
+            identity: String::new(),
+        }],
+        stale_since: None,
+    };
     let r = w.explain();
     let nmi = r.links.iter().find(|l| l.id == "nmi").unwrap();
     assert!(
@@ -435,4 +441,21 @@ fn an_unusable_identity_is_named() {
     let (id, _, fix) = failed(&w.explain());
     assert_eq!(id, "identity");
     assert!(fix.contains("az identity show"), "{fix}");
+}
+
+#[test]
+fn a_ready_nmi_with_a_stale_view_breaks_the_chain() {
+    let mut w = World::good();
+    w.nmi.refusals = RefusalLog::Read {
+        refusals: Vec::new(),
+        stale_since: Some("2026-01-01T00:00:01Z".into()),
+    };
+    let (id, what, fix) = failed(&w.explain());
+    assert_eq!(id, "nmi");
+    assert!(
+        what.contains("refuses every token request: its view of the cluster is stale"),
+        "{what}"
+    );
+    assert!(what.contains("stale since 2026-01-01T00:00:01Z"), "{what}");
+    assert!(fix.contains("--max-state-staleness"), "{fix}");
 }
