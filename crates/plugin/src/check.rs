@@ -12,7 +12,7 @@ pub use self::limits::{MAX_IDENTITIES_PER_TARGET, MAX_SCALE_SET_INSTANCES};
 use crate::{
     explain::name_of,
     facts::{EventView, NmiPod, NodeView},
-    fix::{assignment_fix, reason_in},
+    fix::{Failure, assignment_fix, failure_of, last_mic_event},
     report::{Link, Report},
 };
 
@@ -307,25 +307,15 @@ fn stuck_link(input: &Input<'_>) -> Link {
     let mut facts = Vec::new();
     let mut fixes = BTreeSet::new();
     for a in &stuck {
-        let status = a.status.clone().unwrap_or_default();
-        let ns = a.metadata.namespace.clone().unwrap_or_default();
-        let regarding = format!("Pod/{}", a.spec.pod);
-        let last = input
-            .events
-            .iter()
-            .filter(|e| e.namespace == ns && e.regarding == regarding && e.reason.starts_with("Identity"))
-            .max_by(|x, y| x.time.cmp(&y.time));
-        let reason = status
-            .reason
-            .clone()
-            .or_else(|| last.and_then(|e| reason_in(&e.note)).map(str::to_owned));
+        let ns = a.metadata.namespace.as_deref().unwrap_or_default();
+        let last = last_mic_event(input.events, ns, &a.spec.pod);
+        let Failure { reason, message } = failure_of(a, last);
         let resource_id = a
             .spec
             .azure_identity_ref
             .as_ref()
             .and_then(|i| i.spec.resource_id())
             .unwrap_or_default();
-        let message = status.message.clone().or_else(|| last.map(|e| e.note.clone()));
         facts.push(format!(
             "{} (pod {}): {}",
             name_of(&a.metadata),
@@ -336,11 +326,7 @@ fn stuck_link(input: &Input<'_>) -> Link {
             facts.push(format!("    last MIC Event: {} {}: {}", e.kind, e.reason, e.note));
         }
         if let Some(r) = &reason {
-            fixes.insert(assignment_fix(
-                r,
-                message.as_deref().unwrap_or_default(),
-                resource_id,
-            ));
+            fixes.insert(assignment_fix(r, &message, resource_id));
         }
     }
     let fix = if fixes.is_empty() {

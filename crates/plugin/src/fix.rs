@@ -1,5 +1,9 @@
 //! Fixes for what ARM and MIC report, in commands a user can run.
 
+use api::AzureAssignedIdentity;
+
+use crate::facts::EventView;
+
 /// The role MIC's identity needs on each user-assigned identity it puts on VMs.
 pub const OPERATOR_ROLE: &str = "Managed Identity Operator";
 
@@ -35,6 +39,39 @@ pub fn assignment_fix(reason: &str, message: &str, identity_id: &str) -> String 
         _ => "read the message above (ARM's error); MIC retries every --failure-retry-interval, and \
               `kubectl describe pod` shows its IdentityAssignmentFailed Events"
             .to_owned(),
+    }
+}
+
+/// Why an AzureAssignedIdentity waits, as far as MIC has said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// ARM's error code (`LinkedAuthorizationFailed`), or MIC's `IdentityAssignmentFailed`.
+    pub reason: Option<String>,
+    pub message: String,
+}
+
+/// The latest of MIC's Events (`IdentityAssigned`, `IdentityAssignmentFailed`) about pod
+/// `namespace/pod`, by time.
+pub fn last_mic_event<'e>(events: &'e [EventView], namespace: &str, pod: &str) -> Option<&'e EventView> {
+    let regarding = format!("Pod/{pod}");
+    events
+        .iter()
+        .filter(|e| e.namespace == namespace && e.regarding == regarding && e.reason.starts_with("Identity"))
+        .max_by(|a, b| a.time.cmp(&b.time))
+}
+
+/// The failure an AzureAssignedIdentity's status records (`reason`, `message`) or, from a MIC
+/// that writes none (older, or upstream's), what MIC's last Event about the pod says.
+pub fn failure_of(a: &AzureAssignedIdentity, last_event: Option<&EventView>) -> Failure {
+    let status = a.status.clone().unwrap_or_default();
+    Failure {
+        reason: status
+            .reason
+            .or_else(|| last_event.and_then(|e| reason_in(&e.note)).map(str::to_owned)),
+        message: status
+            .message
+            .or_else(|| last_event.map(|e| e.note.clone()))
+            .unwrap_or_default(),
     }
 }
 

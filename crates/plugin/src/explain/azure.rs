@@ -6,8 +6,8 @@ use matching::ComputeTarget;
 
 use super::Input;
 use crate::{
-    facts::{EventView, RefusalLog, VmIdentities},
-    fix::{assignment_fix, reason_in},
+    facts::{RefusalLog, VmIdentities},
+    fix::{Failure, assignment_fix, failure_of, last_mic_event},
     report::Link,
 };
 
@@ -26,7 +26,7 @@ pub(super) fn assignment_links(
         .find(|a| a.metadata.name.as_deref() == Some(name.as_str()));
     let resource_id = identity.spec.resource_id().unwrap_or_default();
     let msi = identity.spec.identity_type() == Ok(IdentityType::UserAssignedMsi);
-    let last_event = last_mic_event(input.events, &p.name);
+    let last_event = last_mic_event(input.events, &p.namespace, &p.name);
     let mut links = Vec::new();
     let assignment = match aai {
         None => Link::fail(
@@ -35,7 +35,6 @@ pub(super) fn assignment_links(
             "MIC has not recorded the assignment: check that MIC runs and leads (kubectl pod-identity check) and read its log",
         ),
         Some(a) => {
-            let status = a.status.clone().unwrap_or_default();
             let state = a.state();
             let title = format!("AzureAssignedIdentity {}/{name}: {state:?}", p.namespace);
             let mut link = match state {
@@ -46,15 +45,7 @@ pub(super) fn assignment_links(
                     "MIC is removing it (the pod or its binding is going away); if the pod stays, check its labels and binding",
                 ),
                 AssignmentState::Created => {
-                    let reason = status
-                        .reason
-                        .clone()
-                        .or_else(|| last_event.and_then(|e| reason_in(&e.note)).map(str::to_owned));
-                    let message = status
-                        .message
-                        .clone()
-                        .or_else(|| last_event.map(|e| e.note.clone()))
-                        .unwrap_or_default();
+                    let Failure { reason, message } = failure_of(a, last_event);
                     let fix = match &reason {
                         Some(r) => assignment_fix(r, &message, resource_id),
                         None => {
@@ -86,15 +77,6 @@ pub(super) fn assignment_links(
         links.push(vm_link(input, resource_id, aai.map(AzureAssignedIdentity::state)));
     }
     links
-}
-
-/// The latest of MIC's Events about the pod (`IdentityAssigned`, `IdentityAssignmentFailed`).
-fn last_mic_event<'e>(events: &'e [EventView], pod: &str) -> Option<&'e EventView> {
-    let regarding = format!("Pod/{pod}");
-    events
-        .iter()
-        .filter(|e| e.regarding == regarding && e.reason.starts_with("Identity"))
-        .max_by(|a, b| a.time.cmp(&b.time))
 }
 
 fn vm_link(input: &Input<'_>, resource_id: &str, state: Option<AssignmentState>) -> Link {
