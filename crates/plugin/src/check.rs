@@ -52,6 +52,8 @@ pub struct Input<'a> {
     pub nodes: &'a [NodeView],
     pub nmi_pods: &'a [NmiPod],
     pub nmi_selector: &'a str,
+    /// Why NMI's logs (for staleness) could not be read, when they could not.
+    pub nmi_logs_unread: Option<&'a str>,
     pub cloud_config: &'a CloudConfigState,
     pub identities: &'a [AzureIdentity],
     pub bindings: &'a [AzureIdentityBinding],
@@ -187,27 +189,40 @@ fn nmi_link(input: &Input<'_>) -> Link {
                 "{}: {}/{} not Ready: {}",
                 node.name, p.namespace, p.name, p.detail
             )),
-            Some(_) => {}
+            Some(p) => {
+                if let Some(since) = &p.stale_since {
+                    bad.push(format!(
+                        "{}: {}/{} Ready, but its view of the cluster is stale since {since} (it refuses every token request)",
+                        node.name, p.namespace, p.name
+                    ));
+                }
+            }
         }
     }
     let n = input.nodes.len();
+    let unread = input
+        .nmi_logs_unread
+        .map(|why| format!("NMI's logs not read, so staleness is not checked: {why}"));
     if bad.is_empty() {
         return Link::pass(
             "nmi",
             format!("NMI Ready on all {n} node(s) (rules in place, watches synced)"),
-        );
+        )
+        .facts(unread);
     }
     Link::fail(
         "nmi",
-        format!("NMI not Ready on {} of {n} node(s)", bad.len()),
+        format!("NMI not serving on {} of {n} node(s)", bad.len()),
         format!(
-            "pods on those nodes get no token: NMI is Ready once its iptables rules are in place and its watches synced; \
-             read its log (kubectl logs -n <namespace> <nmi pod>); without a pod, check the DaemonSet's nodeSelector and \
-             tolerations, or give --nmi-selector (now {})",
+            "pods on those nodes get no token: NMI is Ready once its iptables rules are in place and its watches synced, \
+             and serves while its watches are proven (--max-state-staleness); read its log (kubectl logs -n <namespace> \
+             <nmi pod>) and check the node's connection to the API server; without a pod, check the DaemonSet's \
+             nodeSelector and tolerations, or give --nmi-selector (now {})",
             input.nmi_selector
         ),
     )
     .facts(bad)
+    .facts(unread)
 }
 
 fn cloud_config_link(state: &CloudConfigState) -> Link {

@@ -58,6 +58,9 @@ pub struct NmiPod {
     pub ready: bool,
     /// The Ready condition's reason and message, or the container state, when not Ready.
     pub detail: String,
+    /// When its log says its view of the cluster went stale (`crate::nmi_log::stale_since`);
+    /// `check` reads it, `explain` has it in [`RefusalLog`].
+    pub stale_since: Option<String>,
 }
 
 /// What NMI's log says of the pod, and of NMI's view of the cluster.

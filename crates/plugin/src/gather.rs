@@ -156,7 +156,8 @@ pub async fn check(client: &Client, opts: &Options) -> Result<Report, Error> {
         .iter()
         .map(node_view)
         .collect();
-    let nmi_pods = nmi_pods(client, &opts.nmi_selector, None).await?;
+    let mut nmi_pods = nmi_pods(client, &opts.nmi_selector, None).await?;
+    let nmi_logs_unread = read_staleness(client, opts, &mut nmi_pods).await;
     let identities: Vec<AzureIdentity> = match has_identities {
         true => list(Api::all(client.clone()), "AzureIdentities").await?,
         false => Vec::new(),
@@ -186,6 +187,7 @@ pub async fn check(client: &Client, opts: &Options) -> Result<Report, Error> {
         nodes: &nodes,
         nmi_pods: &nmi_pods,
         nmi_selector: &opts.nmi_selector,
+        nmi_logs_unread: nmi_logs_unread.as_deref(),
         cloud_config: &opts.cloud_config,
         identities: &identities,
         bindings: &bindings,
@@ -289,6 +291,7 @@ fn nmi_pod(p: &Pod) -> NmiPod {
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default(),
         ready: ready.is_some_and(|c| c.status == "True"),
+        stale_since: None,
         detail: ready.map_or_else(
             || "no Ready condition yet".to_owned(),
             |c| {
@@ -300,6 +303,27 @@ fn nmi_pod(p: &Pod) -> NmiPod {
             },
         ),
     }
+}
+
+/// The log of every Ready NMI, for its staleness lines. Returns why some could not be read.
+async fn read_staleness(client: &Client, opts: &Options, pods: &mut [NmiPod]) -> Option<String> {
+    let params = LogParams {
+        since_seconds: Some(opts.nmi_log_seconds),
+        ..LogParams::default()
+    };
+    let mut unread = None;
+    for p in pods.iter_mut().filter(|p| p.ready) {
+        match Api::<Pod>::namespaced(client.clone(), &p.namespace)
+            .logs(&p.name, &params)
+            .await
+        {
+            Ok(log) => p.stale_since = stale_since(&log),
+            Err(e) => {
+                unread.get_or_insert_with(|| format!("kubectl logs -n {} {}: {e}", p.namespace, p.name));
+            }
+        }
+    }
+    unread
 }
 
 async fn nmi_on(

@@ -259,7 +259,7 @@ async fn nmi_not_ready_on_the_pod_s_node() {
     let check = c.plugin(&["check", "-o", "json"]).await;
     assert_eq!(check.code, 1);
     let nmi = check.link("nmi");
-    assert_eq!(nmi["title"], "NMI not Ready on 2 of 2 node(s)");
+    assert_eq!(nmi["title"], "NMI not serving on 2 of 2 node(s)");
     assert!(
         facts(&nmi).contains("n-0: kube-system/nmi-n-0 not Ready"),
         "{nmi}"

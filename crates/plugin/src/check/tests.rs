@@ -36,6 +36,7 @@ fn nmi(node: &str, ready: bool) -> NmiPod {
         name: format!("nmi-{node}"),
         node: node.into(),
         ready,
+        stale_since: None,
         detail: if ready {
             String::new()
         } else {
@@ -122,6 +123,7 @@ impl World {
             nodes: &self.nodes,
             nmi_pods: &self.nmi,
             nmi_selector: "app.kubernetes.io/component=nmi",
+            nmi_logs_unread: None,
             cloud_config: &self.cloud,
             identities: &self.identities,
             bindings: &self.bindings,
@@ -200,7 +202,7 @@ fn nodes_without_a_ready_nmi_are_named() {
     w.nmi = vec![nmi("n0", false)];
     let failed = w.failed();
     assert_eq!(failed[0].0, "nmi");
-    assert!(failed[0].1.contains("NMI not Ready on 2 of 2 node(s)"));
+    assert!(failed[0].1.contains("NMI not serving on 2 of 2 node(s)"));
     assert!(
         failed[0]
             .1
@@ -275,4 +277,18 @@ fn a_target_over_150_identities_is_over_the_limit() {
     let failed = w.failed();
     assert_eq!(failed[0].0, "limits");
     assert!(failed[0].1.contains("ss needs 152 identities"), "{failed:?}");
+}
+
+#[test]
+fn a_ready_nmi_with_a_stale_view_is_not_serving() {
+    let mut w = World::good();
+    w.nmi[1].stale_since = Some("2026-01-01T00:00:01Z".into());
+    let failed = w.failed();
+    assert_eq!(failed[0].0, "nmi");
+    assert!(
+        failed[0].1.contains(
+            "n1: kube-system/nmi-n1 Ready, but its view of the cluster is stale since 2026-01-01T00:00:01Z"
+        ),
+        "{failed:?}"
+    );
 }

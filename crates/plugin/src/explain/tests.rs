@@ -129,6 +129,7 @@ impl World {
                     node: "n0".into(),
                     ready: true,
                     detail: String::new(),
+                    stale_since: None,
                 }),
                 selector: "app.kubernetes.io/component=nmi".into(),
                 refusals: RefusalLog::Read {
