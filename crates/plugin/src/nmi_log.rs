@@ -161,8 +161,12 @@ mod tests {
         }
     }
 
-    /// The line NMI's `Refusal::log` writes, through the formatter NMI uses.
+    /// NMI's own refusal lines (`nmi::refusal::Refusal::log`), through the formatter NMI uses
+    /// (`upstream_flags::init_logging`: text by default, JSON with `--log-format json`).
     fn nmi_log(json: bool, ansi: bool) -> String {
+        use matching::{IdentityRequest, PodFacts};
+        use nmi::refusal::{Reason, Refusal as Refused};
+
         let buf = Buffer::default();
         let writer = buf.clone();
         let builder = tracing_subscriber::fmt()
@@ -170,24 +174,24 @@ mod tests {
             .with_writer(move || writer.clone());
         let emit = || {
             for (pod, reason) in [
-                ("web", "unbound"),
-                ("other", "not_assigned"),
-                ("web", "not_bound"),
+                ("web", Reason::Unbound),
+                ("other", Reason::NotAssigned),
+                ("web", Reason::NotBound),
             ] {
-                tracing::info!(
-                    target: "nmi::refusal",
-                    pod,
-                    namespace = "shop",
-                    source = %"10.244.0.7",
+                let facts = PodFacts {
+                    namespace: "shop".into(),
+                    name: pod.into(),
+                    ..PodFacts::default()
+                };
+                Refused::new(
                     reason,
-                    identity = "the default identity",
-                    azure_identity = "",
-                    status = 403u16,
-                    detail = %format!("pod shop/{pod} has \"no\" binding: label it"),
-                    hint = "label the pod aadpodidbinding=<selector>",
-                    suppressed = 0u64,
-                    "token request refused"
-                );
+                    http::StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("pod shop/{pod} has \"no\" binding: label it"),
+                )
+                .for_pod(&facts)
+                .asking(&IdentityRequest::Default)
+                .log("10.244.0.7".parse().unwrap(), 0);
             }
             tracing::info!(target: "nmi::server", "unrelated line");
         };
@@ -207,7 +211,7 @@ mod tests {
             assert_eq!(got[0].reason, "unbound");
             assert_eq!(got[1].reason, "not_bound");
             assert_eq!(got[0].detail, "pod shop/web has \"no\" binding: label it");
-            assert_eq!(got[0].hint, "label the pod aadpodidbinding=<selector>");
+            assert_eq!(got[0].hint, nmi::refusal::Reason::Unbound.hint());
             assert_eq!(got[0].identity, "the default identity");
             assert!(got[0].time.starts_with("20"), "{:?}", got[0].time);
         }
