@@ -81,5 +81,7 @@ pub struct NmiView {
     pub pod: Option<NmiPod>,
     /// How NMI pods were looked for, for the fix when none is found.
     pub selector: String,
+    /// Why NMI's pods could not be listed (RBAC: `list pods` in every namespace), when they could not.
+    pub lookup_error: Option<String>,
     pub refusals: RefusalLog,
 }

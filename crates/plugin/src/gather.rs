@@ -92,10 +92,13 @@ pub async fn explain(client: &Client, opts: &Options, namespace: &str, name: &st
     });
     let node_name = pod_view.as_ref().and_then(|p| p.facts.node.clone());
     let node = match &node_name {
+        // Not fatal: a user who may not read nodes still learns the rest (the VM link says why
+        // it was not checked).
         Some(n) => Api::<Node>::all(client.clone())
             .get_opt(n)
             .await
-            .map_err(kube_err(format!("node {n}")))?
+            .ok()
+            .flatten()
             .map(|n| node_view(&n)),
         None => None,
     };
@@ -333,12 +336,12 @@ async fn nmi_on(
     namespace: &str,
     name: &str,
 ) -> Result<NmiView, Error> {
-    let pod = match node {
-        Some(n) => nmi_pods(client, &opts.nmi_selector, Some(n))
-            .await?
-            .into_iter()
-            .next(),
-        None => None,
+    let (pod, lookup_error) = match node {
+        Some(n) => match nmi_pods(client, &opts.nmi_selector, Some(n)).await {
+            Ok(pods) => (pods.into_iter().next(), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, None),
     };
     let refusals = match &pod {
         None => RefusalLog::Unread("no NMI pod to read".into()),
@@ -362,6 +365,7 @@ async fn nmi_on(
     Ok(NmiView {
         pod,
         selector: opts.nmi_selector.clone(),
+        lookup_error,
         refusals,
     })
 }

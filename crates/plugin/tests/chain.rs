@@ -316,3 +316,71 @@ async fn usage_and_connection_errors_exit_2() {
         .await;
     assert_eq!((run.code, run.failed()), (1, vec!["pod".to_owned()]));
 }
+
+/// A developer who may read only their namespace (and whose context names it): what they may
+/// not read (nodes, NMI's pods in another namespace, bindings elsewhere) is unchecked and said
+/// so, never an error; what they may read still gives the ✘ and the fix.
+#[tokio::test]
+async fn a_namespace_reader_gets_what_they_may_read() {
+    let c = Cluster::start().await;
+    c.namespace("shop").await;
+    c.nmi_everywhere().await;
+    c.identity("shop", "app-id", 1).await;
+    c.binding("shop", "app-binding", "app-id", "app").await;
+    c.pod("shop", "web", "n-0", json!({"aadpodidbinding": "app"}))
+        .await;
+    c.apply(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "reader", "namespace": "shop"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
+            {"apiGroups": ["aadpodidentity.k8s.io"], "resources": ["*"], "verbs": ["get", "list"]}
+        ]
+    }))
+    .await;
+    c.apply(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "reader", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]
+    }))
+    .await;
+    // The admin's kubeconfig, with a context acting as `dev` in namespace `shop`.
+    let mut kc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.server.kubeconfig()).unwrap()).unwrap();
+    let mut dev = kc["users"][0].clone();
+    dev["name"] = json!("dev");
+    dev["user"]["as"] = json!("dev");
+    kc["users"].as_array_mut().unwrap().push(dev);
+    kc["contexts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "dev", "context": {"cluster": "test", "user": "dev", "namespace": "shop"}}));
+    let path = c.server.kubeconfig().with_file_name("kubeconfig-dev");
+    std::fs::write(&path, kc.to_string()).unwrap();
+
+    let run = c
+        .plugin(&[
+            "explain",
+            "web",
+            "--kubeconfig",
+            path.to_str().unwrap(),
+            "--context",
+            "dev",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["subject"], "pod shop/web");
+    assert_eq!(run.link("bindings")["verdict"], "pass");
+    // No AzureAssignedIdentity (no MIC here): the ✘ a developer can act on.
+    assert_eq!(run.failed(), ["assignment"]);
+    let vm = run.link("vm");
+    assert_eq!(vm["verdict"], "unchecked");
+    assert!(facts(&vm).contains("the pod's Node could not be read"), "{vm}");
+    let nmi = run.link("nmi");
+    assert_eq!(nmi["verdict"], "unchecked");
+    assert!(facts(&nmi).contains("NMI's pods could not be listed"), "{nmi}");
+}

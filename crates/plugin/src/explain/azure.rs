@@ -82,6 +82,13 @@ pub(super) fn assignment_links(
 fn vm_link(input: &Input<'_>, resource_id: &str, state: Option<AssignmentState>) -> Link {
     let node = input.node.map(|n| n.name.as_str()).unwrap_or_default();
     let title = format!("identity on node {node}'s VM or scale set");
+    if input.node.is_none() {
+        return Link::unchecked(
+            "vm",
+            title,
+            "the pod's Node could not be read (it is gone, or you may not get nodes)",
+        );
+    }
     let provider = input
         .node
         .and_then(|n| n.provider_id.as_deref())
@@ -120,6 +127,16 @@ pub(super) fn nmi_link(input: &Input<'_>, pod: &crate::facts::PodView) -> Link {
     let nmi = input.nmi;
     let link = match &nmi.pod {
         None if node.is_empty() => return Link::unchecked("nmi", "NMI", "the pod has no node yet"),
+        None if nmi.lookup_error.is_some() => {
+            return Link::unchecked(
+                "nmi",
+                format!("NMI on node {node}"),
+                format!(
+                    "NMI's pods could not be listed: {}",
+                    nmi.lookup_error.as_deref().unwrap_or_default()
+                ),
+            );
+        }
         None => Link::fail(
             "nmi",
             format!("no NMI pod on node {node}"),

@@ -132,6 +132,7 @@ impl World {
                     stale_since: None,
                 }),
                 selector: "app.kubernetes.io/component=nmi".into(),
+                lookup_error: None,
                 refusals: RefusalLog::Read {
                     refusals: Vec::new(),
                     stale_since: None,
@@ -459,4 +460,16 @@ fn a_ready_nmi_with_a_stale_view_breaks_the_chain() {
     );
     assert!(what.contains("stale since 2026-01-01T00:00:01Z"), "{what}");
     assert!(fix.contains("--max-state-staleness"), "{fix}");
+}
+
+#[test]
+fn what_the_user_may_not_read_is_unchecked_not_broken() {
+    let mut w = World::good();
+    w.nmi.pod = None;
+    w.nmi.lookup_error = Some("pods is forbidden".into());
+    let r = w.explain();
+    let nmi = r.links.iter().find(|l| l.id == "nmi").unwrap();
+    assert_eq!(nmi.verdict, Verdict::Unchecked);
+    assert_eq!(nmi.facts[0], "NMI's pods could not be listed: pods is forbidden");
+    assert!(r.ok(), "{}", r.text());
 }
