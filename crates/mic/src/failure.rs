@@ -11,7 +11,7 @@ use api::AssignmentState;
 /// The reason when the error carries no ARM error code (no answer, no token, ...).
 pub const GENERIC_REASON: &str = "IdentityAssignmentFailed";
 /// The CRD's limit on `status.message`.
-pub const MAX_MESSAGE: usize = 1024;
+pub const MAX_MESSAGE: usize = 2048;
 
 /// The `reason` and `message` an assignment failure writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,10 +133,20 @@ mod tests {
 
     #[test]
     fn long_messages_fit_the_crd() {
-        let why = format!("vmss_update 400: BadRequest {}", "é".repeat(2000));
+        let why = format!("vmss_update 400: BadRequest {}", "é".repeat(4000));
         let f = FailureStatus::of(ID, VMSS, &why);
         assert!(f.message.len() <= MAX_MESSAGE);
         assert!(f.message.ends_with('é'));
+    }
+
+    #[test]
+    fn the_message_limit_is_the_crd_s() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(api::AzureAssignedIdentity::crd()).unwrap();
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        assert_eq!(status["message"]["maxLength"], MAX_MESSAGE);
+        assert_eq!(status["reason"]["maxLength"], 128);
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub struct AzureAssignedIdentityStatus {
 
     /// The error behind `reason`, in words: ARM's message, naming the identity and the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 2048))]
     pub message: Option<String>,
 }
 
