@@ -125,6 +125,75 @@ else
   step 5 "rogue pod refused" FAIL "it got a token: $(echo "$out" | tail -n 1)"
 fi
 
+# `kubectl pod-identity` (crates/plugin), found on the PATH as kubectl finds plugins. kubectl does
+# not pass its own flags to a plugin, so the kubeconfig goes in $KUBECONFIG; --cloud-config (MIC's
+# azure.json, and the emulator's endpoints) lets it ask ARM what the scale set carries.
+PLUGIN_DIR="$ROOT/target/debug"
+(cd "$ROOT" && cargo build --locked -q -p plugin) || echo "building kubectl-pod_identity failed"
+explain() { # explain NS POD
+  ip netns exec pi-cp env PATH="$PLUGIN_DIR:$PATH" KUBECONFIG="$STATE/kubeconfig" "$KUBECTL" pod-identity explain "$2" -n "$1" \
+    --cloud-config "$STATE/azure.json" --arm-endpoint "https://$CP_IP:$ARM_PORT" --aad-endpoint "https://$CP_IP:$ENTRA_PORT" \
+    --ca-file "$STATE/emulator-tls/ca.pem" 2>&1
+}
+pod_object() { # pod_object NS NAME NODE IP LABEL: a pod as the API sees it, without running anything
+  k get namespace "$1" >/dev/null 2>&1 || k create namespace "$1" >/dev/null
+  k apply -f - >/dev/null <<EOF
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "$2", "namespace": "$1", "labels": {"aadpodidbinding": "$5"}},
+ "spec": {"nodeName": "$3", "containers": [{"name": "main", "image": "sandbox/process"}]}}
+EOF
+  k patch pod -n "$1" "$2" --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$4\"}}" >/dev/null
+}
+
+begin "Step 5a': kubectl pod-identity explain says why the rogue pod got nothing, and what would fix it"
+pod_object rogue rogue a-1 10.244.2.251 "$SELECTOR"
+out=$(explain rogue rogue)
+echo "$out"
+echo "(NMI runs as a process here, not as a DaemonSet pod, so the NMI link finds no NMI pod.)"
+k delete pod -n rogue rogue --wait=false >/dev/null 2>&1
+if echo "$out" | grep -q "bindings are namespaced" \
+  && echo "$out" | grep -q "fix: a binding matches only pods of its own namespace: create an AzureIdentity and an AzureIdentityBinding with selector $SELECTOR in namespace rogue"; then
+  step 5e "explain names the namespaced binding rule and the fix for the rogue pod" PASS
+else
+  step 5e "explain the rogue pod" FAIL "the namespaced rule or its fix is missing"
+fi
+
+begin "Step 5a'': an identity whose \"Managed Identity Operator\" grant was forgotten: the AzureAssignedIdentity says why, explain gives the az command"
+NOGRANT=billing-identity
+nogrant=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" \
+  -H 'content-type: application/json' -d "{\"name\":\"$NOGRANT\",\"resource_group\":\"$RG\"}" || true)
+NOGRANT_ID=$(echo "$nogrant" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null || true)
+NOGRANT_CLIENT=$(echo "$nogrant" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' 2>/dev/null || true)
+echo "identity $NOGRANT_ID created; no role assignment for the cluster's service principal on it"
+k create namespace billing >/dev/null 2>&1
+k apply -f - <<EOF
+apiVersion: aadpodidentity.k8s.io/v1
+kind: AzureIdentity
+metadata: {name: $NOGRANT, namespace: billing}
+spec: {type: 0, resourceID: $NOGRANT_ID, clientID: $NOGRANT_CLIENT}
+---
+apiVersion: aadpodidentity.k8s.io/v1
+kind: AzureIdentityBinding
+metadata: {name: billing-binding, namespace: billing}
+spec: {azureIdentity: $NOGRANT, selector: billing}
+EOF
+pod_object billing billing a-0 10.244.1.251 billing
+reason=""
+for _ in $(seq 60); do
+  reason=$(k get azureassignedidentity -n billing -o jsonpath='{.items[0].status.reason}' 2>/dev/null)
+  [ -n "$reason" ] && break
+  sleep 1
+done
+k get azureassignedidentity -n billing
+out=$(explain billing billing)
+echo "$out"
+if [ "$reason" = LinkedAuthorizationFailed ] && echo "$out" | grep -q "reason: LinkedAuthorizationFailed" \
+  && echo "$out" | grep -q "az role assignment create --role \"Managed Identity Operator\" --assignee [^ ]* --scope $NOGRANT_ID"; then
+  step 5f "the AzureAssignedIdentity's Reason is LinkedAuthorizationFailed and explain gives the az role assignment command" PASS
+else
+  step 5f "LinkedAuthorizationFailed explained" FAIL "status reason '$reason'; explain: $(echo "$out" | grep -m1 'fix:')"
+fi
+k delete namespace billing --wait=false >/dev/null 2>&1
+
 begin "Step 5b: a pod without the label"
 out=$(run_pod default unlabelled a-0 - whoami.py)
 echo "$out"

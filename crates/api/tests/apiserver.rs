@@ -303,6 +303,7 @@ async fn printer_columns_show_in_kubectl_get() {
     aai.status = Some(AzureAssignedIdentityStatus {
         status: Some(AssignmentState::Created),
         available_replicas: Some(1),
+        ..Default::default()
     });
     let aais = Api::<AzureAssignedIdentity>::namespaced(client, &ns);
     let created = aais.create(&PostParams::default(), &aai).await.unwrap();
@@ -329,7 +330,8 @@ async fn printer_columns_show_in_kubectl_get() {
     ));
     assert_eq!(aais.get(&name).await.unwrap().state(), AssignmentState::Assigned);
     // Ours writes it with a merge patch of the main resource; the `/status` endpoint is gone.
-    let status = json!({"status": {"status": "Created", "availableReplicas": 1}});
+    let status = json!({"status": {"status": "Created", "availableReplicas": 1,
+        "reason": "LinkedAuthorizationFailed", "message": "assigning identity x failed: no role"}});
     let patched = aais
         .patch(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
@@ -352,14 +354,23 @@ async fn printer_columns_show_in_kubectl_get() {
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-        ["NAME", "POD", "NAMESPACE", "IDENTITY", "NODE", "STATUS", "AGE"]
+        [
+            "NAME",
+            "POD",
+            "NAMESPACE",
+            "IDENTITY",
+            "NODE",
+            "STATUS",
+            "REASON",
+            "AGE"
+        ]
     );
     assert_eq!(
         lines
             .next()
             .unwrap()
             .split_whitespace()
-            .take(6)
+            .take(7)
             .collect::<Vec<_>>(),
         [
             name.as_str(),
@@ -367,9 +378,18 @@ async fn printer_columns_show_in_kubectl_get() {
             ns.as_str(),
             "myapp-identity",
             "aks-nodepool1-0",
-            "Created"
+            "Created",
+            "LinkedAuthorizationFailed"
         ]
     );
+    // `-o wide` adds the message.
+    let wide = ok(&kubectl(
+        server,
+        &["get", "azureassignedidentity", "-n", &ns, "-o", "wide"],
+        None,
+    ));
+    assert!(wide.lines().next().unwrap().ends_with("MESSAGE"), "{wide}");
+    assert!(wide.contains("assigning identity x failed: no role"), "{wide}");
 
     // A status outside Created/Assigned/Unassigned is refused.
     let bad = json!({"status": {"status": "Bogus"}});

@@ -366,7 +366,7 @@ async fn set_state(
     state: AssignmentState,
 ) -> Result<(), kube::Error> {
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
-    let status = json!({"status": {"status": state, "availableReplicas": 1}});
+    let status = crate::failure::state_patch(state);
     let _permit = shared.writes.acquire().await;
     api.patch(name, &crate::patch_params(), &Patch::Merge(&status))
         .await

@@ -19,6 +19,7 @@ pub mod arm;
 pub mod cloud;
 pub mod controller;
 pub mod events;
+pub mod failure;
 pub mod flags;
 pub mod leader;
 pub mod metrics;

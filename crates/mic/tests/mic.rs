@@ -5,7 +5,9 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use api::AssignmentState::{Assigned, Created};
-use support::{ARM_REQUEST_TIMEOUT, Cluster, resource_id, settings, world};
+use api::AzureAssignedIdentity;
+use kube::Api;
+use support::{ARM_REQUEST_TIMEOUT, Cluster, MIC_CLIENT_ID, resource_id, settings, world};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -218,6 +220,37 @@ async fn an_unauthorized_identity_does_not_block_the_batch() {
             .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed")),
         "{events:?}"
     );
+    // The object itself says why, for `kubectl get` (the Reason column) without the Events.
+    let aais = Api::<AzureAssignedIdentity>::namespaced(c.client.clone(), "authz");
+    let status = |a: AzureAssignedIdentity| a.status.unwrap_or_default();
+    let mut failed = status(aais.get("web-authz-forbidden").await.unwrap());
+    for _ in 0..50 {
+        if failed.reason.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        failed = status(aais.get("web-authz-forbidden").await.unwrap());
+    }
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("LinkedAuthorizationFailed"),
+        "{failed:?}"
+    );
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains(&resource_id(5)) && message.contains("assign/action"),
+        "{message}"
+    );
+    assert_eq!(status(aais.get("web-authz-allowed").await.unwrap()).reason, None);
+    // Granting the role is enough: the retry assigns it, and the stale reason goes.
+    c.azure.admin().grant(MIC_CLIENT_ID, "id5").unwrap();
+    c.wait_assigned(
+        &[("web-authz-allowed", Assigned), ("web-authz-forbidden", Assigned)],
+        LIMIT,
+    )
+    .await;
+    let healed = status(aais.get("web-authz-forbidden").await.unwrap());
+    assert_eq!((healed.reason, healed.message), (None, None));
     c.stop_mic().await;
 }
 

@@ -236,7 +236,7 @@ impl Refusal {
     }
 
     /// The `nmi::refusal` line; `suppressed` lines of the same (pod, reason) were left out before it.
-    fn log(&self, source: IpAddr, suppressed: u64) {
+    pub fn log(&self, source: IpAddr, suppressed: u64) {
         let (namespace, pod) = self
             .pod
             .as_ref()

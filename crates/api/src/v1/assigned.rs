@@ -44,7 +44,14 @@ pub enum AssignmentState {
     ),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodename"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    )
 )]
 pub struct AzureAssignedIdentitySpec {
     /// A copy of the `AzureIdentity` at the time of assignment.
@@ -88,6 +95,19 @@ pub struct AzureAssignedIdentityStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub available_replicas: Option<i32>,
+
+    /// Why the identity is not on the VM or scale set yet, while `Created` after a failed
+    /// assignment: ARM's error code (`LinkedAuthorizationFailed`, ...) or MIC's own
+    /// (`IdentityAssignmentFailed`). Absent once `Assigned`. Not in upstream's CRD: upstream
+    /// clients ignore it, and upstream's MIC never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub reason: Option<String>,
+
+    /// The error behind `reason`, in words: ARM's message, naming the identity and the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub message: Option<String>,
 }
 
 impl AzureAssignedIdentity {

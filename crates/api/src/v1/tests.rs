@@ -84,6 +84,7 @@ fn assigned_identity_name_and_legacy_state() {
     aai.status = Some(AzureAssignedIdentityStatus {
         status: Some(AssignmentState::Assigned),
         available_replicas: Some(1),
+        ..Default::default()
     });
     assert_eq!(aai.state(), AssignmentState::Assigned);
 }

@@ -93,6 +93,7 @@ fn recorded(d: &Desired<'_>, state: Option<api::AssignmentState>) -> AzureAssign
     a.status = state.map(|s| api::AzureAssignedIdentityStatus {
         status: Some(s),
         available_replicas: Some(1),
+        ..Default::default()
     });
     a
 }

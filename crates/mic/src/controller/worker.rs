@@ -164,7 +164,7 @@ impl Worker {
                     let sp = self.ledger.writes(work, &BTreeSet::new(), Stage::Answered);
                     self.write(sp).await;
                     let msi: Vec<&ToAssign> = todo.iter().copied().filter(|a| a.arm_id.is_some()).collect();
-                    report_failure(shared, &msi, &e.to_string(), &BTreeMap::new());
+                    report_failure(shared, &target_id, &msi, &e.to_string(), &BTreeMap::new()).await;
                     return true;
                 }
             }
@@ -237,10 +237,12 @@ impl Worker {
         // (`todo` is this batch's own picture: later arrivals are the next batch's business.)
         report_failure(
             shared,
+            &target_id,
             &failed,
             batch_error.as_deref().unwrap_or_default(),
             &refused,
-        );
+        )
+        .await;
         if !work.stale.is_empty() {
             // Left-behind identities that are gone, needed again or protected need no more care.
             let mut stale = lock(&shared.stale);

@@ -193,6 +193,7 @@ impl World {
         a.status = state.map(|s| AzureAssignedIdentityStatus {
             status: Some(s),
             available_replicas: Some(1),
+            ..Default::default()
         });
         a
     }

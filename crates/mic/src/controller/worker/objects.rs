@@ -21,6 +21,7 @@ use super::Worker;
 use crate::{
     controller::{Shared, set_state},
     events::{Kind, pod_ref, some_of},
+    failure::FailureStatus,
     plan::{ObjectWrite, ToAssign},
     writes::{Decided, StatusWritten},
 };
@@ -153,6 +154,7 @@ async fn write_object(shared: &Shared, a: &ToAssign, object: ObjectWrite) -> Res
                 status: Some(api::AzureAssignedIdentityStatus {
                     status: Some(api::AssignmentState::Created),
                     available_replicas: Some(1),
+                    ..Default::default()
                 }),
             };
             let _permit = shared.writes.acquire().await;
@@ -173,14 +175,17 @@ async fn write_object(shared: &Shared, a: &ToAssign, object: ObjectWrite) -> Res
     }
 }
 
-/// Warning events for assignments whose identity could not be put on the target.
-pub(super) fn report_failure(
+/// Warning events for assignments whose identity could not be put on the target, and the
+/// failure in each object's status (`reason`, `message`: see `crate::failure`).
+pub(super) async fn report_failure(
     shared: &Shared,
+    target_id: &str,
     items: &[&ToAssign],
     batch_error: &str,
     refused: &BTreeMap<String, String>,
 ) {
     let mut by_binding: BTreeMap<Key, (ObjectReference, Vec<String>, String)> = BTreeMap::new();
+    let mut statuses: Vec<(&Key, FailureStatus)> = Vec::new();
     for a in items {
         let why = a
             .arm_id
@@ -197,6 +202,7 @@ pub(super) fn report_failure(
             a.key.0, a.pod
         );
         tracing::warn!(namespace = %a.key.0, name = %a.key.1, "{note}");
+        statuses.push((&a.key, FailureStatus::of(arm_id, target_id, why)));
         shared.events.publish(
             Kind::Warning,
             "IdentityAssignmentFailed",
@@ -222,5 +228,27 @@ pub(super) fn report_failure(
             format!("{note} (pods: {})", some_of(&pods)),
             binding,
         );
+    }
+    stream::iter(statuses)
+        .for_each_concurrent(shared.settings.write_concurrency.max(1), |(key, failure)| {
+            write_failure(shared, key, failure)
+        })
+        .await;
+}
+
+/// Records a failure in an object's status. An object not created yet (ARM failed before its
+/// batch wrote it) has none to record: its Events say it, and its next failure will.
+async fn write_failure(shared: &Shared, (namespace, name): &Key, failure: FailureStatus) {
+    let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
+    let _permit = shared.writes.acquire().await;
+    match api
+        .patch(name, &crate::patch_params(), &Patch::Merge(&failure.patch()))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(%namespace, %name, error = %e, "recording an assignment failure in the status failed");
+        }
     }
 }
