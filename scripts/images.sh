@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make images`: OCI image tarballs of mic, nmi, azure-emulator and the pod sandbox (pause) under
+# `make images`: OCI image tarballs of mic, nmi, azure-emulator, the pod sandbox (pause) and kubectl
+# (the chart's uninstall hook) under
 # target/images/, written by scripts/oci-image.py with no base image and no registry.
 #
 # Each image holds its program, the shared libraries it was linked against (copied from this
@@ -78,3 +79,13 @@ image azure-emulator "${common[@]}" --file "$BIN/azure-emulator:/usr/local/bin/a
   --strip /usr/local/bin/azure-emulator --entrypoint /usr/local/bin/azure-emulator
 
 image pause --file "$BIN/pause:/pause" --strip /pause --elf-closure --entrypoint /pause --user 65535:65535
+
+# The chart's uninstall hook runs kubectl (cleanup.kubectlImage, registry.k8s.io/kubectl elsewhere):
+# the testbin's static kubectl, at the version it was built from.
+KUBECTL=$("$ROOT/scripts/testbin.sh" kubectl | sed -n 's/^KUBECTL=//p')
+KUBECTL_VERSION=$(basename "$(dirname "$KUBECTL")"); KUBECTL_VERSION=${KUBECTL_VERSION#kubectl-}
+line=$(python3 "$ROOT/scripts/oci-image.py" --name "$REPO/kubectl:$KUBECTL_VERSION" --out "$OUT/kubectl.tar" \
+  --file "$KUBECTL:/bin/kubectl" --elf-closure --entrypoint /bin/kubectl --user 65532:65532 \
+  --text "/etc/passwd:$PASSWD" --dir /tmp:1777)
+log "$line"
+echo "KUBECTL_IMAGE=$OUT/kubectl.tar"

@@ -156,6 +156,7 @@ def main():
     p.add_argument("--name", required=True, help="full image reference, e.g. docker.io/local/nmi:dev")
     p.add_argument("--out", required=True, help="the tarball to write")
     p.add_argument("--file", action="append", default=[], metavar="SRC:DEST", help="copy a file into the image")
+    p.add_argument("--tree", action="append", default=[], metavar="SRC:DEST", help="copy a directory tree")
     p.add_argument("--symlink", action="append", default=[], metavar="DEST:TARGET")
     p.add_argument("--dir", action="append", default=[], metavar="DEST[:MODE]", help="an empty directory")
     p.add_argument("--text", action="append", default=[], metavar="DEST:CONTENT", help="a small text file")
@@ -174,6 +175,20 @@ def main():
     for spec in a.file:
         src, dest = spec.split(":", 1)
         rootfs.file(src, dest)
+    for spec in a.tree:
+        src, dest = spec.split(":", 1)
+        if not os.path.isdir(src):
+            fail(f"--tree {src} is not a directory")
+        for root, dirs, files in os.walk(src):
+            rel = os.path.relpath(root, src)
+            base = dest if rel == "." else os.path.join(dest, rel)
+            rootfs.dir(base)
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                full = os.path.join(root, name)
+                if os.path.islink(full):
+                    rootfs.symlink(os.path.join(base, name), os.readlink(full))
+                elif "__pycache__" not in full:
+                    rootfs.file(full, os.path.join(base, name))
     for spec in a.symlink:
         dest, target = spec.split(":", 1)
         rootfs.symlink(dest, target)
