@@ -32,7 +32,7 @@ case $PROFILE in
   *) log "FATAL: IMAGE_PROFILE must be dev or release, not $PROFILE"; exit 1 ;;
 esac
 log "building mic, nmi, azure-emulator and pause ($PROFILE profile)..."
-(cd "$ROOT" && CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0} cargo build --locked -q --profile "$PROFILE" \
+(cd "$ROOT" && cargo build --locked -q --profile "$PROFILE" \
   -p mic -p nmi -p azure-emulator -p node --bin mic --bin nmi --bin azure-emulator --bin pause >&2)
 
 CERTS=/etc/ssl/certs/ca-certificates.crt
@@ -43,10 +43,18 @@ GROUP='root:x:0:\nnonroot:x:65532:\n'
 common=(--file "$CERTS:/etc/ssl/certs/ca-certificates.crt" --text "/etc/passwd:$PASSWD"
   --text "/etc/group:$GROUP" --dir /tmp:1777 --dir /home/nonroot --elf-closure)
 
-image() { # image NAME ARGS…
-  local name=$1; shift
-  local line
-  line=$(python3 "$ROOT/scripts/oci-image.py" --name "$REPO/$name:$TAG" --out "$OUT/$name.tar" "$@")
+image() { # image NAME ARGS…: rewritten only when an input file is newer than the tarball
+  local name=$1 tag=${IMAGE_TAG:-$TAG}; shift
+  local line arg inputs=("$0" "$ROOT/scripts/oci-image.py")
+  for arg in "$@"; do
+    case $arg in /*:/*) [ -f "${arg%%:*}" ] && inputs+=("${arg%%:*}") ;; esac
+  done
+  if [ -s "$OUT/$name.tar" ] && [ -z "$(find "${inputs[@]}" -newer "$OUT/$name.tar" -print -quit)" ]; then
+    log "$REPO/$name:$tag: cached at $OUT/$name.tar"
+    printf '%s=%s\n' "$(echo "$name" | tr 'a-z-' 'A-Z_')_IMAGE" "$OUT/$name.tar"
+    return 0
+  fi
+  line=$(python3 "$ROOT/scripts/oci-image.py" --name "$REPO/$name:$tag" --out "$OUT/$name.tar" "$@")
   log "$line"
   printf '%s=%s\n' "$(echo "$name" | tr 'a-z-' 'A-Z_')_IMAGE" "$OUT/$name.tar"
 }
@@ -84,8 +92,5 @@ image pause --file "$BIN/pause:/pause" --strip /pause --elf-closure --entrypoint
 # the testbin's static kubectl, at the version it was built from.
 KUBECTL=$("$ROOT/scripts/testbin.sh" kubectl | sed -n 's/^KUBECTL=//p')
 KUBECTL_VERSION=$(basename "$(dirname "$KUBECTL")"); KUBECTL_VERSION=${KUBECTL_VERSION#kubectl-}
-line=$(python3 "$ROOT/scripts/oci-image.py" --name "$REPO/kubectl:$KUBECTL_VERSION" --out "$OUT/kubectl.tar" \
-  --file "$KUBECTL:/bin/kubectl" --elf-closure --entrypoint /bin/kubectl --user 65532:65532 \
-  --text "/etc/passwd:$PASSWD" --dir /tmp:1777)
-log "$line"
-echo "KUBECTL_IMAGE=$OUT/kubectl.tar"
+IMAGE_TAG=$KUBECTL_VERSION image kubectl --file "$KUBECTL:/bin/kubectl" --elf-closure --entrypoint /bin/kubectl --user 65532:65532 \
+  --text "/etc/passwd:$PASSWD" --dir /tmp:1777

@@ -267,6 +267,9 @@ down() {
       path=$(ctr_k8s containers info "$id" 2>/dev/null | sed -n 's|.*"path": "\(/var/run/netns/cni-[^"]*\)".*|\1|p' | head -n 1)
       [ -n "$path" ] && netnses+=("$path")
       ctr_k8s tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+      # CNI's cached results of a pod sandbox (its loopback; the bridge's are named after our
+      # network, below): no CNI DEL runs for containers stopped this way.
+      rm -f "/var/lib/cni/results/cni-loopback-$id-lo"
     done
     sleep 0.5
     for id in $(ctr_k8s containers ls -q 2>/dev/null); do
