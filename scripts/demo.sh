@@ -160,4 +160,7 @@ else
   step 8 "pods one after another on ss-a's instances" FAIL "$churn_why"
 fi
 
+# shellcheck source=scripts/demo-chart.sh
+. "$ROOT/scripts/demo-chart.sh"
+
 finish
