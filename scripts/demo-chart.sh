@@ -4,6 +4,10 @@
 # walkthrough's application as a Deployment in a real container.
 
 begin "Step 7: helm install pod-identity deploy/charts/pod-identity on the real node $REAL_NODE (kubelet + containerd; images from make images)"
+# Step 1 deployed with the plain manifests (rendered from this chart, release name pod-identity):
+# Helm adopts no object it did not create, so they go first, as when moving a cluster to the chart.
+echo "kubectl delete -f deploy/manifests/deployment-rbac.yaml (the plain manifests of step 1; the chart replaces them)"
+k delete -f "$ROOT/deploy/manifests/deployment-rbac.yaml" --ignore-not-found --wait=true >/dev/null 2>&1 || true
 if out=$("$ROOT/scripts/chart.sh" install 2>&1); then
   echo "$out" | grep -v '^Waiting for'
   k -n pod-identity get daemonset,deployment,pods -o wide
