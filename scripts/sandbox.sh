@@ -408,6 +408,8 @@ The sandbox is up. Use kubectl through the wrapper:
 Run your own code in a pod (it can call 169.254.169.254 like any pod on AKS):
   scripts/sandbox.sh pod run --namespace default --name my-pod --node a-0 --label aadpodidbinding=<selector> -- \\
       $CACHE/venv/bin/python my_script.py
+The real node $REAL_NODE (kubelet + containerd): install the chart there and run the walkthrough's app:
+  scripts/chart.sh install && scripts/chart.sh app
 Logs: $STATE/logs/   Stop it all: make down
 EOF
 }
