@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps testbin fmt-check clippy shellcheck unit crds fmt clean-cache bench soak manifests up down demo
+.PHONY: test deps testbin fmt-check clippy shellcheck unit crds fmt clean-cache bench soak manifests up down demo images
 
 ## test: everything CI checks: formatting, clippy -D warnings, shellcheck, and all tests (unit and real-apiserver).
 test: deps testbin fmt-check clippy shellcheck unit
@@ -14,9 +14,16 @@ deps:
 	@scripts/python-venv.sh >/dev/null
 	@scripts/azurite.sh install >/dev/null
 
-## testbin: build kube-apiserver, etcd, kubectl, helm and upstream's NMI and MIC v1.8.17 from Go modules (cached in ~/.cache/pod-identity).
+## testbin: build kube-apiserver, etcd, kubectl, kubelet, kube-controller-manager, kube-scheduler, helm and upstream's NMI and MIC v1.8.17 from Go modules (cached in ~/.cache/pod-identity).
 testbin:
 	@scripts/testbin.sh >/dev/null
+
+## images: OCI image tarballs of mic, nmi, azure-emulator and pause under target/images/, with no base
+## image (scripts/images.sh). IMAGE_PROFILE=release for the optimised binaries (default: dev, the
+## binaries `cargo test` builds, stripped). README "Container images" says how to push them.
+IMAGE_PROFILE ?= dev
+images:
+	@IMAGE_PROFILE=$(IMAGE_PROFILE) scripts/images.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

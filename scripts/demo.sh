@@ -45,7 +45,7 @@ rc=$?
 if [ -f "$ROOT/deploy/manifests/deployment-rbac.yaml" ]; then
   out=$(k apply -f "$ROOT/deploy/manifests/deployment-rbac.yaml" 2>&1); rc=$((rc + $?)); echo "$out"
 fi
-echo "(The sandbox has no kubelet: MIC and NMI run as processes in its namespaces; the manifests' RBAC is real.)"
+echo "(Nodes a-0, a-1 and c-0 have no kubelet: their MIC and NMI run as processes in its namespaces; the manifests' RBAC is real. k-0 is a real node: the chart's steps below run there.)"
 if [ $rc -eq 0 ]; then
   step 1 "CRDs and deployment manifests applied" PASS
 else
@@ -270,5 +270,8 @@ if echo "$out" | grep -q '^BLOB: Hello from Azurite' && [ "$arm_writes" = 0 ] &&
 else
   step 9 "federated pod" FAIL "$(echo "$out" | tail -n 1); ARM writes: $arm_writes; identity on a VM: $on_vm"
 fi
+
+# shellcheck source=scripts/demo-chart.sh
+. "$ROOT/scripts/demo-chart.sh"
 
 finish

@@ -23,6 +23,12 @@ declare -A NEED=(
   [openssl]=openssl
   # make test: the shell scripts under scripts/ and .ci/ are linted
   [shellcheck]=shellcheck
+  # the real node (scripts/node.sh): containerd and runc run the chart's pods; mmdebstrap makes the
+  # walkthrough app's Debian root filesystem (scripts/app-rootfs.sh)
+  [containerd]=containerd
+  [ctr]=containerd
+  [runc]=runc
+  [mmdebstrap]=mmdebstrap
 )
 
 missing=()
@@ -36,6 +42,8 @@ done
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
+# The real node's CNI plugins (bridge, host-local, loopback) are files, not commands on PATH.
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -3,6 +3,12 @@
 # the sandbox out) and demo.sh (which talks to it). Variables only; nothing runs here.
 # shellcheck disable=SC2034  # each user reads its own part
 
+# The network namespaces' prefix: pi-hub, pi-cp, pi-node-<node>, pi-p-<pod>. The chart's end-to-end
+# test (crates/node) lays out a sandbox of its own under another prefix, beside a user's `make up`.
+NETNS=${POD_IDENTITY_NETNS:-pi}
+HUB=$NETNS-hub
+CP=$NETNS-cp
+
 SUB=0b1f6471-1bf0-4dda-aec3-cb9272f09590
 TENANT=72f988bf-86f1-41af-91ab-2d7cd011db47
 MIC_CLIENT_ID=5c8f2a10-0000-4000-8000-00000000000a
@@ -30,3 +36,14 @@ declare -A NODE_PROVIDER=(
   [c-0]="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachines/vm-c"
 )
 NMI_PROBE_PORT=8085
+
+# The real node (scripts/node.sh): kubelet, containerd, runc and a CNI bridge in pi-node-k-0, the
+# VM vm-k of the emulator. Its pods get 10.244.9.0/24 on the bridge cni0, a range routed nowhere
+# outside that namespace. The chart's pods run there (helm install, scripts/chart-up.sh).
+REAL_NODE=k-0
+REAL_NODE_IP=10.250.0.14
+REAL_NODE_IMDS=18004
+REAL_NODE_POD_CIDR=10.244.9.0/24
+REAL_NODE_PROVIDER="azure:///subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachines/vm-k"
+# The ClusterIP of the `kubernetes` Service: the node DNATs it to the apiserver, as kube-proxy would.
+KUBERNETES_SERVICE_IP=10.96.0.1

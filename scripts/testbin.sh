@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream binaries pod-identity tests run against (kube-apiserver,
-# kubectl, etcd, helm, and aad-pod-identity v1.8.17's own NMI and MIC as
+# kubectl, kubelet, kube-controller-manager, kube-scheduler, etcd, helm, and aad-pod-identity v1.8.17's own NMI and MIC as
 # upstream-nmi and upstream-mic, the peers of the mixed-version tests) from
 # their published Go modules, pinned by the wrapper modules under
 # tools/testbin/. Each lands in
@@ -49,10 +49,16 @@ kver="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/compone
 
 aadver="-X github.com/Azure/aad-pod-identity/version.NMIVersion=$AAD_POD_IDENTITY_VERSION -X github.com/Azure/aad-pod-identity/version.MICVersion=$AAD_POD_IDENTITY_VERSION"
 
-want=${*:-kube-apiserver etcd kubectl helm upstream-nmi upstream-mic}
+want=${*:-kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler helm upstream-nmi upstream-mic}
 for w in $want; do
   case $w in
     kube-apiserver) build kube-apiserver "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$kver" ;;
+    # The real node's kubelet (scripts/node.sh), the apiserver's own version.
+    kubelet) build kubelet "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kubelet "$kver" ;;
+    # The real node's control plane: pods of DaemonSets/Deployments (controllers), their nodes
+    # (scheduler), ServiceAccounts and kube-root-ca.crt (controllers).
+    kube-controller-manager) build kube-controller-manager "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$kver" ;;
+    kube-scheduler) build kube-scheduler "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$kver" ;;
     kubectl) build kubectl "$K8S_VERSION" kubernetes k8s.io/kubernetes/cmd/kubectl "$kver" ;;
     etcd) build etcd "$ETCD_VERSION" etcd . ;;
     helm) build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;

@@ -2,6 +2,11 @@
 # MIC, the Managed Identity Controller. Build from the repository root:
 #   docker build -f deploy/docker/mic.Dockerfile -t <registry>/pod-identity/mic:<tag> .
 #
+# `make images` (scripts/images.sh) writes the same image without a registry or a base image, as an
+# OCI tarball: the same paths, entrypoint, user and ports. There the binary is the dynamically
+# linked one `cargo build` makes, and the image carries the glibc it was linked against (copied
+# with `ldd`) instead of being static.
+#
 # Stage 1 builds a fully static binary: glibc with `+crt-static` (static-pie). glibc rather than
 # musl keeps glibc's allocator (musl's malloc is much slower under multi-threaded load) and works
 # with aws-lc-rs (rustls's crypto provider), whose C sources the `cc` crate compiles with the

@@ -2,6 +2,14 @@
 # NMI, the node agent. Build from the repository root:
 #   docker build -f deploy/docker/nmi.Dockerfile -t <registry>/pod-identity/nmi:<tag> .
 #
+# `make images` (scripts/images.sh) writes the same image without a registry or a base image, as an
+# OCI tarball: the same paths, entrypoint, user and ports. There the binary is the dynamically
+# linked one `cargo build` makes, and the image carries the glibc it was linked against (copied
+# with `ldd`) instead of being static.
+# Its iptables is this Debian's xtables-nft-multi and xtables-legacy-multi with their libraries and
+# extensions, linked as below (iptables, iptables-restore, iptables-save, and the legacy ones under
+# /usr/lib/pod-identity/iptables-legacy), plus /usr/bin/sleep for the chart's cleanup hook.
+#
 # Stage 1: a fully static `nmi` binary, built as in mic.Dockerfile (glibc `+crt-static`).
 ARG RUST_VERSION=1.95
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build

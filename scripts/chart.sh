@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The Helm chart on the sandbox's real node (scripts/node.sh): MIC and NMI as the chart installs
+# them, from the images of `make images`, and the walkthrough's application as a Deployment.
+#
+#   scripts/chart.sh install [HELM ARGS…]   helm install pod-identity deploy/charts/pod-identity; waits
+#                                           for NMI Ready (its readiness probe) and MIC's rollout
+#   scripts/chart.sh upgrade [HELM ARGS…]   helm upgrade --reuse-values; waits for the DaemonSet's rollout
+#   scripts/chart.sh app                    the walkthrough's Deployment `myapp` (label
+#                                           aadpodidbinding: myapp, and its identity and binding
+#                                           unless `make demo` made them); waits until it read the blob
+#   scripts/chart.sh uninstall              helm uninstall (its hook removes NMI's rules); the
+#                                           sandbox's own MIC process takes the Lease back
+#
+# The chart's values for the sandbox, and why each is needed, are in $STATE/chart-values.yaml
+# (written by `install`). Nothing here changes the chart: what it needs from the sandbox is what an
+# AKS cluster gives it (a node's providerID, the kubernetes Service, the cloud config).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${POD_IDENTITY_SANDBOX:-/tmp/pod-identity-sandbox}
+SB="$ROOT/scripts/sandbox.sh"
+# shellcheck source=scripts/sandbox-layout.sh
+. "$ROOT/scripts/sandbox-layout.sh"
+RELEASE=pod-identity
+RELEASE_NS=pod-identity
+APP_NS=default
+CA_DIR=/etc/pod-identity-sandbox
+
+log() { printf '[chart] %s\n' "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+[ -f "$STATE/env" ] || die "the sandbox is not up: run 'make up'"
+# shellcheck disable=SC1091
+. "$STATE/env"
+k() { "$SB" kubectl "$@"; }
+helm_() { ip netns exec "$CP" "$HELM" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+values() {
+  cat >"$STATE/chart-values.yaml" <<EOF
+# The images of make images, imported into the node's containerd (nothing can be pulled).
+image:
+  repository: docker.io/pod-identity
+  imagePullPolicy: Never
+cleanup:
+  kubectlImage: {repository: docker.io/pod-identity/kubectl, tag: v1.35.4, pullPolicy: Never}
+mic:
+  # Only the real node runs pods; the other sandbox nodes are network namespaces without a kubelet.
+  nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
+  # The Lease the sandbox's own MIC process also stands for.
+  leaderElection: {namespace: default}
+  # The cluster's service principal, as in azure.json on AKS nodes (a Secret: the node has none).
+  cloudConfig: {secretName: azure-json}
+  # The emulator's ARM and Entra ID, whose certificates the sandbox's CA signs.
+  extraArgs:
+    - --arm-endpoint=https://$CP_IP:$ARM_PORT
+    - --aad-endpoint=https://$CP_IP:$ENTRA_PORT
+    - --ca-file=$CA_DIR/ca.pem
+    - --arm-poll-interval=500ms
+  extraVolumes:
+    - {name: emulator-ca, hostPath: {path: $STATE/emulator-tls, type: Directory}}
+  extraVolumeMounts:
+    - {name: emulator-ca, mountPath: $CA_DIR, readOnly: true}
+nmi:
+  nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
+  # IMDS of the VM vm-k, the emulator's (169.254.169.254 on Azure).
+  extraArgs:
+    - --metadata-ip=$CP_IP
+    - --metadata-port=$REAL_NODE_IMDS
+EOF
+}
+
+# NMI Ready: the DaemonSet's pod on the real node passes its readiness probe (/readyz: the rules
+# are in place and every watch has synced).
+nmi_ready() {
+  k -n "$RELEASE_NS" rollout status "daemonset/$RELEASE-nmi" --timeout=120s >&2 &&
+    k -n "$RELEASE_NS" get pods -l app.kubernetes.io/component=nmi \
+      -o 'jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -qx "$REAL_NODE True"
+}
+
+install() {
+  values
+  k get namespace "$RELEASE_NS" >/dev/null 2>&1 || k create namespace "$RELEASE_NS" >/dev/null
+  k -n "$RELEASE_NS" create secret generic azure-json --from-file=azure.json="$STATE/azure.json" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+  log "helm install $RELEASE deploy/charts/pod-identity (namespace $RELEASE_NS)..."
+  helm_ install "$RELEASE" "$ROOT/deploy/charts/pod-identity" --namespace "$RELEASE_NS" \
+    -f "$STATE/chart-values.yaml" "$@" >&2
+  nmi_ready || die "NMI did not become Ready (kubectl -n $RELEASE_NS describe pods; $STATE/logs/kubelet.log)"
+  log "NMI is Ready on $REAL_NODE"
+  k -n "$RELEASE_NS" rollout status "deployment/$RELEASE-mic" --timeout=120s >&2 ||
+    die "MIC's Deployment did not roll out"
+  # The chart's MIC replicas take the Lease over from the sandbox's process.
+  "$SB" mic-process stop
+  local holder="" end=$((SECONDS + 60))
+  until [[ $holder == "$RELEASE-mic-"* ]]; do
+    [ $SECONDS -lt $end ] || die "no MIC pod of the chart took the Lease default/aad-pod-identity-mic (holder: $holder)"
+    sleep 1
+    holder=$(k -n default get lease aad-pod-identity-mic -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true)
+  done
+  log "MIC: the chart's $holder holds the Lease"
+}
+
+upgrade() {
+  log "helm upgrade $RELEASE $*"
+  helm_ upgrade "$RELEASE" "$ROOT/deploy/charts/pod-identity" --namespace "$RELEASE_NS" --reuse-values "$@" >&2
+  nmi_ready || die "NMI did not become Ready again after the upgrade"
+}
+
+app() {
+  k -n "$APP_NS" create configmap sandbox-ca --from-file=ca.crt="$STATE/pki/ca.crt" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+  # The seed's step 6: a Deployment whose pods carry aadpodidbinding. The container runs the
+  # walkthrough's code unchanged, then stays up so that its output can be read.
+  k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: myapp, namespace: $APP_NS}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: myapp}}
+  template:
+    metadata:
+      labels: {app: myapp, aadpodidbinding: myapp}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
+      containers:
+        - name: app
+          image: docker.io/pod-identity/app:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/charts/pod-identity/Chart.yaml")
+          imagePullPolicy: Never
+          command: ["/bin/sh", "-c", "python3 /app/read_blob.py; exec sleep infinity"]
+          env:
+            - {name: STORAGE_ACCOUNT_URL, value: "https://$CP_IP:$AZURITE_PORT/devstoreaccount1"}
+            - {name: REQUESTS_CA_BUNDLE, value: /etc/sandbox-ca/ca.crt}
+          volumeMounts:
+            - {name: ca, mountPath: /etc/sandbox-ca, readOnly: true}
+      volumes:
+        - {name: ca, configMap: {name: sandbox-ca}}
+EOF
+  k -n "$APP_NS" rollout status deployment/myapp --timeout=120s >&2 || die "myapp did not start"
+  local out="" end=$((SECONDS + 120))
+  until echo "$out" | grep -qE '^(BLOB|REFUSED):'; do
+    [ $SECONDS -lt $end ] || break
+    sleep 1
+    out=$(k -n "$APP_NS" logs deployment/myapp 2>/dev/null || true)
+  done
+  echo "$out"
+  echo "$out" | grep -q '^BLOB: Hello from Azurite' || die "myapp did not read the blob"
+}
+
+# The walkthrough's identity (its steps 3 to 5) when `make demo` has not made it: the managed
+# identity myapp-identity in the emulator, the cluster's service principal allowed to assign it,
+# and the seed's AzureIdentity and AzureIdentityBinding (selector myapp) in the app's namespace.
+identity() {
+  if k -n "$APP_NS" get azureidentity myapp-identity >/dev/null 2>&1; then
+    log "AzureIdentity myapp-identity exists"
+    return 0
+  fi
+  local created client_id resource_id
+  created=$(ip netns exec "$CP" curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" \
+    -H 'content-type: application/json' -d '{"name":"myapp-identity","resource_group":"myresourcegroup"}') ||
+    die "the emulator did not create the identity"
+  client_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])')
+  resource_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  ip netns exec "$CP" curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/roles" -H 'content-type: application/json' \
+    -d "{\"principal\":\"aks-cluster-sp\",\"scope\":\"$resource_id\"}" >/dev/null || die "the role assignment failed"
+  sed -e "s|<the managed identity id returned previously>|$resource_id|" \
+    -e "s|<the managed identity clientId returned previously>|$client_id|" \
+    -e "s|<your_managed_identity_name>|myapp-identity|" "$ROOT/examples/seed/aadpodidentity.yaml" | k -n "$APP_NS" apply -f - >&2
+  sed -e "s|<your_managed_identity_name from the previous step>|myapp-identity|" \
+    -e "s|<your_app_selector_name>|myapp|" "$ROOT/examples/seed/aadpodidentitybinding.yaml" | k -n "$APP_NS" apply -f - >&2
+}
+
+uninstall() {
+  log "helm uninstall $RELEASE..."
+  helm_ uninstall "$RELEASE" --namespace "$RELEASE_NS" --wait --timeout 5m >&2
+  "$SB" mic-process start
+}
+
+case ${1:-} in
+  install) shift; install "$@" ;;
+  upgrade) shift; upgrade "$@" ;;
+  app) identity; app ;;
+  uninstall) uninstall ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
