@@ -72,14 +72,18 @@ impl Environment {
 }
 
 /// Starts logging to standard output: `RUST_LOG` when set and valid, else `from_verbosity`
-/// ([`Common::log_filter`]).
+/// ([`Common::log_filter`]). Colours only on a terminal: in a container, `kubectl logs` and log
+/// collectors would get the escape codes in the middle of each `key=value`.
 pub fn init_logging(json: bool, env: &Environment, from_verbosity: &str) {
+    use std::io::IsTerminal;
     let filter = env
         .rust_log
         .as_deref()
         .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(from_verbosity));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     if json {
         builder.json().init()
     } else {
