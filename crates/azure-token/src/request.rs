@@ -32,6 +32,15 @@ pub enum Credential {
         client_id: String,
         certificate: Arc<CertificateCredential>,
     },
+    /// An application whose proof is an assertion signed by someone Entra trusts for it: a
+    /// Kubernetes service-account token exchanged under a federated identity credential. Used
+    /// once: the assertion is short-lived and bound to what it was issued for.
+    ClientAssertion {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        assertion: String,
+    },
     /// A managed identity through IMDS at `imds` (`http://169.254.169.254`): the one with
     /// `client_id`, or the VM's only one.
     ManagedIdentity { imds: String, client_id: Option<String> },
@@ -64,6 +73,17 @@ impl std::fmt::Debug for Credential {
                 .field("client_id", client_id)
                 .field("certificate", certificate)
                 .finish(),
+            Self::ClientAssertion {
+                authority,
+                tenant,
+                client_id,
+                assertion: _,
+            } => f
+                .debug_struct("ClientAssertion")
+                .field("authority", authority)
+                .field("tenant", tenant)
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
             Self::ManagedIdentity { imds, client_id } => f
                 .debug_struct("ManagedIdentity")
                 .field("imds", imds)
@@ -121,6 +141,7 @@ pub fn scope_of(resource: &str) -> String {
 enum Proof<'a> {
     Secret(&'a String),
     Certificate(&'a CertificateCredential),
+    Assertion(&'a String),
 }
 
 impl TokenRequest<'_> {
@@ -153,6 +174,12 @@ impl TokenRequest<'_> {
                 client_id,
                 certificate,
             } => (authority, tenant, client_id, Proof::Certificate(certificate)),
+            Credential::ClientAssertion {
+                authority,
+                tenant,
+                client_id,
+                assertion,
+            } => (authority, tenant, client_id, Proof::Assertion(assertion)),
         };
         let authority = authority.trim_end_matches('/');
         let url = match self.entra {
@@ -174,6 +201,10 @@ impl TokenRequest<'_> {
                 let assertion = certificate.assertion(client_id, &url, now)?;
                 form.push(("client_assertion_type", JWT_BEARER.to_owned()));
                 form.push(("client_assertion", assertion));
+            }
+            Proof::Assertion(assertion) => {
+                form.push(("client_assertion_type", JWT_BEARER.to_owned()));
+                form.push(("client_assertion", assertion.clone()));
             }
         }
         Ok(Prepared {

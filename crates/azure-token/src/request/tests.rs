@@ -174,3 +174,36 @@ fn debug_output_never_shows_the_secret() {
     let text = format!("{:?}", secret());
     assert!(text.contains("app") && !text.contains("s3cret"), "{text}");
 }
+
+fn assertion() -> Credential {
+    Credential::ClientAssertion {
+        authority: "https://login.microsoftonline.com/".into(),
+        tenant: "t".into(),
+        client_id: "app".into(),
+        assertion: "eyJ.sa-token.sig".into(),
+    }
+}
+
+#[test]
+fn a_federated_assertion_is_sent_as_given_to_the_v2_endpoint() {
+    let p = prepare(&assertion(), "https://storage.azure.com/", EntraVersion::V2);
+    assert_eq!(
+        (p.service, p.url.as_str()),
+        (
+            Service::Entra,
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+        )
+    );
+    assert_eq!(
+        form(&p),
+        pairs(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("scope", "https://storage.azure.com//.default"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", "eyJ.sa-token.sig"),
+        ])
+    );
+    let text = format!("{:?}", assertion());
+    assert!(text.contains("app") && !text.contains("sa-token"), "{text}");
+}

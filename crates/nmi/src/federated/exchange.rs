@@ -3,9 +3,9 @@
 //! `client_assertion`). The service-account token lives only in this function's locals: it is
 //! never cached, returned, logged or put in an error.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use azure_token::{Service, read_answer, scope_of};
+use azure_token::{Credential, EntraVersion};
 use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
     core::v1::ServiceAccount,
@@ -15,7 +15,6 @@ use kube::{Api, api::PostParams};
 use super::decide::{FederatedIdentity, TOKEN_EXCHANGE_AUDIENCE};
 use crate::{Error, Result, token::Token};
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The shortest lifetime the apiserver grants: the token is used once, within a second.
 const SA_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -39,47 +38,18 @@ impl Exchange<'_> {
         pod: BoundPod<'_>,
         resource: &str,
     ) -> Result<Token> {
-        let assertion = self.service_account_token(identity, &pod).await?;
-        let url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.authority.trim_end_matches('/'),
-            identity.tenant_id
-        );
-        let form = [
-            ("grant_type", "client_credentials".to_owned()),
-            ("client_id", identity.client_id.clone()),
-            ("scope", scope_of(resource)),
-            ("client_assertion_type", JWT_BEARER.to_owned()),
-            ("client_assertion", assertion),
-        ];
-        let response = self
-            .http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                what: "Entra (federated exchange)",
-                source: source.without_url(),
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.map_err(|source| Error::Http {
-            what: "Entra (federated exchange)",
-            source,
-        })?;
-        read_answer(
-            Service::Entra,
-            status,
-            retry_after.as_deref(),
-            &body,
-            SystemTime::now(),
-        )
-        .map_err(Error::from)
+        let credential = Credential::ClientAssertion {
+            authority: self.authority.to_owned(),
+            tenant: identity.tenant_id.clone(),
+            client_id: identity.client_id.clone(),
+            assertion: self.service_account_token(identity, &pod).await?,
+        };
+        let request = azure_token::TokenRequest {
+            credential: &credential,
+            resource,
+            entra: EntraVersion::V2,
+        };
+        Ok(request.send(self.http).await?)
     }
 
     /// TokenRequest for the pod's service account, audience `api://AzureADTokenExchange`, bound to
