@@ -23,15 +23,9 @@ use serde_json::{Value, json};
 use testbed::ApiServer;
 use tokio::{process::Command, sync::watch, task::JoinHandle};
 
-pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
-pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const MIC_CLIENT_ID: &str = "5c8f2a10-0000-4000-8000-00000000000a";
-pub const NMI_SELECTOR: &str = "app.kubernetes.io/component=nmi";
+pub use fixtures::ids::{MIC_CLIENT as MIC_CLIENT_ID, SUBSCRIPTION as SUB, TENANT, client_id};
 
-/// Client id of identity `id<n>`.
-pub fn client_id(n: usize) -> String {
-    format!("2f5a3c4d-0000-4000-8000-{n:012}")
-}
+pub const NMI_SELECTOR: &str = "app.kubernetes.io/component=nmi";
 
 /// Resource id of identity `id<n>`, as `az identity show` spells it.
 pub fn resource_id(n: usize) -> String {
