@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::cluster::{self, Cluster, PodSpec};
 
 mod behind;
+mod lag;
 mod sdk;
 use sdk::{Answer, ask, ask_as_sdk};
 
@@ -60,6 +61,9 @@ pub struct Config {
     /// Every this long on average, someone removes an identity from a VM or scale set behind
     /// MIC's back (see `behind`); never when `None`.
     pub remove_behind: Option<Duration>,
+    /// Every this long on average, MIC is paused for 0.5–3 s, so that its watches lag (see
+    /// `lag`); never when `None`.
+    pub pause_mic: Option<Duration>,
 }
 
 /// What one run saw.
@@ -76,6 +80,8 @@ pub struct Report {
     pub arm_writes: u64,
     /// Identities removed behind MIC's back during the run, as "id<n> from <target>".
     pub removed_behind: Vec<String>,
+    /// How many times MIC was paused during the run.
+    pub mic_pauses: usize,
     /// Targets whose identities differ from what is still needed at the end.
     pub end_state: Vec<String>,
 }
@@ -230,7 +236,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
         k8s.identity_and_binding(NS, n, &format!("app-{n}")).await?;
     }
     let kubeconfig = k8s.server.kubeconfig().to_owned();
-    let _mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
+    let mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
     let mut nmis = BTreeMap::new();
     let mut _children = Vec::new();
     for node in NODES {
@@ -283,24 +289,38 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
             })
         })
         .collect();
-    let (stop_removing, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_meddling, stop_rx) = tokio::sync::watch::channel(false);
     let remover = match cfg.remove_behind {
         Some(mean) => {
             let op = behind::Operator::new(&emulator)?;
-            Some(tokio::spawn(behind::run(op, cfg.seed, mean, deadline, stop_rx)))
+            Some(tokio::spawn(behind::run(
+                op,
+                cfg.seed,
+                mean,
+                deadline,
+                stop_rx.clone(),
+            )))
         }
         None => None,
     };
+    let pauser = cfg
+        .pause_mic
+        .map(|mean| tokio::spawn(lag::run(mic.pid, cfg.seed, mean, deadline, stop_rx)));
     for w in workers {
         w.await?;
     }
-    let _ = stop_removing.send(true);
+    let _ = stop_meddling.send(true);
+    let mic_pauses = match pauser {
+        Some(p) => p.await??,
+        None => 0,
+    };
     let removed_behind = match remover {
         Some(r) => r.await??,
         None => Vec::new(),
     };
     let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     report.arm_writes = emulator.admin().counters().arm_writes.values().sum();
+    report.mic_pauses = mic_pauses;
     report.removed_behind = removed_behind
         .iter()
         .map(|r| format!("id{} from {}", r.identity, r.target))

@@ -99,6 +99,10 @@ enum Cmd {
         /// back, as `az vmss identity remove` does (0: never; the test in `make test` does).
         #[arg(long, default_value_t = 0)]
         remove_behind_ms: u64,
+        /// Every this many ms on average, pause MIC (SIGSTOP) for 0.5-3 s so that its watches
+        /// lag (0: never; the test in `make test` does).
+        #[arg(long, default_value_t = 0)]
+        pause_mic_ms: u64,
     },
     /// Print the summary table without measuring anything.
     Show,
@@ -165,6 +169,7 @@ fn main() -> anyhow::Result<()> {
             arm_latency_ms,
             seed,
             remove_behind_ms,
+            pause_mic_ms,
         } => {
             let cfg = churn::Config {
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
@@ -173,15 +178,17 @@ fn main() -> anyhow::Result<()> {
                 arm_latency_ms,
                 remove_behind: (remove_behind_ms > 0)
                     .then(|| std::time::Duration::from_millis(remove_behind_ms)),
+                pause_mic: (pause_mic_ms > 0).then(|| std::time::Duration::from_millis(pause_mic_ms)),
             };
             let logs = cluster::log_dir(&summary)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = rt.block_on(churn::run(&cfg, &logs))?;
             println!(
-                "churn: {} pod lifecycles ({} bound), {} ARM writes, {} identities removed behind MIC's back{}",
+                "churn: {} pod lifecycles ({} bound), {} ARM writes, {} MIC pauses, {} identities removed behind MIC's back{}",
                 report.pods,
                 report.bound_pods,
                 report.arm_writes,
+                report.mic_pauses,
                 report.removed_behind.len(),
                 if report.removed_behind.is_empty() {
                     String::new()

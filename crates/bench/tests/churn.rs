@@ -5,7 +5,9 @@
 //! SDK's retry policy), no unbound pod gets one, and every VM and scale set ends with exactly the
 //! identities still needed. Meanwhile, every 4 s on average, someone removes an identity from a
 //! VM or scale set behind MIC's back (as `az vmss identity remove` does): the pods that need it
-//! must still get their tokens. A failure prints the seed; `CHURN_SEED=<seed>` replays it.
+//! must still get their tokens; and every 8 s on average MIC is paused for 0.5-3 s, so that its
+//! watches lag and it meets a burst of events at once. A failure prints the seed;
+//! `CHURN_SEED=<seed>` replays it.
 
 use std::{io::Write, process::Command};
 
@@ -33,7 +35,7 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
             "1200",
         ])
         .args(["--arm-latency-ms", "500", "--seed", &seed.to_string()])
-        .args(["--remove-behind-ms", "4000"])
+        .args(["--remove-behind-ms", "4000", "--pause-mic-ms", "8000"])
         .arg("--summary")
         .arg(&summary)
         .env("RUST_LOG", "warn")
@@ -51,32 +53,31 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
         serde_json::from_slice(&std::fs::read(&summary).expect("the run wrote its figures"))
             .expect("figures are JSON");
     let pods = figures["churn_pods"].as_u64().unwrap_or(0);
-    let behind = stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once(" ARM writes, ")?
-                .1
-                .split_once(' ')?
-                .0
-                .parse::<u32>()
-                .ok()
-        })
-        .unwrap_or_else(|| {
-            panic!("the run says how many identities it removed behind MIC's back:\n{stdout}")
-        });
+    let behind = count(&stdout, " identities removed behind MIC's back");
+    let pauses = count(&stdout, " MIC pauses");
     // Written past the test harness's capture, so that `make test` shows it for a passing run too.
     let _ = writeln!(
         std::io::stderr(),
-        "churn test: {pods} pod lifecycles, {behind} identities removed behind MIC's back, {} token failures, seed {seed}",
+        "churn test: {pods} pod lifecycles, {behind} identities removed behind MIC's back, MIC paused {pauses} times, {} token failures, seed {seed}",
         figures["churn_token_failures"]
     );
     assert!(
         behind > 0,
         "no identity was removed behind MIC's back (seed {seed}):\n{stdout}"
     );
+    assert!(pauses > 0, "MIC was never paused (seed {seed}):\n{stdout}");
     assert!(
         pods >= PODS as u64,
         "only {pods} of {PODS} lifecycles ran (seed {seed})"
     );
     assert_eq!(figures["churn_token_failures"], 0, "seed {seed}");
+}
+
+/// The number the run's summary line (`churn: … N<what>, …`) gives before `what`.
+fn count(stdout: &str, what: &str) -> u32 {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("churn: "))
+        .find_map(|l| l.split_once(what)?.0.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the run's summary line gives{what}:\n{stdout}"))
 }
