@@ -260,10 +260,13 @@ counts=$(ip netns exec pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/calls?
 import json, sys
 calls = json.load(sys.stdin)["calls"]
 writes = [c for c in calls if c["endpoint"] == "arm" and c["method"] in ("PUT", "PATCH", "DELETE")]
+# The pod runs on c-0 (VM vm-c); the earlier steps used ss-a, whose identities MIC may remove now,
+# when their removal grace (30 s) runs out: those writes are not for this pod.
+mine = [c for c in writes if "/virtualmachines/vm-c" in c["path"].lower()]
 exchanges = [c for c in calls if c["endpoint"] == "entra" and c["path"].endswith("/oauth2/v2.0/token")]
-print(len(writes), len(exchanges))' 2>/dev/null || echo "? ?")
-read -r arm_writes exchanges <<<"$counts"
-echo "emulator call log while the pod ran: $arm_writes ARM writes, $exchanges Entra token exchanges"
+print(len(mine), len(writes) - len(mine), len(exchanges))' 2>/dev/null || echo "? ? ?")
+read -r arm_writes other_writes exchanges <<<"$counts"
+echo "emulator call log while the pod ran: $arm_writes ARM writes to its VM vm-c, $exchanges Entra token exchanges ($other_writes ARM writes elsewhere: MIC removing the earlier steps' identities from ss-a after their grace)"
 on_vm=$(ip netns exec pi-cp curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/nodes" | grep -ci "$FED_IDENTITY" || true)
 if echo "$out" | grep -q '^BLOB: Hello from Azurite' && [ "$arm_writes" = 0 ] && [ "$on_vm" = 0 ]; then
   step 9 "federated pod read the blob with 0 ARM writes and its identity on no VM" PASS
