@@ -194,6 +194,10 @@ pub struct AssignedFacts {
     pub state: AssignmentState,
     /// The object has a deletion timestamp.
     pub deleting: bool,
+    /// The object's `resourceVersion`: MIC's rewrites and deletions are conditional on it, so
+    /// that a decision made from a cache that is behind (the object records another node or
+    /// identity by now) is refused by the apiserver instead of acting on the wrong target.
+    pub resource_version: Option<String>,
     /// The value of [`api::v1::IDENTITY_MISSING_ANNOTATION`]: NMI's latest finding that IMDS
     /// did not know the identity (an opaque token, new at each finding). MIC reads the target
     /// back from ARM when it changes.
@@ -241,6 +245,7 @@ impl From<&AzureAssignedIdentity> for AssignedFacts {
             client_id: identity.and_then(|i| i.spec.client_id().map(str::to_ascii_lowercase)),
             state: a.state(),
             deleting: a.metadata.deletion_timestamp.is_some(),
+            resource_version: a.metadata.resource_version.clone(),
             identity_missing: a
                 .metadata
                 .annotations

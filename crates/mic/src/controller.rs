@@ -36,7 +36,7 @@ use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, Patch},
+    api::{DeleteParams, Patch, Preconditions},
     runtime::watcher,
 };
 use matching::{AssignedFacts, ComputeTarget, PodFacts, Policy};
@@ -53,7 +53,7 @@ use crate::{
     arm::ArmClient,
     events::Events,
     metrics::Metrics,
-    plan::{self, NodeTarget, Snapshot, TargetWork},
+    plan::{self, NodeTarget, Snapshot, TargetWork, ToRelease},
 };
 
 /// What the controller decides with.
@@ -305,6 +305,7 @@ impl Planner {
         let stale = {
             let mut stale = lock(&self.shared.stale);
             for (target, ids) in std::mem::take(&mut planned.left_behind) {
+                tracing::debug!(target = %target.arm_id(), ?ids, "identities left behind by rewritten objects");
                 stale.entry(target).or_default().extend(ids);
             }
             stale.clone()
@@ -339,8 +340,8 @@ impl Planner {
         );
         let shared = &self.shared;
         stream::iter(planned.orphans)
-            .for_each_concurrent(shared.settings.write_concurrency, |key| async move {
-                delete_assigned(shared, &key).await;
+            .for_each_concurrent(shared.settings.write_concurrency, |release| async move {
+                delete_assigned(shared, &release).await;
             })
             .await;
     }
@@ -373,23 +374,51 @@ async fn set_state(
         .map(drop)
 }
 
-/// Marks the object `Unassigned`, drops the finalizer and deletes it.
-async fn delete_assigned(shared: &Shared, key: &Key) {
-    let (namespace, name) = key;
+/// Marks the object `Unassigned`, drops the finalizer and deletes it. Each step is conditional
+/// on the version the planner saw, then on the one the step before left (see
+/// `ToRelease::version`): an object that changed since the plan is the next plan's to decide.
+async fn delete_assigned(shared: &Shared, release: &ToRelease) {
+    let (namespace, name) = &release.key;
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
+    let with_version = |mut patch: serde_json::Value, version: Option<&String>| {
+        if let Some(v) = version {
+            patch["metadata"]["resourceVersion"] = json!(v);
+        }
+        patch
+    };
     let outcome = async {
-        set_state(shared, key, AssignmentState::Unassigned).await?;
-        let unfinalize = json!({"metadata": {"finalizers": null}});
         let _permit = shared.writes.acquire().await;
-        api.patch(name, &crate::patch_params(), &Patch::Merge(&unfinalize))
+        let unassigned = with_version(
+            crate::failure::state_patch(AssignmentState::Unassigned),
+            release.version.as_ref(),
+        );
+        let marked = api
+            .patch(name, &crate::patch_params(), &Patch::Merge(&unassigned))
             .await?;
-        api.delete(name, &DeleteParams::default()).await?;
+        let unfinalize = with_version(
+            json!({"metadata": {"finalizers": null}}),
+            marked.metadata.resource_version.as_ref(),
+        );
+        let unfinalized = api
+            .patch(name, &crate::patch_params(), &Patch::Merge(&unfinalize))
+            .await?;
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: unfinalized.metadata.resource_version,
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(name, &params).await?;
         Ok::<_, kube::Error>(())
     }
     .await;
     match outcome {
         Ok(()) => shared.metrics.deleted(),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(%namespace, %name, "the AzureAssignedIdentity is not as the plan saw it (MIC's cache is behind); the next plan decides again")
+        }
         Err(e) => {
             tracing::warn!(%namespace, %name, error = %e, "deleting an AzureAssignedIdentity failed; the next plan retries")
         }

@@ -52,7 +52,7 @@ pub struct Planned {
     pub work: BTreeMap<ComputeTarget, TargetWork>,
     /// Objects to delete with no ARM call: their node is gone (as upstream), or they put
     /// nothing on it (a service principal, an identity without a resource id).
-    pub orphans: Vec<Key>,
+    pub orphans: Vec<ToRelease>,
     /// Per old target, identities that objects rewritten for a new node or identity leave
     /// behind: the objects themselves go to the new target's worker, so the old identity must
     /// be remembered until the old target's worker has dealt with it.
@@ -146,12 +146,17 @@ pub fn plan(
     let pending = objects
         .create
         .iter()
-        .map(|d| (d, ObjectWrite::Create))
-        .chain(objects.update.iter().map(|(_, d)| (d, ObjectWrite::Rewrite)))
-        .chain(objects.retry.iter().map(|(_, d)| (d, ObjectWrite::Nothing)));
+        .map(|d| (d, ObjectWrite::Create, None))
+        .chain(
+            objects
+                .update
+                .iter()
+                .map(|(old, d)| (d, ObjectWrite::Rewrite, old.resource_version.clone())),
+        )
+        .chain(objects.retry.iter().map(|(_, d)| (d, ObjectWrite::Nothing, None)));
     let mut first_seen = HashMap::new();
     let mut arm_ids: HashMap<Key, Option<Arc<str>>> = HashMap::new();
-    for (d, write) in pending {
+    for (d, write, version) in pending {
         let Some(target) = target_of(d.node) else { continue };
         let key = (d.namespace.clone(), d.name.clone());
         let seen_at = seen.get(&key).copied().unwrap_or(now);
@@ -173,6 +178,7 @@ pub fn plan(
             binding: binding.clone(),
             seen: seen_at,
             write,
+            version,
         });
         first_seen.insert(key, seen_at);
     }
@@ -187,13 +193,14 @@ pub fn plan(
         let release = ToRelease {
             key: (a.namespace.clone(), a.name.clone()),
             arm_id: a.arm_id.clone(),
+            version: a.resource_version.clone(),
         };
         match target_of(&a.node) {
             Some(target) if release.arm_id.is_some() => {
                 work.entry(target.clone()).or_default().release.push(release)
             }
             // No VM to touch (node gone, as upstream: no ARM call), or nothing on it to remove.
-            _ => orphans.push(release.key),
+            _ => orphans.push(release),
         }
     }
     let mut left_behind: BTreeMap<ComputeTarget, BTreeSet<String>> = BTreeMap::new();

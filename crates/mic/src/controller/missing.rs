@@ -62,6 +62,7 @@ mod tests {
             client_id: None,
             state: api::AssignmentState::Assigned,
             deleting: false,
+            resource_version: None,
             identity_missing: token.map(str::to_owned),
         }
     }

@@ -256,8 +256,8 @@ impl Worker {
         let mut done_with = Vec::new();
         for r in &work.release {
             match r.arm_id.as_deref() {
-                None => done_with.push(&r.key),
-                Some(id) if self.state.let_go(id) => done_with.push(&r.key),
+                None => done_with.push(r),
+                Some(id) if self.state.let_go(id) => done_with.push(r),
                 // Still on the target during its grace: the object waits, and the worker wakes
                 // when the removal is due.
                 Some(id) if self.state.in_grace(id) => {}
@@ -265,8 +265,8 @@ impl Worker {
             }
         }
         stream::iter(done_with)
-            .for_each_concurrent(shared.settings.write_concurrency, |key| {
-                delete_assigned(shared, key)
+            .for_each_concurrent(shared.settings.write_concurrency, |release| {
+                delete_assigned(shared, release)
             })
             .await;
         retry

@@ -187,9 +187,11 @@ impl World {
             binding: self.snapshot.bindings[&(NS.to_owned(), format!("b-{identity}"))].clone(),
             seen: self.now,
             write: ObjectWrite::Create,
+            version: None,
         };
         let mut a = AzureAssignedIdentity::new(&name, to_assign.spec());
         a.metadata.namespace = Some(NS.into());
+        a.metadata.resource_version = Some(OBJECT_VERSION.into());
         a.status = state.map(|s| AzureAssignedIdentityStatus {
             status: Some(s),
             available_replicas: Some(1),
@@ -368,6 +370,32 @@ fn an_object_recording_another_node_is_rewritten_and_its_old_target_remembers_th
     );
 }
 
+/// The `resourceVersion` of every object in [`World`]'s snapshots.
+const OBJECT_VERSION: &str = "7";
+
+/// From a cache that is behind, an object may record another node by now: the rewrite and the
+/// deletion carry the version the plan saw, so that the apiserver refuses them then.
+#[test]
+fn rewrites_and_releases_carry_the_version_the_plan_saw() {
+    let p = World::new()
+        .pod("p1", "ss-a-0", "x")
+        .object("p1", "vm-1", "x", Some(AssignmentState::Assigned))
+        .object("p2", "ss-a-1", "x", Some(AssignmentState::Assigned))
+        .object("p3", "ss-a-1", "x", Some(AssignmentState::Created))
+        .pod("p3", "ss-a-1", "x")
+        .plan();
+    let w = &p.work[&ss_a()];
+    let versions: Vec<(&str, Option<&str>)> = w
+        .assign
+        .iter()
+        .map(|a| (a.pod.as_str(), a.version.as_deref()))
+        .collect();
+    // A retry writes only the status: nothing to guard.
+    assert_eq!(versions, [("p1", Some(OBJECT_VERSION)), ("p3", None)]);
+    assert_eq!(w.release.len(), 1);
+    assert_eq!(w.release[0].version.as_deref(), Some(OBJECT_VERSION));
+}
+
 #[test]
 fn an_object_whose_pod_is_gone_is_released_on_its_target() {
     let p = World::new()
@@ -386,7 +414,8 @@ fn objects_with_nothing_on_a_vm_to_remove_are_deleted_at_once() {
         .object("p1", "ss-a-0", "x", Some(AssignmentState::Assigned))
         .object("p2", "vm-1", "sp", Some(AssignmentState::Assigned))
         .plan_nodes_removed(&["ss-a-0"]);
-    assert_eq!(p.orphans, [key("p1", "x"), key("p2", "sp")]);
+    let orphans: Vec<&Key> = p.orphans.iter().map(|o| &o.key).collect();
+    assert_eq!(orphans, [&key("p1", "x"), &key("p2", "sp")]);
     assert!(p.work.is_empty());
 }
 

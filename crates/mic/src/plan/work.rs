@@ -65,6 +65,12 @@ pub struct ToAssign {
     pub seen: Instant,
     /// Whether the object itself must be written before its status.
     pub write: ObjectWrite,
+    /// For a rewrite, the `resourceVersion` of the object the planner saw: the rewrite is
+    /// conditional on it. From a cache that is behind, the object may record another node by
+    /// now, and its identity would be left on a target no object records; the apiserver
+    /// refuses the rewrite instead (409), and the next plan, from the caught-up cache, decides
+    /// again.
+    pub version: Option<String>,
 }
 
 /// What an `AzureAssignedIdentity` object (not its status) needs written.
@@ -112,6 +118,7 @@ impl PartialEq for ToAssign {
             && self.arm_id == other.arm_id
             && self.seen == other.seen
             && self.write == other.write
+            && self.version == other.version
     }
 }
 
@@ -120,4 +127,8 @@ impl PartialEq for ToAssign {
 pub struct ToRelease {
     pub key: Key,
     pub arm_id: Option<String>,
+    /// The `resourceVersion` of the object the planner saw: its deletion is conditional on it
+    /// (see [`ToAssign::version`]), so that an object rewritten for another node meanwhile is
+    /// released from that node's target, not from the one the cache still shows.
+    pub version: Option<String>,
 }

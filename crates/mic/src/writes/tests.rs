@@ -29,6 +29,7 @@ fn assignment(pod: &str, node: &str, arm_id: Option<&str>, write: ObjectWrite) -
         binding: Arc::new(AzureIdentityBinding::new("b", Default::default())),
         seen: Instant::now(),
         write,
+        version: None,
     }
 }
 

@@ -79,6 +79,10 @@ impl Worker {
                             .push(a.pod.clone());
                     }
                 }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    wrote.all_ok = false;
+                    tracing::info!(namespace = %a.key.0, name = %a.key.1, "the AzureAssignedIdentity is not as the plan saw it (MIC's cache is behind); the next plan decides again");
+                }
                 Err(e) => {
                     wrote.all_ok = false;
                     tracing::warn!(namespace = %a.key.0, name = %a.key.1, error = %e, ?status, "writing an AzureAssignedIdentity failed; the next batch retries");
@@ -158,15 +162,17 @@ async fn write_object(shared: &Shared, a: &ToAssign, object: ObjectWrite) -> Res
                 }),
             };
             let _permit = shared.writes.acquire().await;
-            match api.create(&crate::post_params(), &obj).await {
-                Ok(_) => Ok(()),
-                // Our cache was behind; the object is there.
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                Err(e) => Err(e),
-            }
+            // A 409 is no success: the object there, which the planner's cache has not seen yet,
+            // may record another node or identity, and taking it for this one would leave the
+            // identity it records where no object says so.
+            api.create(&crate::post_params(), &obj).await.map(drop)
         }
         ObjectWrite::Rewrite => {
-            let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
+            let mut patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
+            // Conditional on the version the planner saw (see `ToAssign::version`).
+            if let Some(version) = &a.version {
+                patch["metadata"]["resourceVersion"] = json!(version);
+            }
             let _permit = shared.writes.acquire().await;
             api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
                 .await
