@@ -6,7 +6,9 @@
 //! and the VM `vm-c`, three identities, ARM operations taking `arm_latency_ms`. Workers create
 //! pods one after another, at random targets, except two that alternate between the two
 //! instances of one scale set (the failure users saw: a removal in flight while the next pod
-//! arrives). Each pod asks NMI for a token with the retry policy of the Python SDK's
+//! arrives), and two that are each one StatefulSet replica: the same pod name comes back, each
+//! time on a node drawn anew, so that its `AzureAssignedIdentity` is rewritten for another VM or
+//! scale set, possibly before MIC's cache has seen the last write. Each pod asks NMI for a token with the retry policy of the Python SDK's
 //! `ManagedIdentityCredential` (404, 410, 429 and 5xx retried with backoff; anything else final),
 //! lives 0-3 s more and is deleted. Some pods are bound to nothing and must get no token.
 //!
@@ -34,6 +36,7 @@ use crate::cluster::{self, Cluster, PodSpec};
 mod behind;
 mod lag;
 mod sdk;
+mod slow_watch;
 use sdk::{Answer, ask, ask_as_sdk};
 
 const NS: &str = "churn";
@@ -42,6 +45,8 @@ const IDENTITIES: usize = 3;
 const NODES: [&str; 5] = ["a-0", "a-1", "b-0", "b-1", "c-0"];
 /// Workers creating pods at once (two of them alternate between one scale set's instances).
 const WORKERS: usize = 8;
+/// Workers whose pods are one StatefulSet replica each: one name, reused.
+const STATEFUL_WORKERS: [usize; 2] = [2, 3];
 /// The share of pods bound to nothing.
 const UNBOUND_SHARE: f64 = 0.15;
 /// The longest a pod lives after its token answer.
@@ -64,6 +69,9 @@ pub struct Config {
     /// Every this long on average, MIC is paused for 0.5–3 s, so that its watches lag (see
     /// `lag`); never when `None`.
     pub pause_mic: Option<Duration>,
+    /// MIC's watch events arrive up to this late while its writes go through at once (see
+    /// `slow_watch`); never when `None`.
+    pub slow_watch: Option<Duration>,
 }
 
 /// What one run saw.
@@ -82,6 +90,8 @@ pub struct Report {
     pub removed_behind: Vec<String>,
     /// How many times MIC was paused during the run.
     pub mic_pauses: usize,
+    /// Watch events delivered late to MIC (see `slow_watch`).
+    pub late_watch_events: u64,
     /// Targets whose identities differ from what is still needed at the end.
     pub end_state: Vec<String>,
 }
@@ -185,6 +195,8 @@ fn provider_id(node: &str) -> String {
 #[derive(Clone, Debug)]
 struct Lifecycle {
     n: usize,
+    /// The pod's name: `pod-<n>`, or a StatefulSet replica's, the same each time.
+    name: String,
     node: &'static str,
     /// The identity the pod is bound to; `None` for a pod bound to nothing.
     identity: Option<usize>,
@@ -192,16 +204,23 @@ struct Lifecycle {
 }
 
 /// The pods' plan: worker `w` runs `plan[w]` one after another. Workers 0 and 1 alternate
-/// between the instances of `ss-a` and `ss-b` with one identity each; the others draw.
+/// between the instances of `ss-a` and `ss-b` with one identity each; the StatefulSet workers
+/// keep their name and identity and draw the node; the others draw node and identity.
 fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut plan = vec![Vec::new(); WORKERS];
     for n in 0..pods {
         let w = n % WORKERS;
         let turn = n / WORKERS;
+        let name = if STATEFUL_WORKERS.contains(&w) {
+            format!("sts-{w}")
+        } else {
+            format!("pod-{n}")
+        };
         let (node, identity) = match w {
             0 => (NODES[turn % 2], Some(0)),
             1 => (NODES[2 + turn % 2], Some(1)),
+            _ if STATEFUL_WORKERS.contains(&w) => (NODES[rng.usize(..NODES.len())], Some(w % IDENTITIES)),
             _ => (
                 NODES[rng.usize(..NODES.len())],
                 (rng.f64() >= UNBOUND_SHARE).then(|| rng.usize(..IDENTITIES)),
@@ -209,6 +228,7 @@ fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
         };
         plan[w].push(Lifecycle {
             n,
+            name,
             node,
             identity,
             extra_life: MAX_EXTRA_LIFE.mul_f64(rng.f64()),
@@ -236,7 +256,12 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
         k8s.identity_and_binding(NS, n, &format!("app-{n}")).await?;
     }
     let kubeconfig = k8s.server.kubeconfig().to_owned();
-    let mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
+    let proxy = match cfg.slow_watch {
+        Some(max) => Some(slow_watch::start(k8s.client.clone(), cfg.seed, max, logs).await?),
+        None => None,
+    };
+    let mic_kubeconfig = proxy.as_ref().map_or(&kubeconfig, |p| &p.kubeconfig);
+    let mic = cluster::start_mic(mic_kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
     let mut nmis = BTreeMap::new();
     let mut _children = Vec::new();
     for node in NODES {
@@ -260,11 +285,12 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     for (i, (node, identity)) in STABLE.iter().enumerate() {
         let pod = Lifecycle {
             n: 100_000 + i,
+            name: format!("stable-{i}"),
             node,
             identity: Some(*identity),
             extra_life: Duration::ZERO,
         };
-        start_pod(&pods, &pod, &format!("stable-{i}")).await?;
+        start_pod(&pods, &pod).await?;
         if let Err(e) = ask_as_sdk(nmis[node], ip_of(&pod), *identity).await {
             bail!("the long-lived pod stable-{i} on {node} got no token: {e}");
         }
@@ -321,6 +347,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     report.arm_writes = emulator.admin().counters().arm_writes.values().sum();
     report.mic_pauses = mic_pauses;
+    report.late_watch_events = proxy.as_ref().map_or(0, slow_watch::Proxy::late_events);
     report.removed_behind = removed_behind
         .iter()
         .map(|r| format!("id{} from {}", r.identity, r.target))
@@ -365,6 +392,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     for (i, (node, identity)) in STABLE.iter().enumerate() {
         let pod = Lifecycle {
             n: 100_000 + i,
+            name: format!("stable-{i}"),
             node,
             identity: Some(*identity),
             extra_life: Duration::ZERO,
@@ -404,11 +432,11 @@ fn ip_of(life: &Lifecycle) -> IpAddr {
     cluster::pod_ip(40, life.n)
 }
 
-async fn start_pod(api: &Api<Pod>, life: &Lifecycle, name: &str) -> anyhow::Result<()> {
+async fn start_pod(api: &Api<Pod>, life: &Lifecycle) -> anyhow::Result<()> {
     cluster::create_pod(
         api,
         &PodSpec {
-            name: name.to_owned(),
+            name: life.name.clone(),
             node: life.node.to_owned(),
             label: Some(match life.identity {
                 Some(i) => format!("app-{i}"),
@@ -428,8 +456,7 @@ enum Outcome {
 }
 
 async fn live(api: &Api<Pod>, nmis: &BTreeMap<&'static str, SocketAddr>, life: &Lifecycle) -> Outcome {
-    let name = format!("pod-{}", life.n);
-    if let Err(e) = start_pod(api, life, &name).await {
+    if let Err(e) = start_pod(api, life).await {
         return Outcome::Broken(e);
     }
     let running = Instant::now();
@@ -451,7 +478,7 @@ async fn live(api: &Api<Pod>, nmis: &BTreeMap<&'static str, SocketAddr>, life: &
         },
     };
     tokio::time::sleep(life.extra_life).await;
-    if let Err(e) = cluster::delete_pod(api, &name).await {
+    if let Err(e) = cluster::delete_pod(api, &life.name).await {
         return Outcome::Broken(e);
     }
     outcome
@@ -460,7 +487,8 @@ async fn live(api: &Api<Pod>, nmis: &BTreeMap<&'static str, SocketAddr>, life: &
 fn record(r: &mut Report, life: &Lifecycle, outcome: Outcome) {
     r.pods += 1;
     let who = format!(
-        "pod-{} on {} ({:?})",
+        "{} (#{}) on {} ({:?})",
+        life.name,
         life.n,
         life.node,
         life.identity.map(|i| format!("id{i}"))

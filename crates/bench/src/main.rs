@@ -103,6 +103,10 @@ enum Cmd {
         /// lag (0: never; the test in `make test` does).
         #[arg(long, default_value_t = 0)]
         pause_mic_ms: u64,
+        /// MIC's watch events arrive up to this many ms late (a lag drawn anew every 1-5 s)
+        /// while its writes go through at once (0: never; the test in `make test` does).
+        #[arg(long, default_value_t = 0)]
+        slow_watch_ms: u64,
     },
     /// Print the summary table without measuring anything.
     Show,
@@ -170,6 +174,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             remove_behind_ms,
             pause_mic_ms,
+            slow_watch_ms,
         } => {
             let cfg = churn::Config {
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
@@ -179,16 +184,18 @@ fn main() -> anyhow::Result<()> {
                 remove_behind: (remove_behind_ms > 0)
                     .then(|| std::time::Duration::from_millis(remove_behind_ms)),
                 pause_mic: (pause_mic_ms > 0).then(|| std::time::Duration::from_millis(pause_mic_ms)),
+                slow_watch: (slow_watch_ms > 0).then(|| std::time::Duration::from_millis(slow_watch_ms)),
             };
             let logs = cluster::log_dir(&summary)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = rt.block_on(churn::run(&cfg, &logs))?;
             println!(
-                "churn: {} pod lifecycles ({} bound), {} ARM writes, {} MIC pauses, {} identities removed behind MIC's back{}",
+                "churn: {} pod lifecycles ({} bound), {} ARM writes, {} MIC pauses, {} watch events late to MIC, {} identities removed behind MIC's back{}",
                 report.pods,
                 report.bound_pods,
                 report.arm_writes,
                 report.mic_pauses,
+                report.late_watch_events,
                 report.removed_behind.len(),
                 if report.removed_behind.is_empty() {
                     String::new()

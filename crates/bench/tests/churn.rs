@@ -5,8 +5,11 @@
 //! SDK's retry policy), no unbound pod gets one, and every VM and scale set ends with exactly the
 //! identities still needed. Meanwhile, every 4 s on average, someone removes an identity from a
 //! VM or scale set behind MIC's back (as `az vmss identity remove` does): the pods that need it
-//! must still get their tokens; and every 8 s on average MIC is paused for 0.5-3 s, so that its
-//! watches lag and it meets a burst of events at once. A failure prints the seed;
+//! must still get their tokens; every 8 s on average MIC is paused for 0.5-3 s, so that its
+//! watches lag and it meets a burst of events at once; and all along, each of MIC's watches
+//! delivers its events up to 1.5 s late (a lag of its own, drawn anew every 1-5 s) while MIC's
+//! writes go through at once, so that its caches trail its own writes. Two StatefulSet replicas
+//! come back again and again under one name on nodes drawn anew. A failure prints the seed;
 //! `CHURN_SEED=<seed>` replays it.
 
 use std::{io::Write, process::Command};
@@ -35,7 +38,14 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
             "1200",
         ])
         .args(["--arm-latency-ms", "500", "--seed", &seed.to_string()])
-        .args(["--remove-behind-ms", "4000", "--pause-mic-ms", "8000"])
+        .args([
+            "--remove-behind-ms",
+            "4000",
+            "--pause-mic-ms",
+            "8000",
+            "--slow-watch-ms",
+            "1500",
+        ])
         .arg("--summary")
         .arg(&summary)
         .env("RUST_LOG", "warn")
@@ -55,10 +65,11 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
     let pods = figures["churn_pods"].as_u64().unwrap_or(0);
     let behind = count(&stdout, " identities removed behind MIC's back");
     let pauses = count(&stdout, " MIC pauses");
+    let late = count(&stdout, " watch events late to MIC");
     // Written past the test harness's capture, so that `make test` shows it for a passing run too.
     let _ = writeln!(
         std::io::stderr(),
-        "churn test: {pods} pod lifecycles, {behind} identities removed behind MIC's back, MIC paused {pauses} times, {} token failures, seed {seed}",
+        "churn test: {pods} pod lifecycles, {behind} identities removed behind MIC's back, MIC paused {pauses} times, {late} watch events late to MIC, {} token failures, seed {seed}",
         figures["churn_token_failures"]
     );
     assert!(
@@ -66,6 +77,10 @@ fn pods_coming_and_going_on_shared_targets_all_get_their_token() {
         "no identity was removed behind MIC's back (seed {seed}):\n{stdout}"
     );
     assert!(pauses > 0, "MIC was never paused (seed {seed}):\n{stdout}");
+    assert!(
+        late > 0,
+        "no watch event reached MIC late (seed {seed}):\n{stdout}"
+    );
     assert!(
         pods >= PODS as u64,
         "only {pods} of {PODS} lifecycles ran (seed {seed})"
