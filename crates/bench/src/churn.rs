@@ -35,6 +35,7 @@ use crate::cluster::{self, Cluster, PodSpec};
 
 mod behind;
 mod lag;
+mod moments;
 mod sdk;
 mod slow_watch;
 use sdk::{Answer, ask, ask_as_sdk};

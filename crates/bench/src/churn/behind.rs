@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
+use super::moments::Moments;
 use crate::cluster;
 
 /// The targets, as ARM paths under the node resource group.
@@ -64,21 +65,13 @@ pub(super) async fn run(
     seed: u64,
     mean: Duration,
     deadline: Instant,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Removal>> {
     let Operator { arm_url, http, token } = op;
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x6265_6869_6e64);
+    let mut moments = Moments::new(seed ^ 0x6265_6869_6e64, mean, deadline, stop);
     let mut done = Vec::new();
-    loop {
-        let wait = mean.mul_f64(0.5 + rng.f64());
-        if Instant::now() + wait >= deadline {
-            return Ok(done);
-        }
-        // The pods may run out before the deadline.
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return Ok(done),
-        }
+    while moments.next().await {
+        let rng = &mut moments.rng;
         let target = TARGETS[rng.usize(..TARGETS.len())];
         let identity = rng.usize(..super::IDENTITIES);
         let url = format!(
@@ -123,4 +116,5 @@ pub(super) async fn run(
         }
         done.push(Removal { target, identity });
     }
+    Ok(done)
 }

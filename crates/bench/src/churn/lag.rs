@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context, bail};
 
+use super::moments::Moments;
+
 /// The longest a pause lasts.
 const MAX_PAUSE: Duration = Duration::from_millis(3000);
 /// The shortest.
@@ -34,23 +36,16 @@ pub(super) async fn run(
     seed: u64,
     mean: Duration,
     deadline: Instant,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<usize> {
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x006c_6167_6769_6e67);
+    let mut moments = Moments::new(seed ^ 0x006c_6167_6769_6e67, mean, deadline, stop);
     let mut pauses = 0;
-    loop {
-        let wait = mean.mul_f64(0.5 + rng.f64());
-        if Instant::now() + wait >= deadline {
-            return Ok(pauses);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return Ok(pauses),
-        }
-        let pause = MIN_PAUSE + (MAX_PAUSE - MIN_PAUSE).mul_f64(rng.f64());
+    while moments.next().await {
+        let pause = MIN_PAUSE + (MAX_PAUSE - MIN_PAUSE).mul_f64(moments.rng.f64());
         signal(pid, "-STOP")?;
         tokio::time::sleep(pause).await;
         signal(pid, "-CONT")?;
         pauses += 1;
     }
+    Ok(pauses)
 }
