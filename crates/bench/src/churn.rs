@@ -8,8 +8,8 @@
 //! instances of one scale set (the failure users saw: a removal in flight while the next pod
 //! arrives), and two that are each one StatefulSet replica: the same pod name comes back, each
 //! time on a node drawn anew, so that its `AzureAssignedIdentity` is rewritten for another VM or
-//! scale set, possibly before MIC's cache has seen the last write. Each pod asks NMI for a token with the retry policy of the Python SDK's
-//! `ManagedIdentityCredential` (404, 410, 429 and 5xx retried with backoff; anything else final),
+//! scale set, possibly before MIC's cache has seen the last write. Each pod asks NMI for a token
+//! with the retry policy of the Python SDK's `ManagedIdentityCredential` (404, 410, 429 and 5xx retried with backoff; anything else final),
 //! lives 0-3 s more and is deleted. Some pods are bound to nothing and must get no token.
 //!
 //! What a user relies on is checked, not timed: every bound pod gets a token for its own
@@ -213,7 +213,8 @@ fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
     for n in 0..pods {
         let w = n % WORKERS;
         let turn = n / WORKERS;
-        let name = if STATEFUL_WORKERS.contains(&w) {
+        let stateful = STATEFUL_WORKERS.contains(&w);
+        let name = if stateful {
             format!("sts-{w}")
         } else {
             format!("pod-{n}")
@@ -221,7 +222,7 @@ fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
         let (node, identity) = match w {
             0 => (NODES[turn % 2], Some(0)),
             1 => (NODES[2 + turn % 2], Some(1)),
-            _ if STATEFUL_WORKERS.contains(&w) => (NODES[rng.usize(..NODES.len())], Some(w % IDENTITIES)),
+            _ if stateful => (NODES[rng.usize(..NODES.len())], Some(w % IDENTITIES)),
             _ => (
                 NODES[rng.usize(..NODES.len())],
                 (rng.f64() >= UNBOUND_SHARE).then(|| rng.usize(..IDENTITIES)),
@@ -240,6 +241,17 @@ fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
 
 /// The long-lived pods, present all along: what the targets must still carry at the end.
 const STABLE: [(&str, usize); 3] = [("a-0", 2), ("b-1", 0), ("c-0", 1)];
+
+/// The `i`th long-lived pod.
+fn stable(i: usize, node: &'static str, identity: usize) -> Lifecycle {
+    Lifecycle {
+        n: 100_000 + i,
+        name: format!("stable-{i}"),
+        node,
+        identity: Some(identity),
+        extra_life: Duration::ZERO,
+    }
+}
 
 pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     println!(
@@ -284,13 +296,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
 
     // The long-lived pods get their tokens first: they also prove the set-up works.
     for (i, (node, identity)) in STABLE.iter().enumerate() {
-        let pod = Lifecycle {
-            n: 100_000 + i,
-            name: format!("stable-{i}"),
-            node,
-            identity: Some(*identity),
-            extra_life: Duration::ZERO,
-        };
+        let pod = stable(i, node, *identity);
         start_pod(&pods, &pod).await?;
         if let Err(e) = ask_as_sdk(nmis[node], ip_of(&pod), *identity).await {
             bail!("the long-lived pod stable-{i} on {node} got no token: {e}");
@@ -391,13 +397,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     }
     // And the long-lived pods are still served.
     for (i, (node, identity)) in STABLE.iter().enumerate() {
-        let pod = Lifecycle {
-            n: 100_000 + i,
-            name: format!("stable-{i}"),
-            node,
-            identity: Some(*identity),
-            extra_life: Duration::ZERO,
-        };
+        let pod = stable(i, node, *identity);
         if let Err(e) = ask_as_sdk(nmis[node], ip_of(&pod), *identity).await {
             report
                 .token_failures

@@ -380,24 +380,18 @@ async fn set_state(
 async fn delete_assigned(shared: &Shared, release: &ToRelease) {
     let (namespace, name) = &release.key;
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
-    let with_version = |mut patch: serde_json::Value, version: Option<&String>| {
-        if let Some(v) = version {
-            patch["metadata"]["resourceVersion"] = json!(v);
-        }
-        patch
-    };
     let outcome = async {
         let _permit = shared.writes.acquire().await;
-        let unassigned = with_version(
+        let unassigned = crate::at_version(
             crate::failure::state_patch(AssignmentState::Unassigned),
-            release.version.as_ref(),
+            release.version.as_deref(),
         );
         let marked = api
             .patch(name, &crate::patch_params(), &Patch::Merge(&unassigned))
             .await?;
-        let unfinalize = with_version(
+        let unfinalize = crate::at_version(
             json!({"metadata": {"finalizers": null}}),
-            marked.metadata.resource_version.as_ref(),
+            marked.metadata.resource_version.as_deref(),
         );
         let unfinalized = api
             .patch(name, &crate::patch_params(), &Patch::Merge(&unfinalize))
@@ -417,7 +411,7 @@ async fn delete_assigned(shared: &Shared, release: &ToRelease) {
         Ok(()) => shared.metrics.deleted(),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::info!(%namespace, %name, "the AzureAssignedIdentity is not as the plan saw it (MIC's cache is behind); the next plan decides again")
+            tracing::info!(%namespace, %name, "{}", crate::CACHE_BEHIND)
         }
         Err(e) => {
             tracing::warn!(%namespace, %name, error = %e, "deleting an AzureAssignedIdentity failed; the next plan retries")

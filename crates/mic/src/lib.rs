@@ -46,6 +46,19 @@ pub fn patch_params() -> kube::api::PatchParams {
     }
 }
 
+/// A merge patch made conditional on the object still being at `version`: the apiserver
+/// answers 409 otherwise. MIC's writes that follow a plan carry the version the plan saw, so
+/// that a decision made from a cache that is behind is refused rather than carried out.
+pub fn at_version(mut patch: serde_json::Value, version: Option<&str>) -> serde_json::Value {
+    if let Some(v) = version {
+        patch["metadata"]["resourceVersion"] = serde_json::Value::from(v);
+    }
+    patch
+}
+
+/// What MIC logs when the apiserver refuses a write made from a plan (409): see [`at_version`].
+const CACHE_BEHIND: &str = "the AzureAssignedIdentity is not as the plan saw it (MIC's cache is behind); the next plan decides again";
+
 /// MIC's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -81,7 +81,7 @@ impl Worker {
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     wrote.all_ok = false;
-                    tracing::info!(namespace = %a.key.0, name = %a.key.1, "the AzureAssignedIdentity is not as the plan saw it (MIC's cache is behind); the next plan decides again");
+                    tracing::info!(namespace = %a.key.0, name = %a.key.1, "{}", crate::CACHE_BEHIND);
                 }
                 Err(e) => {
                     wrote.all_ok = false;
@@ -168,11 +168,11 @@ async fn write_object(shared: &Shared, a: &ToAssign, object: ObjectWrite) -> Res
             api.create(&crate::post_params(), &obj).await.map(drop)
         }
         ObjectWrite::Rewrite => {
-            let mut patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec});
             // Conditional on the version the planner saw (see `ToAssign::version`).
-            if let Some(version) = &a.version {
-                patch["metadata"]["resourceVersion"] = json!(version);
-            }
+            let patch = crate::at_version(
+                json!({"metadata": {"labels": {NODE_NAME_LABEL: a.node}}, "spec": spec}),
+                a.version.as_deref(),
+            );
             let _permit = shared.writes.acquire().await;
             api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
                 .await
