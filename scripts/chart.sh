@@ -65,6 +65,9 @@ nmi:
   extraArgs:
     - --metadata-ip=$CP_IP
     - --metadata-port=$REAL_NODE_IMDS
+  # The CNI gate in the node's own directories (scripts/node.sh): its CNI bin and configuration
+  # directories, and the directory standing for its /run (which scripts/node.sh reboot empties).
+  cni: {binDir: $STATE/node-$REAL_NODE/cni-bin, confDir: $STATE/node-$REAL_NODE/cni, readyDir: $STATE/node-$REAL_NODE/run}
 EOF
 }
 
@@ -148,7 +151,9 @@ EOF
 }
 
 # The walkthrough's identity (its steps 3 to 5) when `make demo` has not made it: the managed
-# identity myapp-identity in the emulator, the cluster's service principal allowed to assign it,
+# identity myapp-identity in the emulator, its owner's consent for the app's namespace (the tag
+# MIC checks: `az identity create --tags pod-identity-namespaces=<ns>`), the cluster's service
+# principal allowed to assign it,
 # and the seed's AzureIdentity and AzureIdentityBinding (selector myapp) in the app's namespace.
 identity() {
   if k -n "$APP_NS" get azureidentity myapp-identity >/dev/null 2>&1; then
@@ -157,7 +162,7 @@ identity() {
   fi
   local created client_id resource_id
   created=$(ip netns exec "$CP" curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" \
-    -H 'content-type: application/json' -d '{"name":"myapp-identity","resource_group":"myresourcegroup"}') ||
+    -H 'content-type: application/json' -d "{\"name\":\"myapp-identity\",\"resource_group\":\"myresourcegroup\",\"tags\":{\"pod-identity-namespaces\":\"$APP_NS\"}}") ||
     die "the emulator did not create the identity"
   client_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])')
   resource_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')

@@ -39,6 +39,23 @@ finish() {
 . "$STATE/env"
 PYTHON=$PY
 
+# `az` against the emulator: the CLI's ARM calls, with an ARM token for the signed-in user (the
+# sandbox's service principal stands for them).
+cp_curl() { ip netns exec pi-cp curl -sf --cacert "$STATE/emulator-tls/ca.pem" "$@"; }
+az_token() {
+  cp_curl -X POST "https://$CP_IP:$ENTRA_PORT/$TENANT/oauth2/v2.0/token" \
+    -d grant_type=client_credentials -d client_id="$MIC_CLIENT_ID" -d client_secret=sandbox-cluster-secret \
+    --data-urlencode scope=https://management.azure.com/.default \
+    | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null
+}
+# az tag update --resource-id RID --operation Merge --tags NAME=VALUE, as the CLI sends it.
+az_tag_update() { # az_tag_update RID NAME=VALUE
+  echo "az tag update --resource-id $1 --operation Merge --tags $2"
+  cp_curl -X PATCH "https://$CP_IP:$ARM_PORT$1/providers/Microsoft.Resources/tags/default?api-version=2021-04-01" \
+    -H "authorization: Bearer $(az_token)" -H 'content-type: application/json' \
+    -d "{\"operation\":\"Merge\",\"properties\":{\"tags\":{\"${2%%=*}\":\"${2#*=}\"}}}"
+}
+
 begin "Step 1: deploy aad-pod-identity (kubectl apply of the CRDs and deploy/manifests/deployment-rbac.yaml)"
 out=$(k apply -f "$ROOT/deploy/crds/aadpodidentity.k8s.io.yaml" 2>&1) && echo "$out"
 rc=$?
@@ -75,6 +92,10 @@ PRINCIPAL_ID=$(echo "$created" | "$PYTHON" -c 'import json,sys; print(json.load(
 grants=0
 ip netns exec pi-cp curl -sf -X POST http://127.0.0.1:$ADMIN_PORT/admin/roles -H 'content-type: application/json' \
   -d "{\"principal\":\"aks-cluster-sp\",\"scope\":\"$RESOURCE_ID\"}" >/dev/null || grants=1
+# The identity's owner lets namespace default use it: MIC assigns no identity its owner has not
+# allowed for the namespace naming it (README "Identity owners' consent").
+az_tag_update "$RESOURCE_ID" pod-identity-namespaces=default || grants=1
+echo
 if [ -n "$CLIENT_ID" ] && [ -n "$RESOURCE_ID" ] && [ $grants -eq 0 ]; then
   echo "az role assignment create --role \"Managed Identity Operator\" --assignee <cluster SP> --scope $RESOURCE_ID: done"
   echo "az role assignment create --role \"Storage Blob Data Reader\" --assignee $PRINCIPAL_ID --scope <storage account>: Azurite accepts any valid token"
@@ -164,6 +185,7 @@ nogrant=$(ip netns exec pi-cp curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/adm
 NOGRANT_ID=$(echo "$nogrant" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null || true)
 NOGRANT_CLIENT=$(echo "$nogrant" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' 2>/dev/null || true)
 echo "identity $NOGRANT_ID created; no role assignment for the cluster's service principal on it"
+az_tag_update "$NOGRANT_ID" pod-identity-namespaces=billing >/dev/null
 k create namespace billing >/dev/null 2>&1
 k apply -f - <<EOF
 apiVersion: aadpodidentity.k8s.io/v1
@@ -193,6 +215,47 @@ else
   step 5f "LinkedAuthorizationFailed explained" FAIL "status reason '$reason'; explain: $(echo "$out" | grep -m1 'fix:')"
 fi
 k delete namespace billing --wait=false >/dev/null 2>&1
+
+begin "Step 5d: another team's namespace names $IDENTITY (its real clientID and resourceID): refused until the identity's owner allows that namespace"
+k create namespace team-b >/dev/null 2>&1
+fill "$ROOT/examples/seed/aadpodidentity.yaml" | k apply -n team-b -f -
+fill "$ROOT/examples/seed/aadpodidentitybinding.yaml" | k apply -n team-b -f -
+pod_object team-b consent-probe a-1 10.244.2.252 "$SELECTOR"
+reason=""
+for _ in $(seq 60); do
+  reason=$(k get azureassignedidentity -n team-b -o jsonpath='{.items[0].status.reason}' 2>/dev/null)
+  [ -n "$reason" ] && break
+  sleep 1
+done
+k get azureassignedidentity -n team-b
+echo "kubectl describe pod -n team-b consent-probe (its Events):"
+k describe pod -n team-b consent-probe | sed -n '/^Events:/,$p'
+out=$(explain team-b consent-probe)
+echo "$out"
+k delete pod -n team-b consent-probe --wait=false >/dev/null 2>&1
+grant=$(echo "$out" | grep -o "az tag update --resource-id [^ ]* --operation Merge --tags pod-identity-namespaces=[^ ]*" | head -n 1)
+echo "The same, from the walkthrough's unchanged Python in a team-b pod (NMI answers at once with MIC's reason):"
+sdk=$(run_pod team-b first-try a-1 "aadpodidbinding=$SELECTOR" whoami.py)
+echo "$sdk"
+if [ "$reason" = IdentityConsentMissing ] && echo "$out" | grep -q "reason: IdentityConsentMissing" \
+  && echo "$sdk" | grep -q '^REFUSED.*IdentityConsentMissing' \
+  && [ "$grant" = "az tag update --resource-id $RESOURCE_ID --operation Merge --tags pod-identity-namespaces=default,team-b" ]; then
+  step 5g "team-b's use of $IDENTITY is refused (IdentityConsentMissing) and explain gives the owner's command" PASS
+else
+  step 5g "consent refused and explained" FAIL "status reason '$reason'; command '$grant'; SDK: $(echo "$sdk" | tail -n 1)"
+fi
+
+begin "Step 5e: the identity's owner runs that command; team-b's pod reads the blob"
+az_tag_update "$RESOURCE_ID" "${grant##* --tags }"
+echo
+out=$(run_pod team-b myapp a-1 "aadpodidbinding=$SELECTOR" read_blob.py)
+echo "$out"
+if echo "$out" | grep -q '^BLOB: Hello from Azurite'; then
+  step 5h "after the owner's consent, team-b's pod read the blob" PASS
+else
+  step 5h "read the blob after consent" FAIL "$(echo "$out" | tail -n 1)"
+fi
+k delete namespace team-b --wait=false >/dev/null 2>&1
 
 begin "Step 5b: a pod without the label"
 out=$(run_pod default unlabelled a-0 - whoami.py)
@@ -232,7 +295,6 @@ fi
 begin "Step 7 (federated mode): the same unchanged Python in a pod whose ServiceAccount names an identity; no binding, no identity on any VM"
 FED_IDENTITY=myapp-federated
 FED_SA=myapp-sa
-cp_curl() { ip netns exec pi-cp curl -sf --cacert "$STATE/emulator-tls/ca.pem" "$@"; }
 fed=$(cp_curl -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" -H 'content-type: application/json' \
   -d "{\"name\":\"$FED_IDENTITY\",\"resource_group\":\"$RG\"}" || true)
 FED_CLIENT=$(echo "$fed" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' 2>/dev/null || true)

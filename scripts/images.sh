@@ -5,7 +5,8 @@
 #
 # Each image holds its program, the shared libraries it was linked against (copied from this
 # machine, `ldd`), the CA bundle, and for NMI the iptables it runs (nft and legacy backends, their
-# libraries and extension plugins) and `sleep` (the chart's cleanup hook waits with it).
+# libraries and extension plugins), conntrack (--enable-conntrack-deletion), `sleep` (the chart's
+# cleanup hook waits with it) and the CNI plugin pod-identity-cni it copies to the node.
 #
 #   IMAGE_PROFILE=dev (default): the binaries `cargo test` builds anyway (target/debug), stripped;
 #                                no build of its own, so `make test` pays nothing for its images.
@@ -22,7 +23,7 @@ TAG=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/cha
 [ -n "$TAG" ] || { echo "[images] FATAL: no appVersion in deploy/charts/pod-identity/Chart.yaml" >&2; exit 1; }
 
 log() { printf '[images] %s\n' "$*" >&2; }
-for c in ldd strip python3; do
+for c in ldd strip readelf python3; do
   command -v "$c" >/dev/null 2>&1 || { log "FATAL: $c is missing (binutils / libc-bin / python3)"; exit 1; }
 done
 
@@ -34,6 +35,14 @@ esac
 log "building mic, nmi, azure-emulator and pause ($PROFILE profile)..."
 (cd "$ROOT" && cargo build --locked -q --profile "$PROFILE" \
   -p mic -p nmi -p azure-emulator -p node --bin mic --bin nmi --bin azure-emulator --bin pause >&2)
+# The CNI plugin runs on the node, not in the image (the container runtime executes it from the
+# node's CNI bin directory, where NMI copies it), so it is linked statically: glibc `+crt-static`,
+# as deploy/docker/nmi.Dockerfile builds it, in a target directory of its own.
+TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked -q --profile "$PROFILE" \
+  -p cni --bin pod-identity-cni --target "$TRIPLE" --target-dir "$ROOT/target/static" >&2)
+CNI_PLUGIN="$ROOT/target/static/$TRIPLE/$([ "$PROFILE" = dev ] && echo debug || echo release)/pod-identity-cni"
+if readelf -d "$CNI_PLUGIN" | grep -q NEEDED; then log "FATAL: $CNI_PLUGIN is not static"; exit 1; fi
 
 CERTS=/etc/ssl/certs/ca-certificates.crt
 [ -f "$CERTS" ] || { log "FATAL: $CERTS is missing (apt-get install ca-certificates)"; exit 1; }
@@ -66,8 +75,8 @@ image mic "${common[@]}" --file "$BIN/mic:/usr/local/bin/mic" --strip /usr/local
 # nf_tables backend; the legacy one sits behind /usr/lib/pod-identity/iptables-legacy (the chart
 # puts it first in PATH for nmi.iptablesMode=legacy), as in deploy/docker/nmi.Dockerfile.
 XT=/usr/lib/x86_64-linux-gnu/xtables
-for f in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/bin/sleep; do
-  [ -x "$f" ] || { log "FATAL: $f is missing (apt-get install iptables coreutils)"; exit 1; }
+for f in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack /usr/bin/sleep; do
+  [ -x "$f" ] || { log "FATAL: $f is missing (apt-get install iptables conntrack coreutils)"; exit 1; }
 done
 [ -d "$XT" ] || { log "FATAL: $XT (iptables' extensions) is missing"; exit 1; }
 xt=()
@@ -80,6 +89,8 @@ image nmi "${common[@]}" --file "$BIN/nmi:/usr/local/bin/nmi" --strip /usr/local
   --symlink /usr/lib/pod-identity/iptables-legacy/iptables:/usr/sbin/xtables-legacy-multi \
   --symlink /usr/lib/pod-identity/iptables-legacy/iptables-restore:/usr/sbin/xtables-legacy-multi \
   --symlink /usr/lib/pod-identity/iptables-legacy/iptables-save:/usr/sbin/xtables-legacy-multi \
+  --file /usr/sbin/conntrack:/usr/sbin/conntrack \
+  --file "$CNI_PLUGIN:/usr/local/bin/pod-identity-cni" --strip /usr/local/bin/pod-identity-cni \
   --file /usr/bin/sleep:/usr/bin/sleep --dir /run \
   --entrypoint /usr/local/bin/nmi --user 0:0 --port 8085/tcp --port 9090/tcp
 

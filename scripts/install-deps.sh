@@ -14,6 +14,8 @@ declare -A NEED=(
   # nmi: the network-namespace test of the iptables interception (tests/netns.rs)
   [iptables]=iptables
   [iptables-restore]=iptables
+  # nmi: --enable-conntrack-deletion (tests/conntrack.rs; NMI's image carries this machine's)
+  [conntrack]=conntrack
   [socat]=socat
   [nsenter]=util-linux
   # make bench: NMI and the load generator each on a core of their own

@@ -7,6 +7,10 @@
 #   scripts/node.sh up      start containerd and kubelet, import target/images/*.tar, wait for Ready
 #   scripts/node.sh down    stop every container, then kubelet and containerd; unmount, remove the
 #                           pods' network namespaces, cgroups and CNI state the node made
+#   scripts/node.sh reboot  what a reboot does to the node: every process and container stops, and
+#                           what lives in memory is gone (mounts, NMI's iptables rules, conntrack,
+#                           the node's tmpfs $ND/run); then containerd and kubelet start again with
+#                           the configuration on disk, and the kubelet restarts the node's pods
 #
 # Facts this rests on (checked on this machine kind):
 #   - processes enter the node's namespace with `nsenter --net`, not `ip netns exec`, which remounts
@@ -15,7 +19,10 @@
 #     session runs in, and made in every hierarchy (kubelet refuses a root missing from one);
 #     cgroupsPerQOS off, so every pod's cgroup is <cgroupRoot>/<container id>;
 #   - restrict_oom_score_adj: this machine gives no CAP_SYS_RESOURCE, and runc fails otherwise;
-#   - no image can be pulled: the pod sandbox (pause) and the chart's images are imported.
+#   - no image can be pulled: the pod sandbox (pause) and the chart's images are imported;
+#   - the node's CNI bin directory is its own ($ND/cni-bin: links to Debian's plugins), so that the
+#     chart's NMI can install its plugin there without touching the machine's /usr/lib/cni; and
+#     $ND/run stands for the node's /run (a tmpfs: `reboot` empties it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -121,7 +128,9 @@ cgroup_down() {
 
 # ---------------------------------------------------------------------------- configuration
 configure() {
-  mkdir -p "$ND"/{containerd,cni,kubelet,pods-logs,runc,cni-ipam,certs}
+  mkdir -p "$ND"/{containerd,cni,cni-bin,kubelet,pods-logs,runc,cni-ipam,certs,run}
+  local plugin
+  for plugin in /usr/lib/cni/*; do ln -sfn "$plugin" "$ND/cni-bin/$(basename "$plugin")"; done
   cat >"$ND/containerd.toml" <<EOF
 version = 2
 root = "$ND/containerd/root"
@@ -149,7 +158,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Root = "$ND/runc"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "$ND/cni-bin"
     conf_dir = "$ND/cni"
     max_conf_num = 1
 EOF
@@ -216,6 +225,10 @@ up() {
   cgroup_up
   configure
   in_node sysctl -qw net.ipv4.ip_forward=1
+  # The VM's IMDS, as pods reach it on Azure when nothing intercepts 169.254.169.254 (the emulator's
+  # IMDS of vm-k). NMI's chain, inserted first in PREROUTING, takes the traffic before this rule.
+  local imds=(-d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination "$CP_IP:$REAL_NODE_IMDS")
+  in_node iptables -w -t nat -C PREROUTING "${imds[@]}" 2>/dev/null || in_node iptables -w -t nat -A PREROUTING "${imds[@]}"
   log "starting containerd in $NS..."
   start_bg containerd containerd --config "$ND/containerd.toml"
   wait_until "containerd's socket" 30 ctr -a "$SOCK" version
@@ -225,6 +238,10 @@ up() {
     ctr_k8s images import --no-unpack=false "$IMAGES/$img.tar" >/dev/null || die "ctr could not import $IMAGES/$img.tar"
   done
   log "images: $(ctr_k8s images ls -q | grep -v '^sha256' | tr '\n' ' ')"
+  start_kubelet
+}
+
+start_kubelet() {
   log "starting kubelet as node $REAL_NODE..."
   start_bg kubelet "$KUBELET" --config "$ND/kubelet.yaml" --kubeconfig "$STATE/kubeconfig-$REAL_NODE" \
     --container-runtime-endpoint "unix://$SOCK" --hostname-override "$REAL_NODE" --node-ip "$REAL_NODE_IP" \
@@ -256,8 +273,8 @@ stop_pid() { # stop_pid FILE: TERM, then KILL after 10 s; waits until gone
   rm -f "$f"
 }
 
-down() {
-  [ -d "$ND" ] || return 0
+# Every process and container of the node stops, and its mounts go: what a reboot and `down` share.
+stop_all() {
   stop_pid "$ND/kubelet.pid"
   local netnses=() id path
   if [ -S "$SOCK" ] && ctr -a "$SOCK" version >/dev/null 2>&1; then
@@ -288,7 +305,31 @@ down() {
   # Overlay mounts of containers, tmpfs of secrets and service account tokens, shm of sandboxes.
   findmnt -rn -o TARGET | grep -F "$ND/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+}
+
+down() {
+  [ -d "$ND" ] || return 0
+  stop_all
   cgroup_down
+}
+
+# A reboot: everything stops, and what lives in memory goes. The node's own netfilter rules are
+# kept (the node's boot, kube-proxy and the CNI put theirs back before any pod runs); NMI's go, and
+# come back only when NMI runs again. Then the node starts with the configuration on disk (the CNI
+# configuration as NMI left it, plugin chained), and the kubelet restarts the pods bound to it.
+reboot() {
+  [ -f "$ND/containerd.toml" ] || die "the node is not up"
+  log "rebooting $REAL_NODE: stopping every container, kubelet and containerd..."
+  stop_all
+  while in_node iptables -w -t nat -D PREROUTING -j aad-metadata 2>/dev/null; do :; done
+  in_node iptables -w -t nat -F aad-metadata 2>/dev/null || true
+  in_node iptables -w -t nat -X aad-metadata 2>/dev/null || true
+  if command -v conntrack >/dev/null 2>&1; then in_node conntrack -F >/dev/null 2>&1 || true; fi
+  rm -rf "$ND/run" && mkdir -p "$ND/run"
+  log "starting containerd and kubelet again..."
+  start_bg containerd containerd --config "$ND/containerd.toml"
+  wait_until "containerd's socket" 30 ctr -a "$SOCK" version
+  start_kubelet
 }
 
 case ${1:-} in
@@ -296,5 +337,7 @@ case ${1:-} in
   up) # shellcheck disable=SC1091
     . "$STATE/env"; up ;;
   down) down ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  reboot) # shellcheck disable=SC1091
+    . "$STATE/env"; reboot ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -49,6 +49,22 @@ pub const BEHAVIOR_NAMESPACED: &str = "namespaced";
 /// value MIC has already acted on means nothing.
 pub const IDENTITY_MISSING_ANNOTATION: &str = "aadpodidentity.k8s.io/identity-missing";
 
+/// `status.reason`s with which MIC records that it will not assign an identity as things stand
+/// (the identity's owner has not allowed the namespace, the `clientID` is not the identity's,
+/// there is no such identity): no waiting will change that, only the fix the `message` names.
+/// NMI refuses such a pod's request at once, with that message, rather than holding it.
+pub const REASON_CONSENT_MISSING: &str = "IdentityConsentMissing";
+/// See [`REASON_CONSENT_MISSING`].
+pub const REASON_CLIENT_ID_MISMATCH: &str = "IdentityClientIdMismatch";
+/// See [`REASON_CONSENT_MISSING`].
+pub const REASON_NOT_FOUND: &str = "IdentityNotFound";
+/// The reasons of [`REASON_CONSENT_MISSING`].
+pub const REFUSAL_REASONS: [&str; 3] = [
+    REASON_CONSENT_MISSING,
+    REASON_CLIENT_ID_MISMATCH,
+    REASON_NOT_FOUND,
+];
+
 const GUID_RULE: &str =
     "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";
 const GUID_MESSAGE: &str = "clientID must be a GUID such as 00000000-0000-0000-0000-000000000000";

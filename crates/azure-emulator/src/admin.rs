@@ -1,5 +1,5 @@
 //! The admin API (loopback only) and its in-process handle: fault injection, the call log,
-//! counters, run-time identities and grants.
+//! counters, run-time identities, their tags, and grants.
 
 use std::sync::Arc;
 
@@ -37,6 +37,9 @@ pub struct NewIdentity {
     pub client_id: Option<String>,
     #[serde(default)]
     pub principal_id: Option<String>,
+    /// ARM tags (`az identity create --tags`), under Azure's limits.
+    #[serde(default)]
+    pub tags: crate::tags::Tags,
 }
 
 /// The identities a node's IMDS currently serves, and what ARM shows for its VM/scale set.
@@ -79,6 +82,28 @@ impl Admin {
         self.shared.counters.reset();
     }
 
+    /// The injected faults still active: id, how often each fired, and the fault.
+    pub fn faults(&self) -> Vec<serde_json::Value> {
+        self.shared.faults.list()
+    }
+
+    /// Stops the emulator's clock (see [`crate::time::Clock`]: IMDS's rate limit, ARM's token
+    /// buckets and write latency), so "within one second" or "while the write runs" holds
+    /// however long a test takes; [`Admin::advance_clock`] then moves it.
+    pub fn freeze_clock(&self) {
+        self.shared.clock.freeze();
+    }
+
+    /// Moves the emulator's clock forward, frozen or running.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Sets a frozen clock running again, from where it stands.
+    pub fn resume_clock(&self) {
+        self.shared.clock.resume();
+    }
+
     /// Sets the completion latency of identity writes, for one resource (VM or scale set id, or
     /// its name) or, with `None`, the default for all.
     pub fn set_arm_latency(&self, resource: Option<&str>, ms: u64) -> Result<()> {
@@ -107,6 +132,7 @@ impl Admin {
         if ids::parse_identity_id(&id).is_none() {
             return Err(Error::BadRequest(format!("invalid identity name {:?}", req.name)));
         }
+        let tags = crate::tags::replacement(&req.tags).map_err(|e| Error::BadRequest(e.to_string()))?;
         let mut inner = lock(&self.shared.inner);
         if let Some(existing) = inner.identities.get(&ids::key(&id)) {
             return Ok(existing.clone());
@@ -120,9 +146,29 @@ impl Admin {
             principal_id: req.principal_id.unwrap_or_else(token::guid),
             location: self.shared.location.clone(),
             federated: Vec::new(),
+            tags,
         };
         inner.identities.insert(ids::key(&id), ident.clone());
         Ok(ident)
+    }
+
+    /// Replaces the tags of an identity (name or id), as its owner would with `az tag create`;
+    /// refused with ARM's message when they break Azure's limits.
+    pub fn set_identity_tags(&self, identity: &str, tags: crate::tags::Tags) -> Result<Identity> {
+        let tags = crate::tags::replacement(&tags).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut inner = lock(&self.shared.inner);
+        let key = ids::key(
+            &inner
+                .resolve_identity(identity)
+                .ok_or_else(|| Error::NotFound(identity.into()))?
+                .id,
+        );
+        let ident = inner
+            .identities
+            .get_mut(&key)
+            .ok_or_else(|| Error::NotFound(identity.into()))?;
+        ident.tags = tags;
+        Ok(ident.clone())
     }
 
     /// Lets `principal` (name, client id or object id of an app or identity) assign `scope`
@@ -203,6 +249,25 @@ struct LatencyReq {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ClockReq {
+    /// Freezes (true) or sets running (false) the clock first; absent: as it is.
+    #[serde(default)]
+    frozen: Option<bool>,
+    /// Then moves it forward by this much.
+    #[serde(default)]
+    advance_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsReq {
+    /// Identity name or id.
+    identity: String,
+    tags: crate::tags::Tags,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GrantReq {
     principal: String,
     scope: String,
@@ -213,7 +278,7 @@ pub fn router(admin: Admin) -> Router {
     Router::new()
         .route(
             "/admin/faults",
-            get(|State(a): State<Admin>| async move { Json(json!({"faults": a.shared.faults.list()})) })
+            get(|State(a): State<Admin>| async move { Json(json!({"faults": a.faults()})) })
                 .post(|State(a): State<Admin>, Json(f): Json<Fault>| async move {
                     Json(json!({"id": a.inject(f)}))
                 })
@@ -247,10 +312,31 @@ pub fn router(admin: Admin) -> Router {
             }),
         )
         .route(
+            "/admin/clock",
+            post(|State(a): State<Admin>, Json(r): Json<ClockReq>| async move {
+                match r.frozen {
+                    Some(true) => a.freeze_clock(),
+                    Some(false) => a.resume_clock(),
+                    None => {}
+                }
+                a.advance_clock(std::time::Duration::from_millis(r.advance_ms));
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
             "/admin/identities",
             post(|State(a): State<Admin>, Json(r): Json<NewIdentity>| async move {
                 match a.create_identity(r) {
                     Ok(i) => (StatusCode::CREATED, Json(i.arm_body(&a.shared.tenant))).into_response(),
+                    Err(e) => admin_error(e),
+                }
+            }),
+        )
+        .route(
+            "/admin/identities/tags",
+            put(|State(a): State<Admin>, Json(r): Json<TagsReq>| async move {
+                match a.set_identity_tags(&r.identity, r.tags) {
+                    Ok(i) => Json(i.arm_body(&a.shared.tenant)).into_response(),
                     Err(e) => admin_error(e),
                 }
             }),

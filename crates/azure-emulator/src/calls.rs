@@ -25,6 +25,10 @@ pub struct CallRecord {
     pub status: u16,
     /// Set when a fault was injected into this call.
     pub fault: Option<String>,
+    /// What an ARM call addressed (see [`crate::arm::call_label`]): `identity`, `tags`,
+    /// `federated-credential`, `vm`, `vmss`, `operation`, `other`; empty for IMDS and Entra.
+    #[serde(default)]
+    pub label: String,
 }
 
 const LOG_CAPACITY: usize = 20_000;
@@ -67,6 +71,11 @@ pub struct CounterSnapshot {
     pub tokens_issued: BTreeMap<String, u64>,
     /// Faults injected, by endpoint kind.
     pub faults_injected: BTreeMap<String, u64>,
+    /// ARM GETs served (any status, 429s included), by what they addressed: `identity` counts
+    /// reads of user-assigned identities, `vm`/`vmss` reads of compute (labels as in
+    /// [`CallRecord::label`]).
+    #[serde(default)]
+    pub arm_reads: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -84,6 +93,10 @@ impl Counters {
         if faulted {
             *c.faults_injected.entry(kind.as_str().into()).or_default() += 1;
         }
+    }
+
+    pub fn arm_read(&self, label: &str) {
+        *lock(&self.inner).arm_reads.entry(label.into()).or_default() += 1;
     }
 
     pub fn arm_write(&self, resource_id: &str) {

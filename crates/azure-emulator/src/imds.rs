@@ -33,12 +33,37 @@ pub struct ImdsCtx {
     pub limiter: Arc<Limiter>,
 }
 
+/// Admission times within the last second: a sliding window, so no one-second span ever holds
+/// more than the allowed number of admissions. Time is an input, so the window is a pure function
+/// of the instants it is given.
+#[derive(Debug, Default)]
+pub struct Window {
+    admitted: VecDeque<Instant>,
+}
+
+impl Window {
+    /// Admits a request at `now` when fewer than `per_second` were admitted in the second before
+    /// it, and records it; otherwise says no and records nothing.
+    pub fn admit(&mut self, now: Instant, per_second: u32) -> bool {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= per_second as usize {
+            return false;
+        }
+        self.admitted.push_back(now);
+        true
+    }
+}
+
 /// 20 requests/s and 5 concurrent per VM, as real IMDS applies to managed-identity requests.
 pub struct Limiter {
     enabled: bool,
-    /// Admission times within the last second: a sliding window, so no one-second span ever
-    /// holds more than `per_second` admissions.
-    window: Mutex<VecDeque<Instant>>,
+    window: Mutex<Window>,
     per_second: u32,
     concurrent: Arc<Semaphore>,
 }
@@ -47,31 +72,23 @@ impl Limiter {
     pub fn new(enabled: bool, per_second: u32, concurrent: u32) -> Self {
         Self {
             enabled,
-            window: Mutex::new(VecDeque::new()),
+            window: Mutex::new(Window::default()),
             per_second,
             concurrent: Arc::new(Semaphore::new(concurrent as usize)),
         }
     }
 
-    /// Admits a request, or says no. The returned permit holds a concurrency slot until dropped.
-    fn admit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+    /// Admits a request arriving at `now` (the emulator's clock), or says no. The returned permit
+    /// holds a concurrency slot until dropped.
+    fn admit(&self, now: Instant) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
         if !self.enabled {
             return Ok(None);
         }
         // Concurrency first, so a request refused for it does not also use up rate budget.
         let permit = self.concurrent.clone().try_acquire_owned().map_err(|_| ())?;
-        let mut w = lock(&self.window);
-        let now = Instant::now();
-        while w
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            w.pop_front();
-        }
-        if w.len() >= self.per_second as usize {
+        if !lock(&self.window).admit(now, self.per_second) {
             return Err(());
         }
-        w.push_back(now);
         Ok(Some(permit))
     }
 }
@@ -172,7 +189,7 @@ async fn handle(State(ctx): State<ImdsCtx>, req: Request) -> Response {
             if !metadata_ok(req.headers()) {
                 return bad("Required metadata header not specified");
             }
-            let _permit = match ctx.limiter.admit() {
+            let _permit = match ctx.limiter.admit(ctx.shared.clock.now()) {
                 Ok(p) => p,
                 Err(()) => {
                     let mut r = err(

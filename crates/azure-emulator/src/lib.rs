@@ -18,6 +18,7 @@ pub mod imds;
 mod server;
 pub mod state;
 mod sync;
+pub mod tags;
 pub mod time;
 mod tls;
 pub mod token;

@@ -37,11 +37,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        // One line per event, whatever a request put in it (see `upstream_flags::OneLine`).
+        LogFormat::Text => {
+            use tracing_subscriber::util::SubscriberInitExt;
+            let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            upstream_flags::text_subscriber(filter, colours, std::io::stderr).init()
+        }
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)

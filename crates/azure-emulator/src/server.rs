@@ -208,6 +208,14 @@ pub async fn middleware(
 
 fn record(ep: &Endpoint, method: String, path: String, status: u16, fault: Option<String>) {
     ep.shared.counters.request(ep.kind, status, fault.is_some());
+    let label = if ep.kind == EndpointKind::Arm {
+        crate::arm::call_label(&path)
+    } else {
+        ""
+    };
+    if ep.kind == EndpointKind::Arm && method == "GET" {
+        ep.shared.counters.arm_read(label);
+    }
     ep.shared.log.record(CallRecord {
         seq: 0,
         at_ms: time::now_ms(),
@@ -221,5 +229,6 @@ fn record(ep: &Endpoint, method: String, path: String, status: u16, fault: Optio
         path,
         status,
         fault,
+        label: label.into(),
     });
 }

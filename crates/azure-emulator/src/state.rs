@@ -30,6 +30,8 @@ pub struct Identity {
     pub location: String,
     #[serde(skip)]
     pub federated: Vec<FederatedCredentialSpec>,
+    /// Its ARM tags; the identity's owner writes them (`az identity update --tags`, `az tag`).
+    pub tags: crate::tags::Tags,
 }
 
 impl Identity {
@@ -42,7 +44,7 @@ impl Identity {
             "name": self.name,
             "principalId": self.principal_id,
             "resourceGroup": self.resource_group,
-            "tags": {},
+            "tags": self.tags,
             "tenantId": tenant,
             "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
             "properties": {"tenantId": tenant, "principalId": self.principal_id, "clientId": self.client_id},
@@ -149,18 +151,18 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(size: u32, refill: f64) -> Self {
+    /// A full bucket at `now` (the emulator's clock).
+    pub fn new(size: u32, refill: f64, now: Instant) -> Self {
         Self {
             tokens: f64::from(size),
             size: f64::from(size),
             refill,
-            last: Instant::now(),
+            last: now,
         }
     }
 
-    /// Takes one token; on failure returns the whole seconds until one is back.
-    pub fn take(&mut self) -> std::result::Result<u64, u64> {
-        let now = Instant::now();
+    /// Takes one token at `now`; on failure returns the whole seconds until one is back.
+    pub fn take(&mut self, now: Instant) -> std::result::Result<u64, u64> {
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.refill).min(self.size);
         self.last = now;
@@ -274,6 +276,8 @@ pub struct Shared {
     pub entra_url: Mutex<String>,
     /// Signing keys fetched from external OIDC issuers' discovery, as Entra caches them.
     pub oidc_keys: crate::entra::oidc::KeyCache,
+    /// The clock IMDS's rate limit reads: the system's unless a test froze it.
+    pub clock: time::Clock,
 }
 
 impl Shared {
@@ -298,6 +302,7 @@ impl Shared {
                     principal_id: spec.principal_id.clone(),
                     location: world.location.clone(),
                     federated: spec.federated_credentials.clone(),
+                    tags: crate::tags::replacement(&spec.tags).unwrap_or_else(|_| spec.tags.clone()),
                 },
             );
         }
@@ -440,6 +445,7 @@ impl Shared {
             arm_url: Mutex::new(String::new()),
             entra_url: Mutex::new(String::new()),
             oidc_keys: crate::entra::oidc::KeyCache::default(),
+            clock: time::Clock::default(),
             world,
         })
     }

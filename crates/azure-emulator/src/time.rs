@@ -1,6 +1,121 @@
 //! Clock readings and the date formats Azure writes, in one place for every server.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::Notify;
+
+use crate::sync::lock;
+
+/// The monotonic clock the emulator's time-based behaviour reads: IMDS's requests per second,
+/// ARM's subscription token buckets and when an identity write completes. It runs with the
+/// system clock (the default, and what production uses); a test can freeze it, so that "the
+/// same second" lasts however long a slow machine needs, move it forward, and let it run on
+/// from where it stands (`Admin::freeze_clock`, `Admin::advance_clock`, `Admin::resume_clock`,
+/// `POST /admin/clock`). It never goes back.
+#[derive(Debug)]
+pub struct Clock {
+    reading: Mutex<Reading>,
+    /// Woken when the clock is moved forward or set running again.
+    moved: Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reading {
+    /// Reads `from` plus the real time passed since `at`.
+    Running {
+        from: Instant,
+        at: Instant,
+    },
+    Frozen(Instant),
+}
+
+impl Reading {
+    fn now(self) -> Instant {
+        match self {
+            Reading::Running { from, at } => from + at.elapsed(),
+            Reading::Frozen(t) => t,
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            reading: Mutex::new(Reading::Running { from: now, at: now }),
+            moved: Notify::new(),
+        }
+    }
+}
+
+impl Clock {
+    /// The current instant.
+    pub fn now(&self) -> Instant {
+        lock(&self.reading).now()
+    }
+
+    /// Stops the clock where it stands (no change when already frozen).
+    pub fn freeze(&self) {
+        let mut r = lock(&self.reading);
+        *r = Reading::Frozen(r.now());
+    }
+
+    /// Sets a frozen clock running again from where it stands.
+    pub fn resume(&self) {
+        {
+            let mut r = lock(&self.reading);
+            if let Reading::Frozen(t) = *r {
+                *r = Reading::Running {
+                    from: t,
+                    at: Instant::now(),
+                };
+            }
+        }
+        self.moved.notify_waiters();
+    }
+
+    /// Moves the clock forward by `by`, frozen or running; returns the new instant.
+    pub fn advance(&self, by: Duration) -> Instant {
+        let t = {
+            let mut r = lock(&self.reading);
+            match &mut *r {
+                Reading::Running { from, .. } => *from += by,
+                Reading::Frozen(t) => *t += by,
+            }
+            r.now()
+        };
+        self.moved.notify_waiters();
+        t
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        matches!(*lock(&self.reading), Reading::Frozen(_))
+    }
+
+    /// Returns once the clock reads `due` or later: after a real sleep while the clock runs (cut
+    /// short when it is moved forward), and only once moved far enough while it is frozen.
+    pub async fn sleep_until(&self, due: Instant) {
+        loop {
+            // Created before reading the clock, so a move in between is not missed.
+            let moved = self.moved.notified();
+            let now = self.now();
+            if now >= due {
+                return;
+            }
+            if self.is_frozen() {
+                moved.await;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(due - now) => {}
+                    () = moved => {}
+                }
+            }
+        }
+    }
+}
 
 /// Seconds since the Unix epoch, as JWT `iat`/`exp` count.
 pub fn now() -> u64 {

@@ -54,7 +54,7 @@ pub struct Subscription {
 }
 
 /// A user-assigned managed identity. Its ARM id is derived from subscription, group and name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySpec {
     pub name: String,
@@ -69,6 +69,9 @@ pub struct IdentitySpec {
     pub may_assign: Vec<String>,
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredentialSpec>,
+    /// The identity's ARM tags, under Azure's limits (see [`crate::tags`]).
+    #[serde(default)]
+    pub tags: crate::tags::Tags,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +361,8 @@ impl World {
             if !seen.insert(rid.to_ascii_lowercase()) {
                 return Err(Error::Config(format!("identity {rid} is declared twice")));
             }
+            crate::tags::replacement(&id.tags)
+                .map_err(|e| Error::Config(format!("tags of identity {}: {e}", id.name)))?;
         }
         let mut nodes = std::collections::HashSet::new();
         for vm in &self.vms {

@@ -98,6 +98,16 @@ impl Arm {
     }
 }
 
+/// The status of a write's operation now, without waiting.
+async fn operation_state(arm: &Arm, reply: &Reply) -> String {
+    let url = reply
+        .header("azure-asyncoperation")
+        .expect("async operation header");
+    let r = arm.http.get(url).bearer_auth(&arm.token).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    v["status"].as_str().unwrap().to_string()
+}
+
 fn add(ids: &[&str]) -> Value {
     let ua: serde_json::Map<String, Value> = ids.iter().map(|i| (identity_id(i), json!({}))).collect();
     json!({"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": ua}})
@@ -145,6 +155,9 @@ async fn patch_delta_adds_and_removes_and_reaches_imds_only_when_the_operation_c
     let mut world = example_world();
     world.vms[0].operation_latency_ms = Some(1500);
     let emu = start(world).await;
+    // On the emulator's frozen clock the write stays in progress until the test moves it on,
+    // however slowly the checks below run.
+    emu.admin().freeze_clock();
     let arm = Arm::new(&emu).await;
 
     let r = arm.patch(&vm_path("aks-agent-0"), add(&["storage-reader"])).await;
@@ -160,6 +173,7 @@ async fn patch_delta_adds_and_removes_and_reaches_imds_only_when_the_operation_c
     assert_eq!(imds_status(&emu, "aks-agent-0", READER_CLIENT).await, 400);
     let during = arm.get(&vm_path("aks-agent-0")).await;
     assert!(during.body["identity"]["userAssignedIdentities"][identity_id("storage-reader")].is_object());
+    emu.admin().advance_clock(Duration::from_millis(1500));
     assert_eq!(arm.wait(&r).await, "Succeeded");
     assert_eq!(imds_status(&emu, "aks-agent-0", READER_CLIENT).await, 200);
     // The delta did not drop the identity that was already there.
@@ -178,6 +192,7 @@ async fn patch_delta_adds_and_removes_and_reaches_imds_only_when_the_operation_c
         200,
         "removal not effective yet"
     );
+    emu.admin().advance_clock(Duration::from_millis(1500));
     arm.wait(&r).await;
     assert_eq!(imds_status(&emu, "aks-agent-0", READER_CLIENT).await, 400);
     assert_eq!(imds_status(&emu, "aks-agent-0", APP_IDENTITY_CLIENT).await, 200);
@@ -483,6 +498,8 @@ async fn subscription_write_bucket_throttles_with_retry_after() {
         refill_per_sec: 0.2,
     };
     let emu = start(world).await;
+    // Frozen, so no token comes back between the writes however long they take.
+    emu.admin().freeze_clock();
     let arm = Arm::new(&emu).await;
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -506,26 +523,45 @@ async fn subscription_write_bucket_throttles_with_retry_after() {
     // Reads have their own bucket and still pass.
     assert_eq!(arm.get(&vm_path("aks-agent-0")).await.status, 200);
     assert_eq!(emu.admin().counters().throttled["arm"], 1);
+    // Retry-After is right: one token is back five seconds on, not before.
+    emu.admin().advance_clock(Duration::from_millis(4900));
+    let r = arm.patch(&vm_path("aks-agent-0"), add(&["storage-reader"])).await;
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
+    emu.admin().advance_clock(Duration::from_millis(200));
+    let r = arm.patch(&vm_path("aks-agent-0"), add(&["storage-reader"])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-ms-ratelimit-remaining-subscription-writes"),
+        Some("0")
+    );
 }
 
+/// Write latency on the emulator's frozen clock: a write completes exactly when the clock has
+/// moved its latency on, never earlier, and a slow machine cannot make it look early or late.
 #[tokio::test]
 async fn scale_set_latency_is_per_resource_and_adjustable() {
     let mut world = example_world();
     world.vmss[0].operation_latency_ms = Some(1500);
     let emu = start(world).await;
+    let admin = emu.admin();
+    admin.freeze_clock();
     let arm = Arm::new(&emu).await;
     let body = json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {identity_id("app-identity"): {}}}});
-    let started = Instant::now();
     let r = arm.patch(&vmss_path("aks-pool"), body).await;
     assert_eq!(r.header("retry-after"), Some("2"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The VM keeps the world's default latency (300 ms).
+    let vm = arm.patch(&vm_path("aks-agent-0"), add(&["storage-reader"])).await;
+    assert_eq!(vm.header("retry-after"), Some("1"));
+    admin.advance_clock(Duration::from_millis(1499));
+    assert_eq!(arm.wait(&vm).await, "Succeeded");
     assert_eq!(
         imds_status(&emu, "aks-pool-000001", APP_IDENTITY_CLIENT).await,
         400,
-        "still updating"
+        "still updating 1 ms before its latency"
     );
-    arm.wait(&r).await;
-    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(operation_state(&arm, &r).await, "InProgress");
+    admin.advance_clock(Duration::from_millis(1));
+    assert_eq!(arm.wait(&r).await, "Succeeded");
     for node in ["aks-pool-000000", "aks-pool-000001"] {
         assert_eq!(
             imds_status(&emu, node, APP_IDENTITY_CLIENT).await,
@@ -533,9 +569,8 @@ async fn scale_set_latency_is_per_resource_and_adjustable() {
             "{node} serves it"
         );
     }
-    // Turned down through the admin API, the next write finishes quickly.
-    let admin = reqwest::Client::new();
-    let set = admin
+    // Turned down through the admin API, the next write takes 50 ms.
+    let set = reqwest::Client::new()
         .put(format!("{}/admin/arm/latency", emu.admin_url()))
         .json(&json!({"resource": "aks-pool", "latency_ms": 50}))
         .send()
@@ -543,9 +578,12 @@ async fn scale_set_latency_is_per_resource_and_adjustable() {
         .unwrap();
     assert_eq!(set.status(), 204);
     let r = arm.patch(&vmss_path("aks-pool"), json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {identity_id("storage-reader"): {}}}})).await;
-    let started = Instant::now();
-    arm.wait(&r).await;
-    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    admin.advance_clock(Duration::from_millis(49));
+    assert_eq!(operation_state(&arm, &r).await, "InProgress");
+    assert_eq!(imds_status(&emu, "aks-pool-000000", READER_CLIENT).await, 400);
+    admin.advance_clock(Duration::from_millis(1));
+    assert_eq!(arm.wait(&r).await, "Succeeded");
     assert_eq!(imds_status(&emu, "aks-pool-000000", READER_CLIENT).await, 200);
 }
 

@@ -257,7 +257,7 @@ async fn identities_created_at_runtime_can_be_assigned_and_listed_per_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = admin_get(&emu, "/admin/nodes").await;
         let pool0 = nodes

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use azure_emulator::{EndpointKind, Fault, FaultAction};
 use common::*;
@@ -235,88 +235,122 @@ async fn instance_metadata_describes_the_vm_or_scale_set_instance() {
     );
 }
 
+/// The rate limit is tested on the emulator's frozen clock: the 25 requests are "within one
+/// second" however long a loaded machine takes to send them, and the second ends when the test
+/// advances the clock, not when the wall clock says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_vm_rate_limit_gives_429_after_20_requests_in_a_second() {
+    let emu = start(example_world()).await;
+    emu.admin().freeze_clock();
     let q = format!("api-version=2018-02-01&{STORAGE}&client_id={APP_IDENTITY_CLIENT}");
-    // The burst must fit in one second to show the limit; on a loaded machine try again on a
-    // fresh VM rather than conclude anything from a slow burst.
-    for _attempt in 0..10 {
-        let emu = start(example_world()).await;
-        let started = std::time::Instant::now();
-        let mut statuses = Vec::new();
-        for _ in 0..25 {
-            statuses.push(imds_token(&emu, "aks-agent-0", &q).await.0);
-        }
-        if started.elapsed() >= Duration::from_millis(900) {
-            continue;
-        }
-        assert_eq!(statuses[..20], [200; 20]);
-        assert_eq!(statuses[20..], [429; 5]);
-        // The limit is per VM: another node's IMDS still answers (400: nothing assigned there).
-        assert_eq!(
-            imds_token(
-                &emu,
-                "aks-pool-000000",
-                &format!("api-version=2018-02-01&{STORAGE}")
-            )
-            .await
-            .0,
-            400
-        );
-        assert_eq!(emu.admin().counters().throttled["imds"], 5);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(
-            imds_token(&emu, "aks-agent-0", &q).await.0,
-            200,
-            "the budget refills after a second"
-        );
-        return;
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(imds_token(&emu, "aks-agent-0", &q).await.0);
     }
-    panic!(
-        "ten bursts of 25 IMDS requests each took over 900 ms; the machine is too loaded to test the limit"
+    assert_eq!(statuses[..20], [200; 20]);
+    assert_eq!(statuses[20..], [429; 5]);
+    let (status, body) = imds_token(&emu, "aks-agent-0", &q).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("too_many_requests")));
+    // The limit is per VM: another node's IMDS still answers (400: nothing assigned there).
+    assert_eq!(
+        imds_token(
+            &emu,
+            "aks-pool-000000",
+            &format!("api-version=2018-02-01&{STORAGE}")
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(emu.admin().counters().throttled["imds"], 6);
+    // Still inside the second: refused.
+    emu.admin().advance_clock(Duration::from_millis(999));
+    assert_eq!(imds_token(&emu, "aks-agent-0", &q).await.0, 429);
+    // One second after the burst (moved through the HTTP admin API this time), the budget is back.
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/clock", emu.admin_url()))
+        .json(&serde_json::json!({"advance_ms": 1}))
+        .send()
+        .await
+        .expect("admin reachable");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        imds_token(&emu, "aks-agent-0", &q).await.0,
+        200,
+        "the budget refills after a second"
     );
 }
 
+/// Five requests held inside the VM take IMDS's five concurrency slots; a sixth is refused.
+/// Nothing here depends on how fast the machine is: the five are held for a minute (far longer
+/// than the test), the sixth is sent only once all five passed the fault, and the rate limit's
+/// clock is moved a second on before each try, so a 429 can only be the concurrency limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixth_concurrent_request_gets_429() {
     let emu = start(example_world()).await;
-    // Hold requests inside the VM for a while so that five are in flight at once.
-    emu.admin().inject(Fault {
+    let admin = emu.admin();
+    admin.freeze_clock();
+    admin.inject(Fault {
         endpoint: EndpointKind::Imds,
         target: Some("aks-agent-0".into()),
-        action: FaultAction::Latency { ms: 800 },
-        count: None,
+        action: FaultAction::Latency { ms: 60_000 },
+        count: Some(5),
         rate: None,
     });
     let q = format!("api-version=2018-02-01&{STORAGE}&client_id={APP_IDENTITY_CLIENT}");
-    let mut tasks = Vec::new();
-    for i in 0..6u64 {
-        let url = format!(
-            "{}/metadata/identity/oauth2/token?{q}",
-            emu.imds_url("aks-agent-0").unwrap()
-        );
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(i * 20)).await;
-            reqwest::Client::new()
-                .get(url)
-                .header("Metadata", "true")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    statuses.sort();
-    assert_eq!(
-        statuses,
-        [200, 200, 200, 200, 200, 429],
-        "five at once pass, the sixth is refused"
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?{q}",
+        emu.imds_url("aks-agent-0").unwrap()
     );
+    let held: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .header("Metadata", "true")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin.faults().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "five requests reached IMDS within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // All five passed the fault; each takes its slot right after. Until then a try is served.
+    let status = loop {
+        admin.advance_clock(Duration::from_secs(1));
+        let status = imds_token(&emu, "aks-agent-0", &q).await.0;
+        if status != 200 || Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 429, "five at once pass, the sixth is refused");
+    assert!(
+        held.iter().all(|t| !t.is_finished()),
+        "the five are still held, not refused"
+    );
+    // Per VM: another node's IMDS answers (400: nothing assigned there).
+    assert_eq!(
+        imds_token(
+            &emu,
+            "aks-pool-000000",
+            &format!("api-version=2018-02-01&{STORAGE}")
+        )
+        .await
+        .0,
+        400
+    );
+    for t in held {
+        t.abort();
+    }
 }
 
 #[tokio::test]

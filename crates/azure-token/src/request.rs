@@ -44,6 +44,10 @@ pub enum Credential {
     /// A managed identity through IMDS at `imds` (`http://169.254.169.254`): the one with
     /// `client_id`, or the VM's only one.
     ManagedIdentity { imds: String, client_id: Option<String> },
+    /// The user-assigned identity whose ARM resource id is `resource_id`, through IMDS at `imds`
+    /// (IMDS's `msi_res_id`). A resource id names one identity in ARM, where a client id is only
+    /// what an AzureIdentity claims: NMI asks by the resource id MIC assigned and checked.
+    ManagedIdentityByResourceId { imds: String, resource_id: String },
 }
 
 /// Prints everything but the secret.
@@ -88,6 +92,11 @@ impl std::fmt::Debug for Credential {
                 .debug_struct("ManagedIdentity")
                 .field("imds", imds)
                 .field("client_id", client_id)
+                .finish(),
+            Self::ManagedIdentityByResourceId { imds, resource_id } => f
+                .debug_struct("ManagedIdentityByResourceId")
+                .field("imds", imds)
+                .field("resource_id", resource_id)
                 .finish(),
         }
     }
@@ -149,18 +158,11 @@ impl TokenRequest<'_> {
     pub fn prepare(&self, now: u64) -> Result<Prepared, Error> {
         let (authority, tenant, client_id, proof) = match self.credential {
             Credential::ManagedIdentity { imds, client_id } => {
-                let mut query = vec![
-                    ("api-version", IMDS_API_VERSION.to_owned()),
-                    ("resource", self.resource.to_owned()),
-                ];
-                if let Some(id) = client_id {
-                    query.push(("client_id", id.clone()));
-                }
-                return Ok(Prepared {
-                    service: Service::Imds,
-                    url: format!("{}/metadata/identity/oauth2/token", imds.trim_end_matches('/')),
-                    call: Call::ImdsGet { query },
-                });
+                let selector = client_id.as_ref().map(|id| ("client_id", id.clone()));
+                return Ok(self.imds(imds, selector));
+            }
+            Credential::ManagedIdentityByResourceId { imds, resource_id } => {
+                return Ok(self.imds(imds, Some(("msi_res_id", resource_id.clone()))));
             }
             Credential::ClientSecret {
                 authority,
@@ -212,6 +214,20 @@ impl TokenRequest<'_> {
             url,
             call: Call::EntraPost { form },
         })
+    }
+
+    /// IMDS's token request, naming the identity by `selector` (a query parameter) if given.
+    fn imds(&self, imds: &str, selector: Option<(&'static str, String)>) -> Prepared {
+        let mut query = vec![
+            ("api-version", IMDS_API_VERSION.to_owned()),
+            ("resource", self.resource.to_owned()),
+        ];
+        query.extend(selector);
+        Prepared {
+            service: Service::Imds,
+            url: format!("{}/metadata/identity/oauth2/token", imds.trim_end_matches('/')),
+            call: Call::ImdsGet { query },
+        }
     }
 
     /// Asks for the token with `http` and reads the answer.

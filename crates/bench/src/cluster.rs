@@ -29,12 +29,13 @@ pub fn identity_resource_id(n: usize) -> String {
     fixtures::ids::resource_id(&format!("id{n}"))
 }
 
-/// World YAML lines for identities `id0..id<count>`.
+/// World YAML lines for identities `id0..id<count>`, each allowing every namespace to use it
+/// (MIC's consent check: `mic::consent`).
 pub fn identities_yaml(count: usize) -> String {
     (0..count)
         .map(|n| {
             format!(
-                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
+                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}, tags: {{pod-identity-namespaces: \"*\"}}}}\n",
                 client_id(n),
                 principal_id(n)
             )

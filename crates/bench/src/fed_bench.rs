@@ -105,6 +105,7 @@ tls:
             principal_id: fed_principal(n),
             may_assign: vec![],
             federated_credentials: sas.iter().map(|s| credential(s)).collect(),
+            tags: Default::default(),
         });
     }
     Ok(w)

@@ -92,6 +92,8 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     let mic = cluster::start_mic(k8s.server.kubeconfig(), &emulator, &ca, &logs.join("mic.log")).await?;
     let rss_idle = mic.rss_mib()?;
     let admin = emulator.admin();
+    // The consent reads of MIC's start (`mic::consent`), before the counters restart.
+    let identity_reads_at_start = identity_reads(&admin.counters());
     admin.reset_counters();
 
     // 1,000 pods: convergence, ARM writes and 429s.
@@ -120,6 +122,10 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     let rss_large = mic.rss_mib()?;
     let (anon_large, file_large) = mic.rss_parts_mib()?;
     let counters = admin.counters();
+    // Each identity is read when MIC first sees it and again every --identity-consent-refresh,
+    // whatever the number of pods using it.
+    let identity_reads_total = identity_reads_at_start + identity_reads(&counters);
+    println!("mic: {identity_reads_total} identity reads from ARM for {IDENTITIES} identities (consent)");
     println!(
         "mic: {pods_large} pods all Assigned {converged_large:?} after the 1,001st was created; RSS {rss_large:.1} MiB (anonymous {anon_large:.1}, file-backed {file_large:.1})"
     );
@@ -146,6 +152,11 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
             "mic_large_arm_writes",
             json!(counters.arm_writes.values().sum::<u64>()),
         ),
+        ("mic_identity_reads", json!(identity_reads_total)),
+        (
+            "mic_identity_reads_per_identity",
+            json!(round(identity_reads_total as f64 / IDENTITIES as f64, 2)),
+        ),
         (
             "mic_large_arm_429s",
             json!(counters.throttled.get("arm").copied().unwrap_or(0)),
@@ -165,4 +176,9 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     }
     drop(mic);
     Ok(out)
+}
+
+/// ARM GETs of user-assigned identities the emulator served (MIC's consent reads).
+fn identity_reads(counters: &azure_emulator::CounterSnapshot) -> u64 {
+    counters.arm_reads.get("identity").copied().unwrap_or(0)
 }

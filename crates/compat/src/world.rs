@@ -66,7 +66,7 @@ subscriptions:
   - id: {SUB}
     resource_groups: [{NODE_RG}, identity-rg]
 identities:
-  - {{name: {IDENTITY}, resource_group: identity-rg, client_id: {CLIENT_ID}, principal_id: {PRINCIPAL_ID}}}
+  - {{name: {IDENTITY}, resource_group: identity-rg, client_id: {CLIENT_ID}, principal_id: {PRINCIPAL_ID}, tags: {{pod-identity-namespaces: "*"}}}}
 vmss:
   - name: {SCALE_SET}
     resource_group: {NODE_RG}

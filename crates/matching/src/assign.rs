@@ -202,6 +202,30 @@ pub struct AssignedFacts {
     /// did not know the identity (an opaque token, new at each finding). MIC reads the target
     /// back from ARM when it changes.
     pub identity_missing: Option<String>,
+    /// MIC's refusal to assign (a `Created` object whose `status.reason` is one of
+    /// [`api::v1::REFUSAL_REASONS`]): NMI answers the pod with it at once.
+    pub refusal: Option<MicRefusal>,
+}
+
+/// Why MIC will not assign an identity as things stand: `status.reason` and `status.message`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MicRefusal {
+    pub reason: String,
+    pub message: String,
+}
+
+impl MicRefusal {
+    /// The refusal an object records, if it records one.
+    pub fn of(a: &AzureAssignedIdentity) -> Option<Self> {
+        let status = a.status.as_ref()?;
+        let reason = status.reason.as_deref()?;
+        (status.status == Some(AssignmentState::Created) && api::v1::REFUSAL_REASONS.contains(&reason)).then(
+            || Self {
+                reason: reason.to_owned(),
+                message: status.message.clone().unwrap_or_default(),
+            },
+        )
+    }
 }
 
 /// Which version of an object an `AzureAssignedIdentity` recorded.
@@ -252,6 +276,7 @@ impl From<&AzureAssignedIdentity> for AssignedFacts {
                 .as_ref()
                 .and_then(|m| m.get(api::v1::IDENTITY_MISSING_ANNOTATION))
                 .cloned(),
+            refusal: MicRefusal::of(a),
         }
     }
 }

@@ -16,8 +16,8 @@ mod pod;
 mod select;
 
 pub use assign::{
-    AssignedFacts, BadProviderId, ComputeKind, ComputeTarget, Desired, Plan, Recorded, TargetChange, desired,
-    is_usable, is_user_assigned_identity_id, plan, target_change,
+    AssignedFacts, BadProviderId, ComputeKind, ComputeTarget, Desired, MicRefusal, Plan, Recorded,
+    TargetChange, desired, is_usable, is_user_assigned_identity_id, plan, target_change,
 };
 pub use exception::is_excepted;
 pub use pod::PodFacts;

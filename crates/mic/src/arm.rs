@@ -28,6 +28,8 @@ use crate::metrics::Metrics;
 
 /// The api-version used for `Microsoft.Compute` reads and writes (the identity dictionary form).
 pub const COMPUTE_API_VERSION: &str = "2023-09-01";
+/// The api-version used to read user-assigned identities (`Microsoft.ManagedIdentity`).
+pub const IDENTITY_API_VERSION: &str = "2023-01-31";
 /// The public cloud's ARM audience, for clients built with [`ArmClient::new`].
 pub const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
 /// A token this close to its expiry is replaced before it is used.
@@ -188,6 +190,20 @@ impl ArmClient {
             .call(op, &target.subscription, Method::GET, &self.url(target), None)
             .await?;
         Ok(IdentityState::from_resource(&body))
+    }
+
+    /// Reads a user-assigned identity (its client id and tags: `crate::consent`). The
+    /// subscription is the id's own, for `Retry-After` gates.
+    pub async fn get_identity(&self, resource_id: &str) -> Result<Value, CallError> {
+        let subscription = resource_id.split('/').nth(2).unwrap_or_default();
+        let url = format!(
+            "{}{resource_id}?api-version={IDENTITY_API_VERSION}",
+            self.inner.endpoint
+        );
+        let (_, body) = self
+            .call("identity_get", subscription, Method::GET, &url, None)
+            .await?;
+        Ok(body)
     }
 
     /// Sends one PATCH body and waits for its long-running operation to finish.

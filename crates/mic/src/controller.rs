@@ -22,8 +22,12 @@
 //! The caches keep compact facts ([`PodFacts`], [`AssignedFacts`]), not whole objects, so
 //! memory grows by a few hundred bytes per pod.
 
+mod consent;
 mod missing;
+mod refusals;
 mod worker;
+
+pub use consent::{Schedule as ConsentSchedule, read_identity};
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -73,6 +77,9 @@ pub struct Settings {
     /// How long an identity no pod on a target needs any more stays there before it is removed
     /// (`--identity-removal-grace`; see `crate::target_state`). Zero removes at once.
     pub removal_grace: Duration,
+    /// When to read identities' consent from ARM (`crate::consent`); `None` assigns every
+    /// identity a namespace names, as upstream did (`--identity-consent=false`).
+    pub consent: Option<consent::Schedule>,
 }
 
 impl Default for Settings {
@@ -85,6 +92,10 @@ impl Default for Settings {
             write_concurrency: 64,
             failure_retry: Duration::from_secs(30),
             removal_grace: Duration::from_secs(30),
+            consent: Some(consent::Schedule {
+                refresh: Duration::from_secs(300),
+                recheck: Duration::from_secs(15),
+            }),
         }
     }
 }
@@ -244,7 +255,11 @@ async fn plan_forever(
     }
     let _ = ready.send(true);
     tracing::info!("caches synced; planning");
+    let consent = planner_consent(&shared, &caches);
     let mut planner = Planner {
+        consent,
+        refused_ids: BTreeSet::new(),
+        refusals: refusals::Written::default(),
         shared,
         workers: HashMap::new(),
         seen: HashMap::new(),
@@ -265,8 +280,19 @@ async fn plan_forever(
     }
 }
 
+fn planner_consent(shared: &Shared, caches: &Arc<Caches>) -> Option<Arc<consent::Reader>> {
+    let schedule = shared.settings.consent?;
+    Some(consent::Reader::new(shared.arm.clone(), caches.clone(), schedule))
+}
+
 struct Planner {
     shared: Arc<Shared>,
+    /// Identities' consent as read from ARM; `None` when not checked.
+    consent: Option<Arc<consent::Reader>>,
+    /// Identities some assignment was refused for in the last plan: re-read sooner.
+    refused_ids: BTreeSet<String>,
+    /// Refusals written, so that each is written once.
+    refusals: refusals::Written,
     workers: HashMap<ComputeTarget, watch::Sender<TargetWork>>,
     /// When each pending assignment was first seen, for the latency metric.
     seen: HashMap<Key, Instant>,
@@ -280,7 +306,11 @@ struct Planner {
 
 impl Planner {
     async fn plan(&mut self, caches: &Caches) {
-        let snapshot = snapshot(caches);
+        let mut snapshot = snapshot(caches);
+        if let Some(reader) = &self.consent {
+            let ids = user_assigned_ids(&snapshot);
+            snapshot.consent = plan::ConsentView::Reads(reader.reads(&ids, &self.refused_ids));
+        }
         let settings = &self.shared.settings;
         let mut planned = plan::plan(
             &snapshot,
@@ -290,6 +320,13 @@ impl Planner {
             Instant::now(),
         );
         self.seen = std::mem::take(&mut planned.seen);
+        self.refused_ids = std::mem::take(&mut planned.refused_ids);
+        refusals::record(
+            &self.shared,
+            std::mem::take(&mut planned.refused),
+            &mut self.refusals,
+        )
+        .await;
         // NMI found an identity missing from a VM or scale set: that target is read back now.
         for a in self.findings.fresh(snapshot.assigned.iter().map(AsRef::as_ref)) {
             if let Some(target) = snapshot.target_of(&a.node) {
@@ -347,6 +384,18 @@ impl Planner {
     }
 }
 
+/// The lower-cased resource ids of the user-assigned identities the cluster names.
+fn user_assigned_ids(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot
+        .identities
+        .values()
+        .filter(|i| i.spec.identity_type() == Ok(api::IdentityType::UserAssignedMsi))
+        .filter_map(|i| i.spec.resource_id())
+        .filter(|id| matching::is_user_assigned_identity_id(id))
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 /// What the caches hold now, for one plan.
 fn snapshot(caches: &Caches) -> Snapshot {
     Snapshot {
@@ -357,6 +406,7 @@ fn snapshot(caches: &Caches) -> Snapshot {
         nodes: caches
             .nodes
             .with(|m| m.iter().map(|((_, n), t)| (n.clone(), t.clone())).collect()),
+        consent: plan::ConsentView::NotChecked,
     }
 }
 

@@ -81,7 +81,7 @@ pub fn reason_of(why: &str) -> Option<&str> {
 }
 
 /// At most `max` bytes, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> String {
+pub fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

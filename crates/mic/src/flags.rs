@@ -85,6 +85,19 @@ pub struct Flags {
     /// one wait for two ARM operations. 0s removes at once, as upstream did.
     #[arg(long = "identity-removal-grace", default_value = "30s", value_parser = go::parse_duration)]
     pub removal_grace: Duration,
+    /// Assign an identity only where its owner allowed it in Azure: its `clientId` must be the
+    /// AzureIdentity's clientID and its tag `pod-identity-namespaces` must list the namespace
+    /// (or be `*`). false assigns every identity a namespace names, as upstream did: only for
+    /// clusters that trust everyone who may write an AzureIdentity.
+    #[arg(long = "identity-consent", num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true", value_parser = go::parse_bool)]
+    pub identity_consent: bool,
+    /// How often an identity's consent is read again from ARM (a revoked grant takes effect then).
+    #[arg(long = "identity-consent-refresh", default_value = "5m", value_parser = go::parse_duration)]
+    pub consent_refresh: Duration,
+    /// How often an identity is read again while an assignment is refused for it, or its read
+    /// failed (a grant just given is seen then).
+    #[arg(long = "identity-consent-recheck", default_value = "15s", value_parser = go::parse_duration)]
+    pub consent_recheck: Duration,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -130,6 +143,12 @@ impl Flags {
             drift_interval: self.reconcile_interval,
             failure_retry: self.failure_retry_interval,
             removal_grace: self.removal_grace,
+            consent: self
+                .identity_consent
+                .then_some(crate::controller::ConsentSchedule {
+                    refresh: self.consent_refresh,
+                    recheck: self.consent_recheck,
+                }),
             ..Settings::default()
         }
     }

@@ -7,7 +7,7 @@
 //! marked its assignment `Assigned`.
 //!
 //! The decisions are pure functions, unit-tested on plain values: `matching` (which
-//! assignments should exist), `plan` (from a snapshot of the caches to each VM's or
+//! assignments should exist), [`consent`] (whether an identity's owner lets a namespace use it), `plan` (from a snapshot of the caches to each VM's or
 //! scale set's work, and the objects to delete at once), [`target_state`] (when an
 //! assignment may be marked `Assigned`, what each VM or scale set needs from ARM
 //! next), `writes` (what to write for each `AzureAssignedIdentity` at each stage
@@ -17,6 +17,7 @@
 
 pub mod arm;
 pub mod cloud;
+pub mod consent;
 pub mod controller;
 pub mod events;
 pub mod failure;

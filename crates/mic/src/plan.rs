@@ -21,7 +21,9 @@ use matching::{AssignedFacts, ComputeTarget, Desired, PodFacts, Policy};
 use mirror::Key;
 use tokio::time::Instant;
 
-pub use work::{ObjectWrite, Refresh, TargetWork, ToAssign, ToRelease};
+pub use work::{ObjectWrite, Refresh, TargetWork, ToAssign, ToRefuse, ToRelease};
+
+use crate::consent::{self, Claim, Read, Verdict};
 
 /// The VM or scale set behind a node, or why there is none.
 pub type NodeTarget = Result<ComputeTarget, String>;
@@ -36,6 +38,39 @@ pub struct Snapshot {
     pub assigned: Vec<Arc<AssignedFacts>>,
     /// By node name.
     pub nodes: HashMap<String, Arc<NodeTarget>>,
+    /// What ARM said of the identities, for their owners' consent.
+    pub consent: ConsentView,
+}
+
+/// Whether assignments need their identity owner's consent, and the reads that decide it.
+#[derive(Clone, Debug, Default)]
+pub enum ConsentView {
+    /// `--identity-consent=false`: every identity a namespace names is assigned, as upstream.
+    #[default]
+    NotChecked,
+    /// The latest read of each identity (lower-cased resource id) from ARM.
+    Reads(HashMap<String, Read>),
+}
+
+impl ConsentView {
+    fn verdict(&self, d: &Desired<'_>, arm_id: &str) -> Verdict {
+        let Self::Reads(reads) = self else {
+            return Verdict::Allowed;
+        };
+        let identity_namespace = d.identity.metadata.namespace.as_deref().unwrap_or_default();
+        let identity = format!(
+            "{identity_namespace}/{}",
+            d.identity.metadata.name.as_deref().unwrap_or_default()
+        );
+        let claim = Claim {
+            resource_id: d.identity.spec.resource_id().unwrap_or(arm_id),
+            client_id: d.identity.spec.client_id(),
+            identity: &identity,
+            identity_namespace,
+            pod_namespace: &d.pod.namespace,
+        };
+        consent::verdict(&claim, reads.get(arm_id))
+    }
 }
 
 impl Snapshot {
@@ -61,6 +96,10 @@ pub struct Planned {
     pub seen: HashMap<Key, Instant>,
     /// Resource ids of protected identities known from the cluster's objects.
     protected: BTreeSet<String>,
+    /// Assignments whose identity's owner has not consented: recorded, never assigned.
+    pub refused: Vec<ToRefuse>,
+    /// The identities (lower-cased resource ids) of [`Planned::refused`].
+    pub refused_ids: BTreeSet<String>,
 }
 
 /// What the planner knows beyond the snapshot, for [`Planned::complete`].
@@ -93,6 +132,7 @@ pub fn plan(
         bindings,
         assigned,
         nodes: _,
+        consent,
     } = snapshot;
     let target_of = |node: &str| snapshot.target_of(node);
     let protects = |client_id: Option<&str>| {
@@ -115,7 +155,7 @@ pub fn plan(
         .filter(|a| a.deleting)
         .map(|a| (a.namespace.as_str(), a.name.as_str()))
         .collect();
-    let desired: Vec<Desired<'_>> = matching::desired(
+    let mut desired: Vec<Desired<'_>> = matching::desired(
         policy,
         pods.iter().map(AsRef::as_ref),
         bindings.values().map(AsRef::as_ref),
@@ -132,6 +172,35 @@ pub fn plan(
     })
     .collect();
 
+    // The owner's consent (see `crate::consent`): a refused assignment is recorded as such and
+    // its identity is not needed; one not decided yet is left as it is. Either way its object
+    // is kept out of the comparison below, which would otherwise delete it.
+    let mut undecided: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut refused: Vec<(Desired<'_>, consent::Refusal)> = Vec::new();
+    desired.retain(|d| {
+        let Some(arm_id) = d.arm_identity() else {
+            return true;
+        };
+        match consent.verdict(d, &arm_id) {
+            Verdict::Allowed => true,
+            Verdict::Unknown => {
+                undecided.insert((d.namespace.clone(), d.name.clone()));
+                false
+            }
+            Verdict::Refused(r) => {
+                undecided.insert((d.namespace.clone(), d.name.clone()));
+                refused.push((d.clone(), r));
+                false
+            }
+        }
+    });
+    let live = || {
+        assigned
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|a| !a.deleting && !undecided.contains(&(a.namespace.clone(), a.name.clone())))
+    };
+
     // Per target: what it needs, what to bring to Assigned, what to release.
     let mut work: BTreeMap<ComputeTarget, TargetWork> = BTreeMap::new();
     for d in &desired {
@@ -139,10 +208,7 @@ pub fn plan(
             work.entry(target.clone()).or_default().needed.insert(id);
         }
     }
-    let objects = matching::plan(
-        desired,
-        assigned.iter().map(AsRef::as_ref).filter(|a| !a.deleting),
-    );
+    let objects = matching::plan(desired, live());
     let pending = objects
         .create
         .iter()
@@ -209,13 +275,60 @@ pub fn plan(
             left_behind.entry(target.clone()).or_default().insert(arm_id);
         }
     }
+    let (refused, refused_ids) = refusals(snapshot, refused, &mut left_behind);
     Planned {
         work,
         orphans,
         left_behind,
         seen: first_seen,
         protected,
+        refused,
+        refused_ids,
     }
+}
+
+/// The refused assignments' writes. An object that was `Assigned` before the refusal (consent
+/// revoked, or given by an MIC that did not check) loses its identity from the target like a
+/// moved object: left behind, removed once no consenting pod there needs it.
+fn refusals(
+    snapshot: &Snapshot,
+    refused: Vec<(Desired<'_>, consent::Refusal)>,
+    left_behind: &mut BTreeMap<ComputeTarget, BTreeSet<String>>,
+) -> (Vec<ToRefuse>, BTreeSet<String>) {
+    let existing: HashMap<(&str, &str), &AssignedFacts> = snapshot
+        .assigned
+        .iter()
+        .filter(|a| !a.deleting)
+        .map(|a| ((a.namespace.as_str(), a.name.as_str()), a.as_ref()))
+        .collect();
+    let mut out = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (d, refusal) in refused {
+        let (Some(identity), Some(binding), Some(arm_id)) = (
+            snapshot.identities.get(&mirror::key_of(d.identity)),
+            snapshot.bindings.get(&mirror::key_of(d.binding)),
+            d.arm_identity(),
+        ) else {
+            continue;
+        };
+        let found = existing.get(&(d.namespace.as_str(), d.name.as_str()));
+        if let Some(a) = found.filter(|a| a.state == api::AssignmentState::Assigned)
+            && let (Some(target), Some(old)) = (snapshot.target_of(&a.node), a.arm_id.clone())
+        {
+            left_behind.entry(target.clone()).or_default().insert(old);
+        }
+        ids.insert(arm_id);
+        out.push(ToRefuse {
+            key: (d.namespace.clone(), d.name.clone()),
+            pod: d.pod.name.clone(),
+            node: d.node.to_owned(),
+            identity: identity.clone(),
+            binding: binding.clone(),
+            exists: found.is_some(),
+            refusal,
+        });
+    }
+    (out, ids)
 }
 
 impl Planned {

@@ -48,6 +48,7 @@ fn cloud_world() -> World {
         principal_id: fixtures::ids::principal_id(0xe),
         may_assign: assignable.clone(),
         federated_credentials: vec![],
+        tags: Default::default(),
     });
     let vm = w.vms.iter_mut().find(|v| v.name == "vm-c").expect("vm-c");
     vm.user_assigned.push("mic-identity".into());

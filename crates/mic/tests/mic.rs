@@ -163,23 +163,22 @@ async fn one_patch_per_scale_set_for_a_burst_of_pods() {
     c.stop_mic().await;
 }
 
-/// A scale set whose operations take 20 s does not hold up another one.
+/// A scale set whose operations take an hour does not hold up another one. The hour passes on
+/// the emulator's clock when the test moves it on, so how fast the machine is does not matter.
 #[tokio::test]
 async fn a_slow_scale_set_does_not_delay_another() {
-    let mut c = Cluster::start(world(&BTreeMap::from([("ss-a", 20_000)]))).await;
+    let mut c = Cluster::start(world(&BTreeMap::from([("ss-a", 3_600_000)]))).await;
     c.namespace("slow").await;
     c.identity("slow", "id1", 1).await;
     c.binding("slow", "b", "id1", "app").await;
     c.start_mic(settings()).await;
     c.pod("slow", "on-a", "a-0", Some("app")).await;
     c.pod("slow", "on-b", "b-0", Some("app")).await;
-    c.wait_assigned(
-        &[("on-a-slow-id1", Created), ("on-b-slow-id1", Assigned)],
-        Duration::from_secs(10),
-    )
-    .await;
+    c.wait_assigned(&[("on-a-slow-id1", Created), ("on-b-slow-id1", Assigned)], LIMIT)
+        .await;
     // B is done while A's operation is still running.
     assert!(c.on_node("a-0").is_empty());
+    c.azure.admin().advance_clock(Duration::from_secs(3600));
     c.wait_assigned(&[("on-a-slow-id1", Assigned), ("on-b-slow-id1", Assigned)], LIMIT)
         .await;
     c.stop_mic().await;
@@ -204,7 +203,8 @@ async fn an_unauthorized_identity_does_not_block_the_batch() {
     .await;
     assert_eq!(c.on_node("b-0"), [resource_id(2)]);
     let mut events = Vec::new();
-    for _ in 0..50 {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while tokio::time::Instant::now() < deadline {
         events = c.events("authz", "web").await;
         if events
             .iter()
@@ -224,7 +224,8 @@ async fn an_unauthorized_identity_does_not_block_the_batch() {
     let aais = Api::<AzureAssignedIdentity>::namespaced(c.client.clone(), "authz");
     let status = |a: AzureAssignedIdentity| a.status.unwrap_or_default();
     let mut failed = status(aais.get("web-authz-forbidden").await.unwrap());
-    for _ in 0..50 {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while tokio::time::Instant::now() < deadline {
         if failed.reason.is_some() {
             break;
         }
@@ -542,18 +543,23 @@ async fn drift_is_repaired() {
     c.pod("drift", "web", "c-0", Some("app")).await;
     c.wait_assigned(&[("web-drift-id1", Assigned)], LIMIT).await;
 
+    // The removal's effect on IMDS may last only until the next pass (2 s): rather than race to
+    // see it, count the writes. One is MIC's first, one the removal; a third (MIC's) puts the
+    // identity back.
+    assert_eq!(c.arm_writes(), BTreeMap::from([("vm-c".to_owned(), 1)]));
     c.strip_vm_c().await;
-    wait_until(|| c.on_node("c-0").is_empty(), "the identity is gone")
-        .await
-        .unwrap();
-    wait_until(|| c.on_node("c-0") == [resource_id(1)], "the identity is back")
-        .await
-        .unwrap();
+    wait_until(
+        || c.arm_writes()["vm-c"] == 3 && c.on_node("c-0") == [resource_id(1)],
+        "the identity is back",
+    )
+    .await
+    .unwrap();
     c.stop_mic().await;
 }
 
-/// Two MIC processes: the leader is killed (SIGKILL, no goodbye); the standby takes over
-/// within 15 s, repeats no PATCH, loses no AzureAssignedIdentity, and serves new pods.
+/// Two MIC processes: the leader is killed (SIGKILL, no goodbye); the standby takes over once
+/// the leader's lease (6 s) lapses, repeats no PATCH, loses no AzureAssignedIdentity, and serves
+/// new pods. (How long that takes on this machine is printed, not asserted.)
 #[tokio::test]
 async fn a_standby_takes_over_when_the_leader_dies() {
     let c = Cluster::start(world(&BTreeMap::new())).await;
@@ -608,7 +614,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     c.pod("ha", "two", "a-1", Some("two")).await;
     c.wait_assigned(
         &[("one-ha-id1", Assigned), ("two-ha-id2", Assigned)],
-        Duration::from_secs(15),
+        Duration::from_secs(60),
     )
     .await;
     let took = killed.elapsed();
@@ -687,10 +693,11 @@ async fn mic_rides_out_an_etcd_restart() {
 
 /// Issue 13: short-lived pods with one binding alternate between the two instances of a scale
 /// set. Pod 1 on a-1 ends; MIC removes the identity from `ss-a`; pod 2 on a-0 starts while that
-/// removal's operation runs (ARM takes 3 s here). Pod 2's object must not read `Assigned` until
-/// the identity is back: NMI would otherwise ask IMDS for it and hand the pod IMDS's 400
-/// "Identity not found". MIC puts it back as soon as the removal returns, not at the periodic
-/// drift pass (60 s).
+/// removal's operation runs (ARM takes 3 s here; the emulator's clock stands still until MIC has
+/// seen pod 2, so the removal is sure to be running then however slow the machine). Pod 2's
+/// object must not read `Assigned` until the identity is back: NMI would otherwise ask IMDS for
+/// it and hand the pod IMDS's 400 "Identity not found". MIC puts it back as soon as the removal
+/// returns, not at the periodic drift pass (60 s).
 #[tokio::test]
 async fn a_pod_arriving_while_its_identity_is_removed_waits_until_it_is_back() {
     use futures_util::StreamExt;
@@ -726,6 +733,8 @@ async fn a_pod_arriving_while_its_identity_is_removed_waits_until_it_is_back() {
 
     c.pod("churn", "job-1", "a-1", Some("job")).await;
     c.wait_assigned(&[("job-1-churn-id1", Assigned)], LIMIT).await;
+    let admin = c.azure.admin();
+    admin.freeze_clock();
     c.delete_pod("churn", "job-1").await;
     wait_until(|| c.in_arm_model("a-0").is_empty(), "ARM accepts the removal")
         .await
@@ -736,6 +745,17 @@ async fn a_pod_arriving_while_its_identity_is_removed_waits_until_it_is_back() {
         "the removal's operation must still run when pod 2 arrives"
     );
     c.pod("churn", "job-2", "a-0", Some("job")).await;
+    // MIC creates pod 2's object (with no status yet) while the removal runs.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !c.assigned(Some("churn")).await.contains_key("job-2-churn-id1") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "MIC never created pod 2's object"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.on_node("a-0"), [resource_id(1)], "the removal still runs");
+    admin.resume_clock();
 
     c.wait_assigned(&[("job-2-churn-id1", Assigned)], LIMIT).await;
     assert_eq!(c.on_node("a-0"), [resource_id(1)]);
@@ -786,7 +806,7 @@ async fn an_identity_nmi_finds_missing_is_put_back_at_once() {
         let token = k8s_openapi::jiff::Timestamp::now().to_string();
         c.report_identity_missing("gone", "web-gone-id1", &token).await;
         wait_within(
-            Duration::from_secs(20),
+            LIMIT,
             || c.on_node("c-0") == [resource_id(1)],
             &format!("the identity is back after finding {finding}"),
         )

@@ -40,7 +40,7 @@ fn world() -> World {
         r#"
 tenant_id: {TENANT}
 subscriptions: [{{id: {SUB}, resource_groups: [node-rg, identity-rg]}}]
-identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}}}]
+identities: [{{name: app-identity, resource_group: identity-rg, client_id: {CLIENT}, principal_id: {PRINCIPAL}, tags: {{pod-identity-namespaces: "*"}}}}]
 vms: [{{name: {VM}, resource_group: node-rg, node: {NODE}, imds: "127.0.0.1:0"}}]
 service_principals: [{{name: mic, client_id: {MIC_CLIENT_ID}, client_secret: {MIC_SECRET}, may_assign: [app-identity]}}]
 "#

@@ -9,7 +9,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -24,8 +24,10 @@ use crate::{
     token::{Token, TokenSource, now},
 };
 
-/// What a cached token is for. Managed identities are keyed by client id alone, since IMDS gives
-/// the same token to every AzureIdentity naming that client id; service principals by the object.
+/// What a cached token is for. Managed identities are keyed by resource id alone: NMI asks IMDS
+/// by it (see [`crate::token`]), so every AzureIdentity naming it gets that identity's token,
+/// whatever client id it claims, and two naming one client id beside different resource ids never
+/// share one. Service principals by the object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     identity: String,
@@ -37,7 +39,10 @@ impl CacheKey {
         let spec = &identity.spec;
         let client = spec.client_id().unwrap_or_default().to_ascii_lowercase();
         let identity = match spec.identity_type() {
-            Ok(IdentityType::UserAssignedMsi) => format!("msi:{client}"),
+            Ok(IdentityType::UserAssignedMsi) => {
+                let resource_id = spec.resource_id().unwrap_or_default().to_ascii_lowercase();
+                format!("msi:{resource_id}")
+            }
             _ => {
                 let secret = spec.client_password();
                 format!(
@@ -87,6 +92,24 @@ impl CacheKey {
     pub fn identity(&self) -> &str {
         &self.identity
     }
+
+    /// About what the key takes in memory: a pod chooses the resource, up to a request head's
+    /// size, so the cache's bound in bytes counts it.
+    fn approx_bytes(&self) -> usize {
+        self.identity.len() + self.resource.len()
+    }
+}
+
+/// About what a cache entry takes besides its key and token: the slot, its locks, the map's
+/// bucket, the `Arc`s.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// About what a token takes in memory.
+fn token_bytes(token: &Token) -> usize {
+    token.access_token.len()
+        + token.token_type.len()
+        + token.principal_id.as_ref().map_or(0, String::len)
+        + std::mem::size_of::<Token>()
 }
 
 /// How long tokens are kept and when they are refreshed.
@@ -99,7 +122,15 @@ pub struct CachePolicy {
     pub refresh_ahead: Duration,
     /// Most entries kept; the least recently used goes first.
     pub max_entries: usize,
+    /// Most bytes the entries take, about (keys, tokens and [`ENTRY_OVERHEAD`] each), evicted as
+    /// on count: a pod asking for resources with long names cannot grow the cache past it.
+    pub max_bytes: usize,
 }
+
+/// Default of [`CachePolicy::max_bytes`]: 4096 entries of a typical 2 to 3 KiB (a JWT of 1.5
+/// to 2.5 KiB and its key) are some 12 MiB, so 32 MiB bounds by count for real traffic and by
+/// bytes only when keys or tokens are unusually large.
+pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
 
 impl Default for CachePolicy {
     fn default() -> Self {
@@ -107,6 +138,7 @@ impl Default for CachePolicy {
             min_remaining: Duration::from_secs(6 * 60),
             refresh_ahead: Duration::from_secs(30 * 60),
             max_entries: 4096,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -121,10 +153,14 @@ struct Slot {
     last_error: Mutex<Option<Arc<Error>>>,
     refreshing: AtomicBool,
     last_used: AtomicU64,
+    /// About what the entry's key takes, with [`ENTRY_OVERHEAD`].
+    key_bytes: usize,
+    /// About what its token takes; 0 until it has one.
+    token_bytes: AtomicUsize,
 }
 
 impl Slot {
-    fn new() -> Self {
+    fn new(key_bytes: usize) -> Self {
         Self {
             token: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
@@ -132,7 +168,14 @@ impl Slot {
             last_error: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             last_used: AtomicU64::new(0),
+            key_bytes,
+            token_bytes: AtomicUsize::new(0),
         }
+    }
+
+    /// About what the entry takes in memory.
+    fn bytes(&self) -> usize {
+        self.key_bytes + self.token_bytes.load(Ordering::Relaxed)
     }
 
     fn usable(&self, now: u64, min_remaining: u64) -> Option<Arc<Token>> {
@@ -191,16 +234,23 @@ impl<S: TokenSource> TokenCache<S> {
         if let Some(s) = slots.get(key) {
             return s.clone();
         }
-        if slots.len() >= self.policy.max_entries.max(1) {
+        // Summed here rather than kept as a running total: a slot evicted while its token is
+        // fetched still stores the token, which a total would count for an entry gone. A new
+        // key is rare (a miss, itself an upstream call), and the sum is a few thousand loads.
+        let key_bytes = key.approx_bytes() + ENTRY_OVERHEAD;
+        let mut used: usize = slots.values().map(|s| s.bytes()).sum();
+        while !slots.is_empty()
+            && (slots.len() >= self.policy.max_entries.max(1) || used + key_bytes > self.policy.max_bytes)
+        {
             let oldest = slots
                 .iter()
                 .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
                 .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                slots.remove(&k);
+            if let Some(gone) = oldest.and_then(|k| slots.remove(&k)) {
+                used = used.saturating_sub(gone.bytes());
             }
         }
-        let slot = Arc::new(Slot::new());
+        let slot = Arc::new(Slot::new(key_bytes));
         slots.insert(key.clone(), slot.clone());
         self.metrics.cache_entries.set(slots.len() as i64);
         slot
@@ -275,6 +325,7 @@ impl<S: TokenSource> TokenCache<S> {
         let result = result.map(Arc::new).map_err(Arc::new);
         match &result {
             Ok(t) => {
+                slot.token_bytes.store(token_bytes(t), Ordering::Relaxed);
                 *sync::write(&slot.token) = Some(t.clone());
                 *sync::lock(&slot.last_error) = None;
             }

@@ -3,6 +3,7 @@
 //! whose job is done differently here are noted at start-up ([`Flags::notes`], README "Upstream
 //! flags").
 
+mod gate;
 mod upstream;
 
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
@@ -10,6 +11,7 @@ use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
 
+pub use gate::{CniGate, DEFAULT_PLUGIN_BINARY};
 pub use upstream::{DEFAULT_KUBELET_CONFIG, KubenetCheck, KubenetVerdict, Upstream, kubenet_verdict};
 
 use crate::state::Mode;
@@ -115,6 +117,14 @@ pub struct Flags {
     #[arg(long = "pod-rate-burst", default_value_t = 100)]
     pub pod_rate_burst: u32,
 
+    /// Longest a pod may take to send a request head (also how long an idle keep-alive connection stays open); slower connections are closed. 0: no limit.
+    #[arg(long = "header-read-timeout", value_parser = parse_secs, default_value = "10")]
+    pub header_read_timeout: Duration,
+
+    /// Most connections one source pod (IP) may have open at once; more are closed at once (best effort: after a 429). 0: no limit.
+    #[arg(long = "max-connections-per-pod", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS_PER_POD)]
+    pub max_connections_per_pod: usize,
+
     /// Longest NMI keeps authorizing with the state of a failing watch (apiserver unreachable) before refusing with 503. 0: forever.
     #[arg(long = "max-state-staleness", value_parser = parse_secs, default_value = "30")]
     pub max_state_staleness: Duration,
@@ -126,6 +136,10 @@ pub struct Flags {
     /// Entra ID authority host for service principals without an adEndpoint.
     #[arg(long = "entra-endpoint", default_value = "https://login.microsoftonline.com/")]
     pub entra_endpoint: String,
+
+    /// An Entra ID authority (https) an AzureIdentity's adEndpoint may name besides --entra-endpoint and Azure's clouds' (login.microsoftonline.com, .us, login.chinacloudapi.cn), e.g. Azure Stack's ADFS; repeatable.
+    #[arg(long = "allowed-ad-endpoint")]
+    pub allowed_ad_endpoints: Vec<String>,
 
     /// Extra PEM CA certificates trusted for Entra ID (e.g. a test emulator's).
     #[arg(long = "entra-ca-file")]
@@ -152,6 +166,9 @@ pub struct Flags {
     /// Kubeconfig to use instead of the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub cni: CniGate,
 
     #[command(flatten)]
     pub upstream: Upstream,
@@ -200,6 +217,14 @@ impl Flags {
             ));
         }
         notes
+    }
+
+    /// What one pod's connections may take of NMI (`--header-read-timeout`, `--max-connections-per-pod`).
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            header_read_timeout: Some(self.header_read_timeout).filter(|t| !t.is_zero()),
+            per_pod: self.max_connections_per_pod,
+        }
     }
 
     pub fn policy(&self) -> matching::Policy {

@@ -1,11 +1,12 @@
 //! The interception rules: nat chain `aad-metadata`, jumped to first thing in PREROUTING, DNATs
-//! pods' traffic for 169.254.169.254:80 to NMI. They are checked and repaired periodically and are
-//! deliberately left in place when NMI stops (fail-closed): only `nmi cleanup` removes them.
+//! pods' traffic for 169.254.169.254:80 to NMI. They are checked and repaired periodically (module
+//! `interception`) and are deliberately left in place when NMI stops (fail-closed): only
+//! `nmi cleanup` removes them.
 //!
 //! The commands run through [`Netfilter`], so the logic can be tested without root and the real
 //! binaries can be tested in a network namespace.
 
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
 
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
@@ -201,30 +202,6 @@ pub async fn cleanup(nf: &dyn Netfilter) -> Result<()> {
         nf.iptables(&["-t", "nat", "-X", CHAIN]).await?;
     }
     Ok(())
-}
-
-/// Checks the rules every `interval`, repairing them, and reports each outcome to `on_result`.
-pub async fn keep(nf: &dyn Netfilter, target: Target, interval: Duration, on_result: impl Fn(bool)) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match ensure(nf, target).await {
-            Ok(Repair::None) => on_result(true),
-            Ok(repair) => {
-                tracing::warn!(
-                    ?repair,
-                    chain = CHAIN,
-                    "iptables interception rules were missing or altered; repaired"
-                );
-                on_result(true);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "installing the iptables interception rules failed");
-                on_result(false);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@
 pub mod api_version;
 pub mod assertion;
 pub mod cache;
+pub mod conntrack;
 pub mod federated;
 pub mod flags;
+pub mod interception;
 pub mod iptables;
 pub mod memo;
 pub mod metrics;
@@ -65,6 +67,9 @@ pub enum Error {
     Identity(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Installing, removing or reading the CNI gate's files (crate `cni`).
+    #[error("CNI gate: {0}")]
+    Cni(#[from] cni::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -33,8 +33,11 @@ async fn main() -> anyhow::Result<()> {
     flags.check(&env).map_err(anyhow::Error::msg)?;
     upstream_flags::warn(&flags.notes(&env));
     if let Some(Command::Cleanup) = flags.command {
-        iptables::cleanup(&iptables::System::default()).await?;
-        tracing::info!(chain = iptables::CHAIN, "iptables interception rules removed");
+        nmi::interception::cleanup(&iptables::System::default(), &flags).await?;
+        tracing::info!(
+            chain = iptables::CHAIN,
+            "iptables interception rules (and the CNI gate) removed"
+        );
         return Ok(());
     }
     run(flags).await
@@ -99,7 +102,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         Some(client.clone()),
         metrics.clone(),
-    )?;
+    )?
+    .allow_ad_endpoints(&flags.allowed_ad_endpoints)?;
     let federation_client = client;
     let http = azure.http().clone();
     let cache = Arc::new(TokenCache::new(
@@ -145,8 +149,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let target = iptables::Target::new(flags.listen_address, flags.port);
         let flag = rules_in_place.clone();
         let interval = Duration::from_secs(flags.ipt_update_interval_sec.max(1));
+        let opts = nmi::interception::Options::from_flags(&flags)?;
         tokio::spawn(async move {
-            iptables::keep(&iptables::System::default(), target, interval, |ok| {
+            nmi::interception::keep(&iptables::System::default(), target, interval, opts, |ok| {
                 flag.store(ok, Ordering::Release)
             })
             .await
@@ -171,8 +176,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let main = {
         let (addr, stopped) = (SocketAddr::new(flags.listen_address, flags.port), stopped());
+        let limits = flags.connection_limits();
         async move {
-            server::serve(listen(addr, "nmi").await?, nmi, stopped).await;
+            server::serve_with(listen(addr, "nmi").await?, nmi, limits, stopped).await;
             anyhow::Ok(())
         }
     };

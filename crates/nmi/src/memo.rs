@@ -33,16 +33,18 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// The `nmi::audit` line of an issued token.
+    /// The `nmi::audit` line of an issued token. `source` is NMI's own text (`IP <address>`).
     pub fn log(&self, source: &dyn std::fmt::Display, cache_hit: bool) {
         tracing::info!(
             target: "nmi::audit",
-            pod = %self.pod,
-            namespace = %self.namespace,
-            identity = %self.identity,
-            binding = %self.binding,
-            client_id = %self.client_id,
-            resource = %self.resource,
+            // Quoted (`&str`, not `%`): the resource is the pod's text and the rest come from
+            // objects; a quoted value is one field, whatever it holds, for whoever reads the line.
+            pod = self.pod.as_str(),
+            namespace = self.namespace.as_str(),
+            identity = self.identity.as_str(),
+            binding = self.binding.as_str(),
+            client_id = self.client_id.as_str(),
+            resource = self.resource.as_str(),
             source = %source,
             cache_hit,
             "token issued"
@@ -71,6 +73,31 @@ struct Entry {
     kept: Kept,
 }
 
+/// About what a memo entry takes besides its strings: the entry, the `Arc`s, the list's slot.
+const ENTRY_OVERHEAD: usize = 256;
+
+impl Kept {
+    /// About what this answer takes in memory for the memo: its body (which holds the token),
+    /// the token it shares with the cache (kept alive here after the cache lets it go), and the
+    /// audit's strings.
+    fn approx_bytes(&self) -> usize {
+        let a = &self.answer.audit;
+        self.body.len()
+            + self.answer.token.access_token.len()
+            + [
+                &a.pod,
+                &a.namespace,
+                &a.identity,
+                &a.binding,
+                &a.client_id,
+                &a.resource,
+            ]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// The state version every entry was authorized at.
@@ -78,25 +105,35 @@ struct Inner {
     /// A pod asks few distinct questions: a short list per IP, compared without allocating.
     by_ip: HashMap<IpAddr, Vec<Entry>>,
     len: usize,
+    /// About what the entries take (queries, answers and [`ENTRY_OVERHEAD`]).
+    bytes: usize,
 }
 
-/// The answers authorized at the latest state version, at most `max` of them.
+/// The answers authorized at the latest state version, at most `max` of them and about
+/// `max_bytes`: a pod chooses its query (unknown parameters are accepted), up to a request
+/// head's size, so the count alone would let 1024 long queries hold 16 MiB.
 pub struct AnswerMemo {
     inner: RwLock<Inner>,
     max: usize,
+    max_bytes: usize,
 }
+
+/// Default of the memo's bound in bytes: 1024 answers of a typical 4 to 6 KiB (a token's body,
+/// the token, the audit) fit, so real traffic meets the count first.
+pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 
 impl Default for AnswerMemo {
     fn default() -> Self {
-        Self::new(1024)
+        Self::new(1024, DEFAULT_MAX_BYTES)
     }
 }
 
 impl AnswerMemo {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_bytes: usize) -> Self {
         Self {
             inner: RwLock::default(),
             max,
+            max_bytes,
         }
     }
 
@@ -125,16 +162,24 @@ impl AnswerMemo {
         if version > inner.version {
             inner.by_ip.clear();
             inner.len = 0;
+            inner.bytes = 0;
             inner.version = version;
         }
-        let full = inner.len >= self.max;
+        let new_bytes = kept.approx_bytes();
+        let entry_bytes = query.len() + new_bytes + ENTRY_OVERHEAD;
+        let full = inner.len >= self.max || inner.bytes + entry_bytes > self.max_bytes;
         let list = inner.by_ip.entry(ip).or_default();
         if let Some(e) = list.iter_mut().find(|e| &*e.query == query) {
+            let old_bytes = e.kept.approx_bytes();
             e.kept = kept;
+            inner.bytes = (inner.bytes + new_bytes).saturating_sub(old_bytes);
             return;
         }
         // Full until the state changes: the bound holds whatever the request mix.
         if full {
+            if list.is_empty() {
+                inner.by_ip.remove(&ip);
+            }
             return;
         }
         list.push(Entry {
@@ -142,6 +187,7 @@ impl AnswerMemo {
             kept,
         });
         inner.len += 1;
+        inner.bytes += entry_bytes;
     }
 
     pub fn len(&self) -> usize {
@@ -218,12 +264,33 @@ mod tests {
 
     #[test]
     fn the_memo_is_bounded() {
-        let m = AnswerMemo::new(3);
+        let m = AnswerMemo::new(3, DEFAULT_MAX_BYTES);
         for i in 0..10 {
             m.put(A, &format!("q{i}"), 1, kept("x", 5));
         }
         assert_eq!(m.len(), 3);
         assert!(m.get(A, "q9", 1).is_none());
         assert!(m.get(A, "q0", 1).is_some());
+    }
+
+    #[test]
+    fn the_memo_is_bounded_in_bytes_too() {
+        let one = kept("x", 5).approx_bytes() + ENTRY_OVERHEAD;
+        let long = "q".repeat(4096);
+        // Room for three entries with long queries.
+        let m = AnswerMemo::new(1024, 3 * (one + 4096 + 16));
+        for i in 0..10 {
+            m.put(A, &format!("{long}{i}"), 1, kept("x", 5));
+        }
+        assert_eq!(m.len(), 3);
+        // Short queries are still kept while they fit.
+        let m = AnswerMemo::new(1024, 3 * (one + 4096 + 16));
+        for i in 0..10 {
+            m.put(B, &format!("q{i}"), 1, kept("x", 5));
+        }
+        assert_eq!(m.len(), 10);
+        // A new version starts from nothing.
+        m.put(A, &format!("{long}x"), 2, kept("x", 5));
+        assert_eq!(m.len(), 1);
     }
 }

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub cache_entries: Gauge,
     /// 1 while NMI refuses tokens because a watch has failed for longer than `--max-state-staleness`.
     pub state_stale: Gauge,
+    /// Pod-facing connections open now, every source IP together.
+    pub pod_connections: Gauge,
+    /// Pod connections closed without an answer, by reason (see [`Metrics::connection_dropped`]).
+    pub connections_dropped: Family<ReasonLabels, Counter>,
     /// Series of the hot path, looked up once: a family lookup builds and hashes its labels.
     token_ok: Histogram,
     issued_hit: Counter,
@@ -71,6 +75,8 @@ impl Metrics {
         let refusals = Family::<ReasonLabels, Counter>::default();
         let cache_entries = Gauge::default();
         let state_stale = Gauge::default();
+        let pod_connections = Gauge::default();
+        let connections_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "nmi_operations_duration_seconds",
             "Time NMI took to answer a request, by route and status code",
@@ -102,6 +108,18 @@ impl Metrics {
              so NMI cannot prove authorizations and refuses token requests with 503",
             state_stale.clone(),
         );
+        registry.register(
+            "nmi_pod_connections",
+            "Connections open on NMI's pod-facing port",
+            pod_connections.clone(),
+        );
+        registry.register(
+            "nmi_connections_dropped",
+            "Pod connections NMI closed without serving them, by reason: per_pod_limit (over \
+             --max-connections-per-pod), header_timeout (no whole request head within \
+             --header-read-timeout), head_too_large (a request head over 16 KiB or 100 headers, answered 431)",
+            connections_dropped.clone(),
+        );
         let token_ok = nmi_operations
             .get_or_create(&OperationLabels {
                 operation_type: "token".into(),
@@ -124,6 +142,8 @@ impl Metrics {
             refusals,
             cache_entries,
             state_stale,
+            pod_connections,
+            connections_dropped,
             token_ok,
             issued_hit,
             issued_miss,
@@ -161,6 +181,16 @@ impl Metrics {
 
     pub fn refused(&self, reason: &str) {
         self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A pod connection closed without serving it: `per_pod_limit`, `header_timeout` or
+    /// `head_too_large`.
+    pub fn connection_dropped(&self, reason: &str) {
+        self.connections_dropped
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

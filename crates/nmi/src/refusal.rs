@@ -40,6 +40,9 @@ pub enum Reason {
     NotBound,
     /// MIC has not (yet) marked the assignment `Assigned`.
     NotAssigned,
+    /// MIC will not assign the identity as things stand: its owner has not allowed the
+    /// namespace, or the AzureIdentity's clientID is not the identity's (`api::v1::REFUSAL_REASONS`).
+    NotAllowed,
     /// MIC marked the assignment `Assigned`, but IMDS does not have the identity on this VM.
     IdentityMissingOnVm,
     /// IMDS or Entra refused or failed, or the identity cannot be used as configured.
@@ -55,7 +58,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Self::RateLimited,
         Self::BadRequest,
         Self::InvalidPath,
@@ -64,6 +67,7 @@ impl Reason {
         Self::Unbound,
         Self::NotBound,
         Self::NotAssigned,
+        Self::NotAllowed,
         Self::IdentityMissingOnVm,
         Self::Upstream,
         Self::ChangedDuringFetch,
@@ -82,6 +86,7 @@ impl Reason {
             Self::Unbound => "unbound",
             Self::NotBound => "not_bound",
             Self::NotAssigned => "not_assigned",
+            Self::NotAllowed => "not_allowed",
             Self::IdentityMissingOnVm => "identity_missing_on_vm",
             Self::Upstream => "upstream",
             Self::ChangedDuringFetch => "changed_during_fetch",
@@ -115,6 +120,9 @@ impl Reason {
             }
             Self::NotAssigned => {
                 "MIC has not assigned the identity yet: see MIC's log and the pod's Events (IdentityAssignmentFailed)"
+            }
+            Self::NotAllowed => {
+                "MIC will not assign the identity: its owner has not allowed the namespace (tag pod-identity-namespaces), or clientID is not the identity's; the detail gives the fix"
             }
             Self::IdentityMissingOnVm => {
                 "the VM or scale set lacks the identity although MIC marked it Assigned; NMI told MIC (annotation aadpodidentity.k8s.io/identity-missing): see MIC's log and ARM"
@@ -250,7 +258,9 @@ impl Refusal {
             identity = self.requested.as_deref().unwrap_or(""),
             azure_identity = self.identity.as_deref().unwrap_or(""),
             status = self.response.status().as_u16(),
-            detail = %self.detail,
+            // Quoted (a `&str`, not `%`): the detail holds text the pod sent (a parameter's name),
+            // and a quoted value is read back as one field whatever it holds (plugin's `nmi_log`).
+            detail = self.detail.as_str(),
             hint = self.reason.hint(),
             suppressed,
             "token request refused"

@@ -2,7 +2,8 @@
 //! blocking, pass-through to IMDS), and the probe and metrics servers.
 //!
 //! One module per concern, each calling only the ones below it. A token request goes down:
-//! - `accept`: the listener, one HTTP/1.1 connection per pod connection, graceful shutdown;
+//! - `accept`: the listener, one HTTP/1.1 connection per pod connection, graceful shutdown,
+//!   and the limits a hostile pod meets there (head timeout and size, `connections` per IP);
 //! - `route`: rate limit, `Metadata` header, which answer the path gets; refusals counted
 //!   and logged;
 //! - `pod_token` (or `host_token`): the endpoint, with the memo's replay of unchanged
@@ -17,7 +18,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-pub use accept::serve;
+pub use accept::{
+    ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_POD, MAX_HEAD_BYTES, serve,
+    serve_with,
+};
 pub use probes::{metrics_router, probe_router, track_staleness};
 pub use route::handle;
 
@@ -28,6 +32,7 @@ use crate::{
 
 mod accept;
 mod authorize;
+mod connections;
 mod federated;
 mod hold;
 mod host_token;

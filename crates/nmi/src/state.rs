@@ -50,6 +50,12 @@ pub enum Decision {
     Waiting {
         identity: String,
     },
+    /// The pod is bound to this identity, and MIC has recorded that it will not assign it as
+    /// things stand (the identity's owner has not consented, ...): no wait would help.
+    NotAllowed {
+        identity: String,
+        refusal: matching::MicRefusal,
+    },
     /// The request names an object id whose owner among the pod's identities is not yet known:
     /// these identities' principal ids must be learned first.
     LearnPrincipals(Vec<Arc<AzureIdentity>>),
@@ -181,13 +187,13 @@ impl State {
             .with(|e| matching::is_excepted(&self.policy, pod, e.values().map(|a| a.as_ref())))
     }
 
-    /// Decides a pod's request against the current state. `principal_of(client_id)` gives the
-    /// principal ids NMI has learned from tokens.
+    /// Decides a pod's request against the current state. `principal_of(identity)` gives the
+    /// principal ids NMI has learned from the identity's tokens.
     pub fn decide(
         &self,
         pod: &PodFacts,
         request: &IdentityRequest,
-        principal_of: impl Fn(&str) -> Option<String>,
+        principal_of: impl Fn(&AzureIdentity) -> Option<String>,
     ) -> Decision {
         let bindings = self.bindings.read();
         let identities = self.identities.read();
@@ -197,13 +203,13 @@ impl State {
             bindings.values().map(|b| b.as_ref()),
             identities.values().map(|i| i.as_ref()),
         );
-        let chosen = matching::choose(&candidates, request, |c| c.client_id().and_then(&principal_of));
+        let chosen = matching::choose(&candidates, request, |c| principal_of(c.identity));
         let choice = match chosen {
             Ok(c) => c,
             Err(NotChosen::NotBound(IdentityRequest::ObjectId(_))) => {
                 let unknown: Vec<_> = candidates
                     .iter()
-                    .filter(|c| c.client_id().is_some_and(|id| principal_of(id).is_none()))
+                    .filter(|c| principal_of(c.identity).is_none())
                     .filter_map(|c| find_arc(&identities, c.identity))
                     .collect();
                 if unknown.is_empty() {
@@ -218,6 +224,12 @@ impl State {
         let binding = choice.candidate.binding.metadata.name.clone().unwrap_or_default();
         let id_name = identity.metadata.name.clone().unwrap_or_default();
         if self.mode == Mode::Standard && !self.is_assigned(pod, &identity) {
+            if let Some(refusal) = self.mic_refusal(pod, &identity) {
+                return Decision::NotAllowed {
+                    identity: id_name,
+                    refusal,
+                };
+            }
             return Decision::Waiting { identity: id_name };
         }
         Decision::Use {
@@ -232,22 +244,42 @@ impl State {
         self.assigned_object(pod, identity).is_some()
     }
 
+    /// MIC's refusal recorded on its object for this pod's use of this identity, if any.
+    fn mic_refusal(&self, pod: &PodFacts, identity: &AzureIdentity) -> Option<matching::MicRefusal> {
+        let key = self.find_object(pod, identity, |a| a.refusal.is_some())?;
+        self.assigned
+            .with(|aais| aais.get(&key).and_then(|a| a.refusal.clone()))
+    }
+
     /// The `Assigned` AzureAssignedIdentity (namespace, name) by which MIC reports this pod's use
     /// of this identity on this node, if there is one.
     pub fn assigned_object(&self, pod: &PodFacts, identity: &AzureIdentity) -> Option<Key> {
+        let client_id = identity.spec.client_id().map(str::to_ascii_lowercase);
+        self.find_object(pod, identity, |a| {
+            a.state == AssignmentState::Assigned
+                // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
+                && a.client_id == client_id
+        })
+    }
+
+    /// The AzureAssignedIdentity recording this pod's use of this identity on this node for
+    /// which `also` holds.
+    fn find_object(
+        &self,
+        pod: &PodFacts,
+        identity: &AzureIdentity,
+        also: impl Fn(&AssignedFacts) -> bool,
+    ) -> Option<Key> {
         let id_ns = identity.metadata.namespace.as_deref();
         let id_name = identity.metadata.name.as_deref();
-        let client_id = identity.spec.client_id().map(str::to_ascii_lowercase);
         let matches = |a: &AssignedFacts| {
             a.pod == pod.name
                 && a.pod_namespace == pod.namespace
                 && a.node == self.node
-                && a.state == AssignmentState::Assigned
                 && a.identity.as_ref().is_some_and(|r| {
                     r.name.as_deref() == id_name && r.namespace.as_deref().is_none_or(|ns| Some(ns) == id_ns)
                 })
-                // An AAI for an identity whose client id has since changed is stale: MIC re-assigns.
-                && a.client_id == client_id
+                && also(a)
         };
         // MIC names the object after the pod and identity, in the pod's namespace: look there
         // first, since scanning every object of a busy node on each request is what costs. Others

@@ -2,8 +2,15 @@
 //! and Entra ID's v2 client-credentials grant for service principals, with a secret (type 1) or a
 //! certificate (type 2). The requests and answers are `azure_token`'s (shared with MIC); this
 //! module turns an identity and its Kubernetes secret into a credential, keeps IMDS to 5 calls at a
-//! time, counts IMDS calls, and turns the client's errors into NMI's, which keep IMDS's and
-//! Entra's status, `Retry-After` and body for the pod.
+//! time, counts IMDS calls, and turns the client's errors into NMI's, which keep IMDS's status,
+//! `Retry-After` and body for the pod, and Entra's status, `Retry-After` and error codes only.
+//!
+//! A managed identity is asked for by its `resourceID`, the identity MIC assigned and checked, not
+//! by its `clientID`, which is only what the AzureIdentity claims: a namespace naming its own
+//! identity's resource id beside another team's client id would otherwise get that team's token
+//! whenever both identities are on the VM. A service principal's credential goes only to an Entra
+//! authority (see `authority`). The client follows no redirect, so neither IMDS nor Entra can send
+//! a request, or a credential, anywhere else.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,6 +21,10 @@ use k8s_openapi::api::core::v1::Secret;
 use tokio::sync::Semaphore;
 
 use crate::{Error, Result};
+
+pub use authority::{Authorities, CLOUD_AUTHORITIES};
+
+mod authority;
 
 pub use azure_token::{Token, jwt_claim, now};
 
@@ -46,6 +57,8 @@ pub struct Azure {
     kube: Option<kube::Client>,
     /// IMDS serves at most 5 concurrent identity requests per VM; more would only earn 429s.
     imds_slots: Arc<Semaphore>,
+    /// Where service principals' credentials may be sent.
+    authorities: Authorities,
     metrics: crate::metrics::Metrics,
 }
 
@@ -58,6 +71,9 @@ impl Azure {
     ) -> Result<Self> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
+            // A redirect would send the request (a service principal's form included) where the
+            // authority check never looked.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .user_agent(concat!("pod-identity/NMI/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.extra_roots_pem {
@@ -69,13 +85,21 @@ impl Azure {
             what: "building the HTTP client",
             source,
         })?;
+        let authorities = Authorities::new(&config.entra, &[]).map_err(Error::Config)?;
         Ok(Self {
             http,
             config,
             kube,
             imds_slots: Arc::new(Semaphore::new(5)),
+            authorities,
             metrics,
         })
+    }
+
+    /// Also trusts these authorities for `adEndpoint` (`--allowed-ad-endpoint`; https only).
+    pub fn allow_ad_endpoints(mut self, allowed: &[String]) -> Result<Self> {
+        self.authorities = Authorities::new(&self.config.entra, allowed).map_err(Error::Config)?;
+        Ok(self)
     }
 
     /// The HTTP client, shared with the pass-through proxy.
@@ -87,16 +111,17 @@ impl Azure {
         &self.config.imds
     }
 
-    async fn imds_token(&self, client_id: &str, resource: &str) -> Result<Token> {
+    /// The token of the user-assigned identity `resource_id`, from the node's IMDS.
+    async fn imds_token(&self, resource_id: &str, resource: &str) -> Result<Token> {
         let _slot = self
             .imds_slots
             .acquire()
             .await
             .expect("the semaphore is never closed");
         let started = std::time::Instant::now();
-        let credential = Credential::ManagedIdentity {
+        let credential = Credential::ManagedIdentityByResourceId {
             imds: self.config.imds.clone(),
-            client_id: Some(client_id.to_owned()),
+            resource_id: resource_id.to_owned(),
         };
         let result = self.ask(&credential, resource).await;
         let status = match &result {
@@ -104,7 +129,9 @@ impl Azure {
             Err(e) => e.status().map_or_else(|| "error".to_owned(), |s| s.to_string()),
         };
         self.metrics.imds_operation(&status, started.elapsed());
-        result.map_err(Error::from)
+        let token = result?;
+        check_mirid(&token, resource_id)?;
+        Ok(token)
     }
 
     async fn ask(&self, credential: &Credential, resource: &str) -> Result<Token, azure_token::Error> {
@@ -164,13 +191,21 @@ impl Azure {
         let missing = |what: &str| Error::Identity(format!("AzureIdentity {ns}/{name} has no {what}"));
         let tenant = spec.tenant_id().ok_or_else(|| missing("tenantID"))?;
         let client_id = spec.client_id().ok_or_else(|| missing("clientID"))?;
+        // Checked before the secret is even read: nothing is asked of anyone for an identity
+        // whose credential would go astray.
+        let authority = match spec.ad_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            Some(endpoint) => self
+                .authorities
+                .check(endpoint, &format!("{ns}/{name}"))
+                .map_err(Error::Identity)?,
+            None => self.config.entra.clone(),
+        };
+        if !authority::is_tenant(tenant) {
+            return Err(Error::Identity(format!(
+                "AzureIdentity {ns}/{name}: tenantID `{tenant}` is neither a GUID nor a domain name"
+            )));
+        }
         let (secret_name, secret) = self.secret(identity).await?;
-        let authority = spec
-            .ad_endpoint
-            .as_deref()
-            .filter(|e| !e.is_empty())
-            .unwrap_or(&self.config.entra)
-            .to_owned();
         let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
         let unusable = |e: String| Error::Identity(format!("secret {secret_name}: {e}"));
         let credential = if spec.identity_type() == Ok(IdentityType::ServicePrincipalCertificate) {
@@ -188,8 +223,57 @@ impl Azure {
                 secret: client_secret_of(&secret).map_err(unusable)?,
             }
         };
-        self.ask(&credential, resource).await.map_err(Error::from)
+        self.ask(&credential, resource)
+            .await
+            .map_err(|e| Error::from(entra_summary(e, ns, name)))
     }
+}
+
+/// Entra's error answer with its body replaced by [`authority::summarize`]'s summary: the pod hears
+/// the status, `Retry-After` and Entra's codes, never bytes it did not check. The answer itself
+/// goes to NMI's log, for the administrator.
+fn entra_summary(e: azure_token::Error, ns: &str, name: &str) -> azure_token::Error {
+    match e {
+        azure_token::Error::Upstream {
+            service,
+            status,
+            retry_after,
+            body,
+        } => {
+            tracing::info!(
+                target: "nmi::entra", namespace = ns, identity = name, status, body = ?body,
+                "Entra ID refused a service principal's token request"
+            );
+            azure_token::Error::Upstream {
+                service,
+                status,
+                retry_after,
+                body: authority::summarize(&body),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Refuses a token whose `xms_mirid` claim (the managed identity it was issued to) is not
+/// `resource_id`. IMDS was asked by that resource id, so this holds unless something between NMI
+/// and IMDS (a proxy, an emulator, an IMDS ignoring `msi_res_id`) answered for another identity:
+/// a pod must never get an identity MIC did not assign and check. A token without the claim (not
+/// a JWT, or a system-assigned identity's) is taken on the request's word.
+fn check_mirid(token: &Token, resource_id: &str) -> Result<()> {
+    let Some(mirid) = jwt_claim(&token.access_token, "xms_mirid") else {
+        return Ok(());
+    };
+    let same = mirid
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(resource_id.trim_end_matches('/'));
+    if same {
+        return Ok(());
+    }
+    Err(Error::Identity(format!(
+        "IMDS answered with a token for {mirid}, not for the AzureIdentity's resourceID {resource_id}: \
+         NMI hands out only the identity MIC assigned"
+    )))
 }
 
 impl TokenSource for Azure {
@@ -197,10 +281,19 @@ impl TokenSource for Azure {
         Box::pin(async move {
             match identity.spec.identity_type() {
                 Ok(IdentityType::UserAssignedMsi) => {
-                    let client_id = identity.spec.client_id().ok_or_else(|| {
-                        Error::Identity("a managed identity (type 0) needs a clientID".into())
+                    // The CRD requires resourceID for type 0; objects older than that rule may
+                    // lack it, and are refused rather than asked for by a client id alone.
+                    let resource_id = identity.spec.resource_id().ok_or_else(|| {
+                        Error::Identity(format!(
+                            "AzureIdentity {}/{} is a managed identity (type 0) without resourceID: \
+                             NMI asks IMDS for the identity MIC assigned, by its resource id; set \
+                             spec.resourceID to /subscriptions/<subscription>/resourcegroups/<group>/\
+                             providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>",
+                            identity.metadata.namespace.as_deref().unwrap_or_default(),
+                            identity.metadata.name.as_deref().unwrap_or_default(),
+                        ))
                     })?;
-                    self.imds_token(client_id, resource).await
+                    self.imds_token(resource_id, resource).await
                 }
                 Ok(IdentityType::ServicePrincipal | IdentityType::ServicePrincipalCertificate) => {
                     self.entra_token(identity, resource).await

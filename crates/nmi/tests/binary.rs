@@ -169,12 +169,14 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
         "{text}"
     );
 
-    let started = Instant::now();
-    nmi.stop(Duration::from_secs(10));
+    // SIGTERM stops NMI by itself (exit 0), not the SIGKILL that follows an unheeded one.
+    nmi.stop(Duration::from_secs(30));
     assert!(!nmi.is_running());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "SIGTERM stops NMI promptly"
+    assert_eq!(
+        nmi.exit_code(),
+        Some(0),
+        "NMI exits on SIGTERM; its log:\n{}",
+        nmi.log_tail()
     );
     let logged = std::fs::read_to_string(log.path()).unwrap();
     let audit = logged

@@ -36,7 +36,8 @@ async fn env(prefix: &str, mode: Mode, identity_wait: Duration) -> Env {
 /// of its identity, in IMDS's shape.
 #[tokio::test]
 async fn seed_scenario_standard_mode() {
-    let env = env("nmi-seed", Mode::Standard, Duration::from_secs(5)).await;
+    // The request may come before NMI's watch has the AAI: it is held until then (60 s at most).
+    let env = env("nmi-seed", Mode::Standard, Duration::from_secs(60)).await;
     let id = env.identity(ONE).await;
     env.binding("myapp-binding", ONE.name, "myapp").await;
     env.pod("myapp", "127.0.10.1", json!({"aadpodidbinding": "myapp"}))
@@ -270,27 +271,32 @@ async fn excepted_pod_passes_through_to_the_nodes_identity() {
     );
 }
 
+/// The request is held until MIC assigns, then answered with the token (a request still held at
+/// `--identity-wait` would be a 404). That the answer follows the watch at once, not a poll, is
+/// `server::tests::a_held_request_succeeds_once_mic_assigns`, on a paused clock.
 #[tokio::test]
 async fn a_request_held_while_unassigned_succeeds_once_assigned() {
-    let env = env("nmi-held", Mode::Standard, Duration::from_secs(20)).await;
+    let env = env("nmi-held", Mode::Standard, Duration::from_secs(60)).await;
     let id = env.identity(ONE).await;
     env.binding("b", ONE.name, "app").await;
     env.pod("p", "127.0.16.1", json!({"aadpodidbinding": "app"}))
         .await;
     env.assigned("p", &id, "Created").await;
-    let started = Instant::now();
-    let ask = env.ask("127.0.16.1", "");
+    let ask = async {
+        let a = env.ask("127.0.16.1", "").await;
+        (a, Instant::now())
+    };
     let assign = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let assigning_at = Instant::now();
         env.assigned("p", &id, "Assigned").await;
-        Instant::now()
+        assigning_at
     };
-    let (a, assigned_at) = tokio::join!(ask, assign);
+    let ((a, answered_at), assigning_at) = tokio::join!(ask, assign);
     assert_eq!(a.status, 200, "{}", a.body);
-    assert!(started.elapsed() >= Duration::from_millis(500));
     assert!(
-        assigned_at.elapsed() < Duration::from_secs(2),
-        "answered as soon as MIC assigned"
+        answered_at >= assigning_at,
+        "held until MIC assigned, then answered"
     );
 }
 

@@ -38,8 +38,9 @@ fn fault(endpoint: EndpointKind, target: Option<String>, action: FaultAction) ->
 }
 
 /// IMDS "updating" (410) reaches the pod as 410, which SDKs retry; an IMDS slower than
-/// `--upstream-timeout`, or one that never answers, is a prompt 503 rather than a hang; then the
-/// pod's retry gets its token.
+/// `--upstream-timeout`, or one that never answers, is a 503 after that timeout rather than a
+/// hang (IMDS holds the request for a minute, far longer than the answer may take on any
+/// machine); then the pod's retry gets its token.
 #[tokio::test]
 async fn imds_410_and_slow_or_silent_imds_are_retryable_and_bounded() {
     let (client, ns) = ApiServer::shared().namespace("faults-imds").await.unwrap();
@@ -66,7 +67,7 @@ async fn imds_410_and_slow_or_silent_imds_are_retryable_and_bounded() {
     a.refused(410);
 
     for action in [
-        FaultAction::Latency { ms: 4000 },
+        FaultAction::Latency { ms: 60_000 },
         FaultAction::Timeout { ms: Some(60_000) },
     ] {
         admin.inject(fault(EndpointKind::Imds, node.clone(), action.clone()));
@@ -75,7 +76,7 @@ async fn imds_410_and_slow_or_silent_imds_are_retryable_and_bounded() {
         let took = started.elapsed();
         a.refused(503);
         assert!(
-            took >= timeout && took < timeout * 3,
+            took >= timeout && took < Duration::from_secs(30),
             "{action:?}: answered after {took:?}, not bounded by --upstream-timeout {timeout:?}"
         );
     }
@@ -145,8 +146,11 @@ async fn entra_throttling_and_errors_for_a_service_principal_are_retryable() {
     assert_eq!(env.token_calls(EndpointKind::Entra), 4);
 }
 
-/// §5: one pod flooding NMI is answered 429 with Retry-After in IMDS's JSON shape, another pod is
-/// not affected, and the flooding pod is served again once its bucket refills.
+/// §5: one pod flooding NMI is answered 429 with Retry-After in IMDS's JSON shape, and another
+/// pod is not affected. The bucket refills at one request a minute, so the flood gets exactly its
+/// burst however long it takes; the refill itself is
+/// `server::tests::a_flooding_pod_is_rate_limited_alone_until_its_bucket_refills`, on a paused
+/// clock.
 #[tokio::test]
 async fn a_flooding_pod_is_rate_limited_alone() {
     let (client, ns) = ApiServer::shared().namespace("faults-rate").await.unwrap();
@@ -154,7 +158,7 @@ async fn a_flooding_pod_is_rate_limited_alone() {
         client,
         ns.clone(),
         Opts {
-            rate_limit: Some((2.0, 5)),
+            rate_limit: Some((1.0 / 60.0, 5)),
             ..Opts::default()
         },
     )
@@ -169,21 +173,24 @@ async fn a_flooding_pod_is_rate_limited_alone() {
     let ok = statuses.iter().filter(|a| a.status == 200).count();
     let limited: Vec<_> = statuses.iter().filter(|a| a.status == 429).collect();
     assert_eq!(ok + limited.len(), 20, "only tokens and 429s");
-    assert!(
-        (5..=8).contains(&ok),
-        "the burst of 5 (plus refill) got through: {ok}"
-    );
+    assert_eq!(ok, 5, "the burst of 5 got through, no more");
     let first = limited.first().expect("the flood was limited");
     assert_eq!(first.json()["error"], "too_many_requests");
-    assert_eq!(first.retry_after.as_deref(), Some("1"));
+    let retry_after: u64 = first
+        .retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=60).contains(&retry_after),
+        "until the next request is allowed: {retry_after}"
+    );
     // The other pod is not affected.
     assert_eq!(env.ask("127.0.52.2", "").await.status, 200);
-    // Refilled at 2/s: served again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(env.ask("127.0.52.1", "").await.status, 200);
     let text = env.metrics.encode();
     assert!(
-        text.contains("aadpodidentity_nmi_refusals_total{reason=\"rate_limited\"}"),
+        text.contains("aadpodidentity_nmi_refusals_total{reason=\"rate_limited\"} 15"),
         "{text}"
     );
 }
@@ -192,7 +199,9 @@ async fn a_flooding_pod_is_rate_limited_alone() {
 /// their proof is recent (the watches' last success within `--max-state-staleness`, 10 s here), then
 /// refuses with a retryable 503 and says so in `aadpodidentity_nmi_state_stale`; when the apiserver
 /// returns, the watches list again, the gauge goes to 0, a change made in the outage is seen, and
-/// the pod gets its token.
+/// the pod gets its token. Each answer is checked against how long NMI's own state says it has
+/// been unproven (read before the request for a token, after it for a refusal), not against the
+/// wall clock, which a loaded machine stretches between NMI's decision and the check.
 #[tokio::test]
 async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers() {
     let mut server = tokio::task::spawn_blocking(ApiServer::start)
@@ -225,20 +234,26 @@ async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers
     let (mut served, mut refused_stale) = (0, 0);
     let mut first_refusal: Option<Duration> = None;
     while down_at.elapsed() < Duration::from_secs(30) {
+        let unproven_before = env.state.unproven_for();
         let a = env.ask("127.0.53.1", "").await;
+        let unproven_after = env.state.unproven_for();
         match a.status {
             200 => {
                 served += 1;
                 assert!(
-                    down_at.elapsed() < max + Duration::from_secs(3),
-                    "served {:?} into the outage, beyond --max-state-staleness",
-                    down_at.elapsed()
+                    unproven_before.is_none_or(|u| u <= max),
+                    "served with the state unproven for {unproven_before:?}, beyond --max-state-staleness"
                 );
+                assert_eq!(first_refusal, None, "served again after refusing");
             }
             503 => {
                 a.refused(503);
                 assert!(a.body.contains("cannot prove"), "{}", a.body);
                 assert_eq!(a.retry_after.as_deref(), Some("5"));
+                assert!(
+                    unproven_after.is_some_and(|u| u > max),
+                    "refused with the state unproven for only {unproven_after:?}"
+                );
                 refused_stale += 1;
                 first_refusal.get_or_insert(down_at.elapsed());
             }
@@ -248,10 +263,6 @@ async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers
     }
     let first_refusal = first_refusal.expect("NMI stopped serving once it could not prove");
     assert!(served > 0, "NMI served during the allowance");
-    assert!(
-        first_refusal >= max && first_refusal < max + Duration::from_secs(8),
-        "refusals began at {first_refusal:?}"
-    );
     assert!(env.state.is_stale());
     assert_eq!(env.metric("aadpodidentity_nmi_state_stale"), Some(1));
     eprintln!(
@@ -273,7 +284,7 @@ async fn apiserver_down_for_30s_nmi_serves_only_while_it_can_prove_then_recovers
         "watches proven again {:?} after the apiserver returned",
         back_at.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while env.metric("aadpodidentity_nmi_state_stale") != Some(0) {
         assert!(Instant::now() < deadline, "the gauge returned to 0");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,8 +448,15 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
     eprintln!("after the restart the pod's token came on attempt {attempts0}");
     // A pod not bound is still refused by the restarted NMI: it did not come back open.
     pod("p2", "127.0.54.3", "nothing").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = once(from("127.0.54.3")).await.expect("NMI answers");
+    // Until NMI's watch has the pod it is unknown (404); then refused as unbound, never served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = once(from("127.0.54.3")).await.expect("NMI answers");
+        if r.0 != 404 || Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(r.0, 403, "{}", r.1);
     nmi.stop(Duration::from_secs(10));
 }

@@ -51,6 +51,7 @@ fn federated(u: Uami, subjects: &[String]) -> IdentitySpec {
                 audience: EXCHANGE.into(),
             })
             .collect(),
+        tags: Default::default(),
     }
 }
 

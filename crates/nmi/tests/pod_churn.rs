@@ -209,7 +209,9 @@ async fn an_identity_that_stays_missing_is_answered_retryable_never_400() {
         "churn-gone",
         Opts {
             mode: Mode::Standard,
-            identity_wait: Duration::from_secs(2),
+            // Long enough for IMDS to be asked more than once on any machine (the tries come
+            // 0.25 s, 0.5 s, then 1 s apart); the test waits it out.
+            identity_wait: Duration::from_secs(10),
             set_retry_after_header: true,
             ..Opts::default()
         },

@@ -153,7 +153,6 @@ async fn the_chart_with_every_optional_argument_starts_nmi() {
         warnings: &[
             "--MICNamespace",
             "--retry-attempts-for-created/--retry-attempts-for-assigned/--find-identity-retry-interval",
-            "--enable-conntrack-deletion",
             "--custom-user-agent",
         ],
     };

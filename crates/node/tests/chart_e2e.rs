@@ -2,7 +2,8 @@
 //! `pt-…`, beside any `make up` sandbox, which uses `pi-…`) with kubelet + containerd + runc + a
 //! CNI bridge, the chart installed with `helm install` from the images of `make images`, the
 //! walkthrough's application in a real container, a `helm upgrade` that rolls NMI under a pod
-//! asking for tokens every 100 ms, and `helm uninstall`. Then the sandbox is torn down and nothing
+//! asking for tokens every 100 ms, a reboot of the node with NMI held off it (the boot window,
+//! tests/chart_e2e/boot_window.rs), and `helm uninstall`. Then the sandbox is torn down and nothing
 //! may be left: no process, mount, network namespace, cgroup or containerd state.
 //!
 //! Everything is driven through the scripts users run (scripts/sandbox.sh, scripts/chart.sh), so
@@ -13,6 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+#[path = "chart_e2e/boot_window.rs"]
+mod boot_window;
 
 /// The network namespaces' prefix of this test's sandbox (scripts/sandbox-layout.sh, NETNS).
 const NETNS: &str = "pt";
@@ -216,6 +220,7 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         rules.contains("-j aad-metadata"),
         "NMI's interception rule is in the node's namespace:\n{rules}"
     );
+    boot_window::gate_is_installed(&sb);
 
     // The walkthrough's application in a real container reads the blob with its own identity.
     let app = sb.run("chart.sh", &["app"]);
@@ -313,6 +318,8 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         asks.len(),
         asks.len() - before
     );
+
+    boot_window::reboot_keeps_pods_off_the_network_until_nmi_is_back(&sb);
     sb.kubectl_ok(&[
         "-n",
         "default",
@@ -329,6 +336,7 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         !rules.contains("aad-metadata"),
         "no interception rule is left in the node's namespace:\n{rules}"
     );
+    boot_window::gate_is_removed(&sb);
     let kinds = "pods,services,daemonsets,deployments,replicasets,jobs,configmaps,secrets,serviceaccounts,roles,\
                  rolebindings,clusterroles,clusterrolebindings,poddisruptionbudgets,azurepodidentityexceptions,\
                  azureidentities,azureidentitybindings";

@@ -1,5 +1,6 @@
 //! `check`: the cluster-wide health of pod identity, decided over plain values.
 
+mod consent;
 mod limits;
 
 use std::collections::BTreeSet;
@@ -8,7 +9,10 @@ use api::{AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBi
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use matching::is_usable;
 
-pub use self::limits::{MAX_IDENTITIES_PER_TARGET, MAX_SCALE_SET_INSTANCES};
+pub use self::{
+    consent::{ConsentReads, InUse, in_use},
+    limits::{MAX_IDENTITIES_PER_TARGET, MAX_SCALE_SET_INSTANCES},
+};
 use crate::{
     explain::name_of,
     facts::{EventView, NmiPod, NodeView},
@@ -59,6 +63,8 @@ pub struct Input<'a> {
     pub bindings: &'a [AzureIdentityBinding],
     pub assigned: &'a [AzureAssignedIdentity],
     pub events: &'a [EventView],
+    /// What ARM said of the user-assigned identities in use ([`in_use`]).
+    pub consent: &'a ConsentReads,
 }
 
 pub fn check(input: &Input<'_>) -> Report {
@@ -71,6 +77,10 @@ pub fn check(input: &Input<'_>) -> Report {
             cloud_config_link(input.cloud_config),
             identities_link(input.identities),
             bindings_link(input.bindings, input.identities),
+            consent::consent_link(
+                &in_use(input.identities, input.bindings, input.assigned),
+                input.consent,
+            ),
             stuck_link(input),
             limits::limits_link(input.nodes, input.assigned),
         ],

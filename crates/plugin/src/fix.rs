@@ -24,6 +24,25 @@ pub fn assignment_fix(reason: &str, message: &str, identity_id: &str) -> String 
                  (MIC retries on its own; nothing else to do)"
             )
         }
+        mic::consent::REASON_CONSENT_MISSING => {
+            let command = message
+                .split_once("the owner grants it with: ")
+                .map_or("az tag update --resource-id <id> --operation Merge --tags pod-identity-namespaces=<namespaces>", |(_, c)| c);
+            format!(
+                "the identity's owner (Tag Contributor, Contributor or Owner on it) lets the namespace use it: {command} \
+                 (MIC reads it again within --identity-consent-recheck; nothing else to do)"
+            )
+        }
+        mic::consent::REASON_CLIENT_ID_MISMATCH => format!(
+            "the AzureIdentity's clientID must be the identity's own: az identity show --ids {identity_id} --query clientId"
+        ),
+        mic::consent::REASON_NOT_FOUND => format!(
+            "no such identity in Azure: check resourceID (az identity show --ids {identity_id})"
+        ),
+        mic::consent::REASON_READ_FAILED => format!(
+            "MIC could not read the identity to check its owner's consent: grant MIC's identity \"{OPERATOR_ROLE}\" \
+             (which reads identities) on {identity_id}, and read the message above"
+        ),
         "FailedIdentityOperation" => format!(
             "ARM could not use the identity: check that {identity_id} exists (az identity show --ids {identity_id}) \
              and that the AzureIdentity's resourceID names it"

@@ -182,6 +182,7 @@ pub async fn check(client: &Client, opts: &Options) -> Result<Report, Error> {
     for ns in &waiting {
         events.extend(events_in(client, ns).await?);
     }
+    let consent = consent_reads(opts, &identities, &bindings, &assigned).await;
     Ok(check::check(&check::Input {
         now: Timestamp::now().as_second(),
         crds: &crds,
@@ -195,7 +196,32 @@ pub async fn check(client: &Client, opts: &Options) -> Result<Report, Error> {
         bindings: &bindings,
         assigned: &assigned,
         events: &events,
+        consent: &consent,
     }))
+}
+
+/// The owners' consent for the identities in use, read from ARM as MIC reads it.
+async fn consent_reads(
+    opts: &Options,
+    identities: &[AzureIdentity],
+    bindings: &[AzureIdentityBinding],
+    assigned: &[AzureAssignedIdentity],
+) -> check::ConsentReads {
+    let Some(arm) = &opts.arm else {
+        return check::ConsentReads::NotRead(
+            "no --cloud-config given: the identities' tags are read from ARM with MIC's credentials".into(),
+        );
+    };
+    let ids: BTreeSet<String> = check::in_use(identities, bindings, assigned)
+        .iter()
+        .map(|u| u.resource_id.to_ascii_lowercase())
+        .collect();
+    let mut reads = std::collections::BTreeMap::new();
+    for id in ids {
+        let read = mic::controller::read_identity(arm, &id).await;
+        reads.insert(id, read);
+    }
+    check::ConsentReads::Read(reads)
 }
 
 fn node_view(n: &Node) -> NodeView {

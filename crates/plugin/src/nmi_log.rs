@@ -7,6 +7,10 @@
 
 use serde::Serialize;
 
+use text::strip_ansi;
+
+mod text;
+
 /// The message of NMI's refusal lines.
 const REFUSED: &str = "token request refused";
 
@@ -29,224 +33,110 @@ pub struct Refusal {
 /// every token request), and its line when the watches are proven again. NMI's readiness does
 /// not show this: its `/readyz` is about the first sync and the rules.
 const STALE: &str = "cluster state too old: refusing token requests";
-const PROVEN: &str = "cluster state proven again";
+const PROVEN: &str = "cluster state proven again: serving token requests";
+/// Where NMI logs both (`nmi::server::track_staleness`). Matched exactly, with the message at
+/// the start of the line's message: a pod's text inside another line's value is never one.
+const STALENESS_TARGET: &str = "nmi::server::probes";
+const REFUSAL_TARGET: &str = "nmi::refusal";
 
 /// When NMI last said its view of the cluster went stale, if it has not said since that it is
 /// proven again: the time of that line, as written.
 pub fn stale_since(log: &str) -> Option<String> {
     let mut since = None;
     for line in log.lines() {
-        if line.contains(STALE) {
-            let line = strip_ansi(line);
-            let time = serde_json::from_str::<serde_json::Value>(line.trim())
-                .ok()
-                .and_then(|v| v["timestamp"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| line.split_whitespace().next().unwrap_or_default().to_owned());
-            since = Some(time);
-        } else if line.contains(PROVEN) {
-            since = None;
+        match staleness(line) {
+            Some((true, time)) => since = Some(time),
+            Some((false, _)) => since = None,
+            None => {}
         }
     }
     since
 }
 
+/// `(stale, time)` of a staleness line of NMI's, JSON or text.
+fn staleness(line: &str) -> Option<(bool, String)> {
+    if let Some(v) = json_line(line) {
+        if v["target"] != STALENESS_TARGET {
+            return None;
+        }
+        let time = v["timestamp"].as_str().unwrap_or_default().to_owned();
+        return match v["fields"]["message"].as_str()? {
+            STALE => Some((true, time)),
+            PROVEN => Some((false, time)),
+            _ => None,
+        };
+    }
+    let plain = strip_ansi(line);
+    let l = text::line(&plain).filter(|l| l.target == STALENESS_TARGET)?;
+    [(true, STALE), (false, PROVEN)]
+        .into_iter()
+        .find(|(_, message)| text::fields_after(l.rest, message).is_some())
+        .map(|(stale, _)| (stale, l.time.to_owned()))
+}
+
 /// The refusals of pod `namespace/name` in an NMI log, oldest first.
 pub fn refusals_of(log: &str, namespace: &str, name: &str) -> Vec<Refusal> {
     log.lines()
-        .filter(|l| l.contains(REFUSED))
-        .filter_map(|l| parse_json(l).or_else(|| parse_text(&strip_ansi(l))))
-        .filter(|(pod, ns, _)| pod == name && ns == namespace)
-        .map(|(_, _, r)| r)
+        .filter_map(|l| match json_line(l) {
+            Some(v) => parse_json(&v),
+            None => parse_text(&strip_ansi(l)),
+        })
+        .filter(|p| p.pod == name && p.namespace == namespace)
+        .map(|p| p.refusal)
         .collect()
 }
 
-type Parsed = (String, String, Refusal);
+/// A refusal line's record and whose it is.
+struct Parsed {
+    pod: String,
+    namespace: String,
+    refusal: Refusal,
+}
 
-fn parse_json(line: &str) -> Option<Parsed> {
-    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-    if v["target"] != "nmi::refusal" {
+/// A line of NMI's JSON log (`--log-format json`): one object per line, every value escaped.
+fn json_line(line: &str) -> Option<serde_json::Value> {
+    let line = line.trim();
+    line.starts_with('{')
+        .then(|| serde_json::from_str(line).ok())
+        .flatten()
+}
+
+fn parse_json(v: &serde_json::Value) -> Option<Parsed> {
+    if v["target"] != REFUSAL_TARGET || v["fields"]["message"] != REFUSED {
         return None;
     }
     let f = &v["fields"];
     let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
-    Some((
-        s("pod"),
-        s("namespace"),
-        Refusal {
+    Some(Parsed {
+        pod: s("pod"),
+        namespace: s("namespace"),
+        refusal: Refusal {
             time: v["timestamp"].as_str().unwrap_or_default().to_owned(),
             reason: s("reason"),
             detail: s("detail"),
             hint: s("hint"),
             identity: s("identity"),
         },
-    ))
+    })
 }
 
-/// `<time>  INFO nmi::refusal: token request refused pod="web" namespace="ns" ... detail=<text> hint="..."`
+/// `<time>  INFO nmi::refusal: token request refused pod="web" namespace="ns" ... detail="…" hint="…"`
 fn parse_text(line: &str) -> Option<Parsed> {
-    let (head, fields) = line.split_once(&format!("nmi::refusal: {REFUSED}"))?;
-    let time = head.split_whitespace().next().unwrap_or_default().to_owned();
-    // `detail` is logged with Display (unquoted, may hold spaces): it runs to ` hint=`.
-    let detail = fields
-        .split_once(" detail=")
-        .map(|(_, rest)| rest.split_once(" hint=").map_or(rest, |(d, _)| d))
-        .unwrap_or_default()
-        .to_owned();
-    Some((
-        quoted(fields, "pod")?,
-        quoted(fields, "namespace")?,
-        Refusal {
-            time,
-            reason: quoted(fields, "reason").unwrap_or_default(),
-            detail,
-            hint: quoted(fields, "hint").unwrap_or_default(),
-            identity: quoted(fields, "identity").unwrap_or_default(),
+    let l = text::line(line).filter(|l| l.target == REFUSAL_TARGET)?;
+    let fields = text::fields_after(l.rest, REFUSED)?;
+    let get = |k: &str| fields.iter().find(|f| f.key == k).map(|f| f.value.clone());
+    Some(Parsed {
+        pod: get("pod")?,
+        namespace: get("namespace")?,
+        refusal: Refusal {
+            time: l.time.to_owned(),
+            reason: get("reason").unwrap_or_default(),
+            detail: get("detail").unwrap_or_default(),
+            hint: get("hint").unwrap_or_default(),
+            identity: get("identity").unwrap_or_default(),
         },
-    ))
-}
-
-/// The value of ` key="..."` (Debug-quoted, `\"` escaped).
-fn quoted(fields: &str, key: &str) -> Option<String> {
-    let start = fields.find(&format!(" {key}=\""))? + key.len() + 3;
-    let mut out = String::new();
-    let mut chars = fields[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next()?),
-            '"' => return Some(out),
-            c => out.push(c),
-        }
-    }
-    None
-}
-
-/// Without terminal colour codes (`ESC [ ... m`), which NMI's text log carries by default.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        io::Write,
-        sync::{Arc, Mutex},
-    };
-
-    use super::*;
-
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// NMI's own refusal lines (`nmi::refusal::Refusal::log`), through the formatter NMI uses
-    /// (`upstream_flags::init_logging`: text by default, JSON with `--log-format json`).
-    fn nmi_log(json: bool, ansi: bool) -> String {
-        use matching::{IdentityRequest, PodFacts};
-        use nmi::refusal::{Reason, Refusal as Refused};
-
-        let buf = Buffer::default();
-        let writer = buf.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_writer(move || writer.clone());
-        let emit = || {
-            for (pod, reason) in [
-                ("web", Reason::Unbound),
-                ("other", Reason::NotAssigned),
-                ("web", Reason::NotBound),
-            ] {
-                let facts = PodFacts {
-                    namespace: "shop".into(),
-                    name: pod.into(),
-                    ..PodFacts::default()
-                };
-                Refused::new(
-                    reason,
-                    http::StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("pod shop/{pod} has \"no\" binding: label it"),
-                )
-                .for_pod(&facts)
-                .asking(&IdentityRequest::Default)
-                .log("10.244.0.7".parse().unwrap(), 0);
-            }
-            tracing::info!(target: "nmi::server", "unrelated line");
-        };
-        if json {
-            tracing::subscriber::with_default(builder.json().finish(), emit);
-        } else {
-            tracing::subscriber::with_default(builder.finish(), emit);
-        }
-        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
-    }
-
-    #[test]
-    fn text_logs_with_and_without_colours_give_the_pod_s_refusals() {
-        for ansi in [false, true] {
-            let got = refusals_of(&nmi_log(false, ansi), "shop", "web");
-            assert_eq!(got.len(), 2, "ansi {ansi}: {got:?}");
-            assert_eq!(got[0].reason, "unbound");
-            assert_eq!(got[1].reason, "not_bound");
-            assert_eq!(got[0].detail, "pod shop/web has \"no\" binding: label it");
-            assert_eq!(got[0].hint, nmi::refusal::Reason::Unbound.hint());
-            assert_eq!(got[0].identity, "the default identity");
-            assert!(got[0].time.starts_with("20"), "{:?}", got[0].time);
-        }
-    }
-
-    #[test]
-    fn json_logs_give_the_same() {
-        let got = refusals_of(&nmi_log(true, false), "shop", "web");
-        assert_eq!(
-            got.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
-            ["unbound", "not_bound"]
-        );
-        assert_eq!(got[0].detail, "pod shop/web has \"no\" binding: label it");
-    }
-
-    #[test]
-    fn a_stale_view_counts_until_nmi_says_it_is_proven_again() {
-        let stale = "2026-01-01T00:00:01Z  WARN nmi::server::probes: cluster state too old: refusing token requests unproven_for=Some(31s)";
-        let proven = "2026-01-01T00:00:09Z  INFO nmi::server::probes: cluster state proven again: serving token requests";
-        assert_eq!(stale_since(""), None);
-        assert_eq!(stale_since(stale).as_deref(), Some("2026-01-01T00:00:01Z"));
-        assert_eq!(stale_since(&format!("{stale}\n{proven}")), None);
-        assert_eq!(
-            stale_since(&format!("{proven}\n{stale}")).as_deref(),
-            Some("2026-01-01T00:00:01Z")
-        );
-        let json = r#"{"timestamp":"2026-01-01T00:00:05Z","level":"WARN","fields":{"message":"cluster state too old: refusing token requests"},"target":"nmi::server::probes"}"#;
-        assert_eq!(stale_since(json).as_deref(), Some("2026-01-01T00:00:05Z"));
-    }
-
-    #[test]
-    fn other_pods_and_namespaces_are_left_out() {
-        let log = nmi_log(false, false);
-        assert_eq!(refusals_of(&log, "shop", "other").len(), 1);
-        assert!(refusals_of(&log, "elsewhere", "web").is_empty());
-        assert!(refusals_of("garbage\n{\"not\": \"nmi\"}", "shop", "web").is_empty());
-    }
-}
+mod tests;

@@ -29,7 +29,8 @@ pub struct Supervised {
 }
 
 // `read` succeeds on the newline `stop` writes and fails at end of file, which is how the shell
-// learns that its owner died without stopping it.
+// learns that its owner died without stopping it. The shell exits with the process's status
+// (128 + the signal for one killed), which `exit_code` reports.
 const SUPERVISOR: &str = r#"pidf=$1; orphan_dir=$2; shift 2
 "$@" </dev/null &
 child=$!
@@ -42,8 +43,10 @@ i=0
 while kill -0 "$child" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
 kill -KILL "$child" 2>/dev/null
 wait "$child"
+status=$?
 rm -f "$pidf"
-if [ -n "$orphan_dir" ]; then rm -rf "$orphan_dir"; fi"#;
+if [ -n "$orphan_dir" ]; then rm -rf "$orphan_dir"; fi
+exit "$status""#;
 
 impl Supervised {
     /// Starts `program args…`, sending its stdout and stderr to `log`.
@@ -113,6 +116,13 @@ impl Supervised {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.shell.try_wait(), Ok(None))
+    }
+
+    /// How the process ended, once it has: its exit code, or 128 + the signal that ended it
+    /// (143 for SIGTERM it did not handle, 137 for the SIGKILL sent 10 s after an unheeded
+    /// SIGTERM). `None` while it runs, or after [`Supervised::kill`].
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.shell.try_wait().ok().flatten().and_then(|s| s.code())
     }
 
     /// The log so far (the last 8 KiB), for error messages.
@@ -194,5 +204,27 @@ mod tests {
             "a stopped process's directory is its owner's"
         );
         assert!(!pid_file.exists(), "the pid file outlived the process");
+        assert_eq!(s.exit_code(), Some(143), "sleep ends on the SIGTERM");
+    }
+
+    #[test]
+    fn a_process_that_stops_on_sigterm_by_itself_reports_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"trap "exit 3" TERM; touch "$0"; while :; do sleep 0.05; done"#,
+        ])
+        .arg(&ready);
+        let mut s = Supervised::spawn_with("trap", &cmd, &dir.path().join("trap.log")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the shell never set its trap");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(s.exit_code(), None, "still running");
+        s.stop(Duration::from_secs(30));
+        assert_eq!(s.exit_code(), Some(3));
     }
 }

@@ -399,7 +399,16 @@ fn uninstall_hook_deletes_nmi_then_runs_nmi_cleanup_on_every_node() {
     let spec = &ds[0]["spec"]["template"]["spec"];
     assert_eq!(spec["hostNetwork"], true);
     let init = &spec["initContainers"][0];
-    assert_eq!(strings(&init["args"]), ["cleanup"]);
+    // The CNI gate's plugin is taken out with the rules (its directories mounted as NMI's are).
+    assert_eq!(
+        strings(&init["args"]),
+        [
+            "--cni-conf-dir=/etc/cni/net.d",
+            "--cni-bin-dir=/opt/cni/bin",
+            "--cni-ready-file=/run/pod-identity/interception-ready",
+            "cleanup"
+        ]
+    );
     assert_eq!(
         strings(&init["securityContext"]["capabilities"]["add"]),
         ["NET_ADMIN"]
@@ -417,6 +426,51 @@ fn uninstall_hook_deletes_nmi_then_runs_nmi_cleanup_on_every_node() {
             .iter()
             .all(|r| strings(&r["resources"]) == ["daemonsets"])
     );
+}
+
+/// NMI installs the CNI gate by default, in the node paths the values name, mounted at the same
+/// paths; `nmi.cni.enabled=false` makes it take the plugin out (`--cni-plugin=false`).
+#[test]
+fn nmi_installs_the_cni_gate_unless_opted_out() {
+    let nmi = |sets: &[&str]| {
+        let docs = parse(&template("default", sets));
+        find(&docs, "DaemonSet", "pod-identity-nmi")["spec"]["template"]["spec"].clone()
+    };
+    let spec = nmi(&["nmi.cni.readyDir=/run/pi/"]);
+    let args = strings(&spec["containers"][0]["args"]);
+    for want in [
+        "--cni-conf-dir=/etc/cni/net.d",
+        "--cni-bin-dir=/opt/cni/bin",
+        "--cni-ready-file=/run/pi/interception-ready",
+    ] {
+        assert!(args.contains(&want.to_owned()), "{want} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--cni-plugin=")), "{args:?}");
+    for (name, path) in [
+        ("cni-conf", "/etc/cni/net.d"),
+        ("cni-bin", "/opt/cni/bin"),
+        ("cni-ready", "/run/pi/"),
+    ] {
+        let vol = spec["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name}"));
+        assert_eq!(vol["hostPath"]["path"], path);
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("mount {name}"));
+        assert_eq!(
+            mount["mountPath"], path,
+            "the same path in the container as on the node"
+        );
+    }
+    let off = strings(&nmi(&["nmi.cni.enabled=false"])["containers"][0]["args"]);
+    assert!(off.contains(&"--cni-plugin=false".to_owned()), "{off:?}");
 }
 
 #[test]
@@ -618,4 +672,19 @@ fn installed_rbac_grants_what_each_component_needs_and_no_more() {
         "RBAC is not what the components need:\n{}",
         wrong.join("\n")
     );
+}
+
+/// The owner's consent is checked unless `mic.identityConsent: false` says otherwise.
+#[test]
+fn identity_consent_is_on_unless_turned_off() {
+    let mic_args = |sets: &[&str]| {
+        let docs = parse(&template("default", sets));
+        strings(
+            &find(&docs, "Deployment", "pod-identity-mic")["spec"]["template"]["spec"]["containers"][0]["args"],
+        )
+    };
+    let off = "--identity-consent=false".to_owned();
+    assert!(!mic_args(&[]).contains(&off));
+    assert!(!mic_args(&["mic.identityConsent=true"]).contains(&off));
+    assert!(mic_args(&["mic.identityConsent=false"]).contains(&off));
 }

@@ -17,12 +17,14 @@
 mod common;
 pub mod go;
 mod namespacing;
+mod one_line;
 mod spellings;
 
 use std::ffi::OsString;
 
 pub use common::Common;
 pub use namespacing::UpstreamNamespacing;
+pub use one_line::{OneLine, OneLineWriter, escape as escape_log_line};
 pub use spellings::{COMMON_FLAGS, UpstreamFlag, parse_each};
 
 /// Parsing in Go's flag syntax, for every clap parser.
@@ -73,22 +75,44 @@ impl Environment {
 
 /// Starts logging to standard output: `RUST_LOG` when set and valid, else `from_verbosity`
 /// ([`Common::log_filter`]). Colours only on a terminal: in a container, `kubectl logs` and log
-/// collectors would get the escape codes in the middle of each `key=value`.
+/// collectors would get the escape codes in the middle of each `key=value`. Text lines go through
+/// [`text_subscriber`], so that no event can write more than one line.
 pub fn init_logging(json: bool, env: &Environment, from_verbosity: &str) {
     use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = env
         .rust_log
         .as_deref()
         .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(from_verbosity));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
+    let colours = std::io::stdout().is_terminal();
     if json {
-        builder.json().init()
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(colours)
+            .json()
+            .init()
     } else {
-        builder.init()
+        text_subscriber(filter, colours, std::io::stdout).init()
     }
+}
+
+/// The text log of MIC and NMI (and the emulator): `tracing_subscriber::fmt`'s format, written
+/// through [`OneLine`], so a newline or other control character in any value is escaped and
+/// every event is exactly one line. Public so that tests read the same lines the binaries write.
+pub fn text_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    colours: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colours)
+        .with_writer(OneLine::new(writer, colours))
+        .finish()
 }
 
 /// Logs each note as one warning line.

@@ -139,12 +139,13 @@ pub(super) fn throttle(
     } else {
         shared.world.arm.read_bucket
     };
+    let now = shared.clock.now();
     let mut inner = lock(&shared.inner);
     let bucket = inner
         .buckets
         .entry((sub.to_ascii_lowercase(), write))
-        .or_insert_with(|| TokenBucket::new(cfg.size, cfg.refill_per_sec));
-    match bucket.take() {
+        .or_insert_with(|| TokenBucket::new(cfg.size, cfg.refill_per_sec, now));
+    match bucket.take(now) {
         Ok(left) => Ok(Some((name, left))),
         Err(wait) => {
             let kind = if write { "write" } else { "read" };

@@ -167,13 +167,14 @@ pub(super) fn write_compute(
     c.write_seq += 1;
     c.provisioning_state = "Updating";
     let seq = c.write_seq;
+    let due = shared.clock.now() + Duration::from_millis(latency);
     let op = Operation {
         id: token::guid(),
         resource: key.clone(),
         status: "InProgress",
         start_time: time::rfc3339(time::now_ms()),
         end_time: None,
-        due: std::time::Instant::now() + Duration::from_millis(latency),
+        due,
         seq,
         snapshot: c.model.clone(),
         previous,
@@ -192,7 +193,7 @@ pub(super) fn write_compute(
     let s = shared.clone();
     let id = op_id.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+        s.clock.sleep_until(due).await;
         complete(&s, &id);
     });
     let mut r = Json(body).into_response();
@@ -261,7 +262,7 @@ pub(super) fn operation_status(shared: &Shared, id: &str) -> Response {
     }
     let mut r = Json(body).into_response();
     if op.status == "InProgress" {
-        let left = op.due.saturating_duration_since(std::time::Instant::now());
+        let left = op.due.saturating_duration_since(shared.clock.now());
         header(&mut r, "retry-after", left.as_millis().div_ceil(1000).max(1));
     }
     r

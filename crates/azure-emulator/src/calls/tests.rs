@@ -13,6 +13,7 @@ fn call_log_keeps_the_newest_entries() {
             path: format!("/{i}"),
             status: 200,
             fault: None,
+            label: String::new(),
         });
     }
     let all = log.since(0);

@@ -78,6 +78,34 @@ fn imds_is_a_get_with_the_2018_api_and_an_optional_client_id() {
     );
 }
 
+/// NMI names a pod's managed identity by its ARM resource id, as MIC assigned it: IMDS's
+/// `msi_res_id`, and no client id beside it (IMDS takes one selector).
+#[test]
+fn imds_by_resource_id_asks_with_msi_res_id_alone() {
+    let rid =
+        "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a";
+    let mi = Credential::ManagedIdentityByResourceId {
+        imds: "http://169.254.169.254".into(),
+        resource_id: rid.into(),
+    };
+    let p = prepare(&mi, "https://vault.azure.net", EntraVersion::V2);
+    assert_eq!(
+        p,
+        Prepared {
+            service: Service::Imds,
+            url: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
+            call: Call::ImdsGet {
+                query: pairs(&[
+                    ("api-version", "2018-02-01"),
+                    ("resource", "https://vault.azure.net"),
+                    ("msi_res_id", rid),
+                ])
+            },
+        }
+    );
+    assert!(format!("{mi:?}").contains(rid));
+}
+
 #[test]
 fn a_secret_asks_v1_with_a_resource_and_v2_with_a_scope() {
     let p = prepare(&secret(), "https://management.azure.com/", EntraVersion::V1);

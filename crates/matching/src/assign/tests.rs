@@ -268,3 +268,27 @@ fn unusable_identities_get_no_assignment() {
         "/subscriptions//resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x"
     ));
 }
+
+#[test]
+fn only_a_created_object_with_one_of_mics_refusal_reasons_records_a_refusal() {
+    let status = |state, reason: &str| api::AzureAssignedIdentityStatus {
+        status: Some(state),
+        reason: Some(reason.to_owned()),
+        message: Some("the owner grants it with: az tag update ...".into()),
+        ..Default::default()
+    };
+    let mut a = AzureAssignedIdentity::new("x", Default::default());
+    a.status = Some(status(api::AssignmentState::Created, api::v1::REASON_CONSENT_MISSING));
+    assert_eq!(
+        AssignedFacts::from(&a).refusal,
+        Some(MicRefusal {
+            reason: api::v1::REASON_CONSENT_MISSING.into(),
+            message: "the owner grants it with: az tag update ...".into(),
+        })
+    );
+    // ARM's failures are retried: NMI keeps holding for them.
+    a.status = Some(status(api::AssignmentState::Created, "LinkedAuthorizationFailed"));
+    assert_eq!(AssignedFacts::from(&a).refusal, None);
+    a.status = Some(status(api::AssignmentState::Assigned, api::v1::REASON_CONSENT_MISSING));
+    assert_eq!(AssignedFacts::from(&a).refusal, None);
+}

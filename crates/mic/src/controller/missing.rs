@@ -64,6 +64,7 @@ mod tests {
             deleting: false,
             resource_version: None,
             identity_missing: token.map(str::to_owned),
+            refusal: None,
         }
     }
 

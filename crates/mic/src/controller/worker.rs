@@ -20,6 +20,8 @@
 mod arm_batch;
 mod objects;
 
+pub(super) use objects::write_object;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,

@@ -200,6 +200,29 @@ impl World {
         a
     }
 
+    /// ARM's reads of the identities, by name (`x`, `y`), with the namespaces their owners allow.
+    fn consent(mut self, reads: &[(&str, Option<&str>)]) -> Self {
+        let reads = reads
+            .iter()
+            .map(|(name, namespaces)| {
+                let (id, client) = if *name == "x" {
+                    (X, X_CLIENT)
+                } else {
+                    (Y, Y_CLIENT)
+                };
+                let tags = namespaces.map_or_else(
+                    || serde_json::json!({}),
+                    |ns| serde_json::json!({crate::consent::NAMESPACES_TAG: ns}),
+                );
+                let facts = serde_json::json!({"tags": tags, "properties": {"clientId": client}});
+                let facts = crate::consent::IdentityFacts::from_arm(&facts).unwrap();
+                (id.to_owned(), Read::Facts(facts))
+            })
+            .collect();
+        self.snapshot.consent = ConsentView::Reads(reads);
+        self
+    }
+
     fn deleting(mut self, name: &str) -> Self {
         for a in &mut self.snapshot.assigned {
             if a.name == name {
@@ -224,6 +247,8 @@ impl World {
         )
     }
 }
+
+mod consent;
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()

@@ -132,3 +132,35 @@ pub struct ToRelease {
     /// released from that node's target, not from the one the cache still shows.
     pub version: Option<String>,
 }
+
+/// An assignment whose identity's owner has not consented (see `crate::consent`): its object
+/// is written (created when missing) as `Created`, with the refusal as its `reason` and
+/// `message`, and its identity is never put on the target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToRefuse {
+    pub key: Key,
+    pub pod: String,
+    pub node: String,
+    pub identity: Arc<AzureIdentity>,
+    pub binding: Arc<AzureIdentityBinding>,
+    /// The object exists (the planner's cache has it).
+    pub exists: bool,
+    pub refusal: crate::consent::Refusal,
+}
+
+impl ToRefuse {
+    /// The object as an assignment to create, for the worker's writer.
+    pub fn as_new(&self) -> ToAssign {
+        ToAssign {
+            key: self.key.clone(),
+            arm_id: None,
+            pod: self.pod.clone(),
+            node: self.node.clone(),
+            identity: self.identity.clone(),
+            binding: self.binding.clone(),
+            seen: Instant::now(),
+            write: ObjectWrite::Create,
+            version: None,
+        }
+    }
+}

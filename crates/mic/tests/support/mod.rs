@@ -32,16 +32,24 @@ pub fn resource_id(n: usize) -> String {
     fixtures::ids::resource_id(&format!("id{n}")).to_ascii_lowercase()
 }
 
-/// A world with identities id1..=id5 (MIC may assign id1..=id4, not id5), scale sets `ss-a`
-/// (nodes a-0, a-1) and `ss-b` (node b-0), and a VM `vm-c` (node c-0).
+/// A world with identities id1..=id7 (MIC may assign all but id5), scale sets `ss-a`
+/// (nodes a-0, a-1) and `ss-b` (node b-0), and a VM `vm-c` (node c-0). The owners of id1..=id5
+/// let every namespace use them (tag `pod-identity-namespaces: "*"`); id6's owner allows only
+/// namespace `victim`, id7's only `evil` (the consent tests).
 pub fn world(latency_ms: &BTreeMap<&str, u64>) -> World {
     let lat = |name: &str| latency_ms.get(name).copied().unwrap_or(300);
-    let identities: String = (1..=5)
+    let identities: String = (1..=7)
         .map(|n| {
+            let allowed = match n {
+                6 => "victim",
+                7 => "evil",
+                _ => "*",
+            };
             format!(
-                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}}}\n",
+                "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}, tags: {{{}: \"{allowed}\"}}}}\n",
                 client_id(n),
-                fixtures::ids::principal_id(n)
+                fixtures::ids::principal_id(n),
+                mic::consent::NAMESPACES_TAG,
             )
         })
         .collect();
@@ -72,7 +80,7 @@ service_principals:
   - name: mic
     client_id: {MIC_CLIENT_ID}
     client_secret: mic-secret
-    may_assign: [id1, id2, id3, id4]
+    may_assign: [id1, id2, id3, id4, id6, id7]
 imds:
   rate_limit: false
 arm:

@@ -43,10 +43,27 @@ async fn keyed_by_identity_and_resource() {
     cache.get(&a, "r1").await.unwrap();
     cache.get(&a, "r2").await.unwrap();
     cache.get(&b, "r1").await.unwrap();
-    // Another AzureIdentity naming the same managed identity shares its tokens.
-    cache.get(&identity("other", "a2", 1), "r1").await.unwrap();
+    // Another AzureIdentity naming the same managed identity (its resource id) shares its tokens.
+    let mut same = identity("other", "a2", 1);
+    same.spec.resource_id = a.spec.resource_id.clone();
+    cache.get(&same, "r1").await.unwrap();
     assert_eq!(source.calls(), 3);
     assert_eq!(cache.len(), 3);
+}
+
+/// NMI asks IMDS by resource id: an AzureIdentity claiming another's client id beside its own
+/// resource id is another identity, and never shares the other's tokens.
+#[tokio::test]
+async fn one_client_id_beside_two_resource_ids_shares_nothing() {
+    let source = Counting::new();
+    let cache = cache(&source, CachePolicy::default());
+    let victim = identity("team", "victim", 1);
+    let evil = identity("evil", "mine", 1);
+    assert_eq!(victim.spec.client_id(), evil.spec.client_id());
+    assert_ne!(CacheKey::of(&victim, "r"), CacheKey::of(&evil, "r"));
+    cache.get(&victim, "r").await.unwrap();
+    assert!(!cache.get(&evil, "r").await.unwrap().hit);
+    assert_eq!(source.calls(), 2);
 }
 
 #[tokio::test]
@@ -127,4 +144,41 @@ async fn a_failure_is_shared_by_the_requests_waiting_for_it_and_not_cached() {
     *sync::lock(&source.fail_with) = None;
     assert!(!cache.get(&id, "r").await.unwrap().hit, "errors are not cached");
     assert_eq!(source.calls(), 2);
+}
+
+/// A pod names the resource, up to a request head's size: long names are bounded in bytes,
+/// evicting as on count.
+#[tokio::test]
+async fn bounded_in_bytes_as_on_count() {
+    let source = Counting::new();
+    let cache = cache(
+        &source,
+        CachePolicy {
+            max_bytes: 64 * 1024,
+            ..CachePolicy::default()
+        },
+    );
+    let id = identity("ns", "id", 1);
+    let long = "r".repeat(10 * 1024);
+    for i in 0..20 {
+        cache.get(&id, &format!("{long}{i}")).await.unwrap();
+        assert!(cache.len() <= 3, "{} entries of over 25 KiB", cache.len());
+    }
+    // Each entry is some 25 KiB (the test token holds the resource). The bound is checked as a
+    // key comes in, before its token is known: two entries and the newest's key fit.
+    // (Which goes is the least recently used to the second: not asserted within one.)
+    assert!((2..=3).contains(&cache.len()), "{} entries", cache.len());
+    // Short names, in as many bytes, are bounded by count alone.
+    let cache = self::cache(
+        &source,
+        CachePolicy {
+            max_bytes: 64 * 1024,
+            max_entries: 100,
+            ..CachePolicy::default()
+        },
+    );
+    for i in 0..100 {
+        cache.get(&id, &format!("r{i}")).await.unwrap();
+    }
+    assert_eq!(cache.len(), 100);
 }

@@ -143,7 +143,6 @@ fn upstreams_manifests_start_without_a_note_and_the_chart_with_every_option_note
         [
             "--MICNamespace",
             "--retry-attempts-for-created/--retry-attempts-for-assigned/--find-identity-retry-interval",
-            "--enable-conntrack-deletion",
             "--custom-user-agent",
         ]
     );
@@ -169,7 +168,6 @@ fn each_flag_not_honoured_gets_one_note() {
         ),
         (&["--enableProfile"], "--enableProfile"),
         (&["--enableScaleFeatures=false"], "--enableScaleFeatures=false"),
-        (&["--enable-conntrack-deletion"], "--enable-conntrack-deletion"),
         (&["--custom-user-agent=x"], "--custom-user-agent"),
         (
             &["--forceNamespaced=false"],
@@ -192,6 +190,7 @@ fn each_flag_not_honoured_gets_one_note() {
         "--node=n",
         "--enableProfile=false",
         "--enableScaleFeatures",
+        "--enable-conntrack-deletion",
         "--enable-conntrack-deletion=false",
         "--allow-network-plugin-kubenet=false",
         "--forceNamespaced=true",
@@ -249,4 +248,35 @@ fn a_boolean_takes_no_separate_value_as_in_go() {
     assert!(Flags::try_parse_go(["nmi", "--node=n", "--block-instance-metadata", "false"]).is_err());
     // Our own flag keeps its optional separate value.
     assert!(!parse(&["--node=n", "--manage-iptables", "false"]).manage_iptables);
+}
+
+#[test]
+fn conntrack_deletion_is_on_unless_turned_off_and_the_cni_gate_off_unless_given() {
+    let f = parse(&["--node=n"]);
+    assert!(f.upstream.conntrack_deletion());
+    assert_eq!(f.cni.conf_dir, None);
+    assert!(f.cni.enabled);
+    assert!(
+        parse(&["--node=n", "--enable-conntrack-deletion"])
+            .upstream
+            .conntrack_deletion()
+    );
+    assert!(
+        !parse(&["--node=n", "--enable-conntrack-deletion=false"])
+            .upstream
+            .conntrack_deletion()
+    );
+    let g = parse(&[
+        "--node=n",
+        "--cni-conf-dir=/etc/cni/net.d",
+        "--cni-bin-dir=/opt/cni/bin",
+        "--cni-ready-file=/run/pod-identity/interception-ready",
+        "--cni-plugin=false",
+    ]);
+    assert_eq!(
+        g.cni.conf_dir.as_deref(),
+        Some(std::path::Path::new("/etc/cni/net.d"))
+    );
+    assert_eq!(g.cni.plugin_binary, std::path::Path::new(DEFAULT_PLUGIN_BINARY));
+    assert!(!g.cni.enabled);
 }

@@ -43,7 +43,7 @@ pub struct Upstream {
     /// The kubelet's defaults file, read to refuse kubenet [default: /etc/default/kubelet].
     #[arg(long = "kubelet-config", value_name = "PATH")]
     pub kubelet_config: Option<PathBuf>,
-    /// Cut pods' connections to IMDS made before the rules. Not implemented: noted when true.
+    /// After installing or repairing the rules, cut pods' connections to 169.254.169.254:80 that bypass them [default: true].
     #[arg(long = "enable-conntrack-deletion", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go::parse_bool)]
     pub enable_conntrack_deletion: Option<bool>,
 }
@@ -82,6 +82,13 @@ impl Upstream {
             + u64::from(self.retry_attempts_for_assigned.unwrap_or(assigned));
         let interval = u64::from(self.find_identity_retry_interval.unwrap_or(interval));
         Some(Duration::from_secs(polls * interval))
+    }
+
+    /// Whether connections that bypass the rules are cut (module `conntrack`): on unless
+    /// `--enable-conntrack-deletion=false`. Upstream's default was off, which lets a connection
+    /// opened before the rules keep reaching IMDS for as long as it lives.
+    pub fn conntrack_deletion(&self) -> bool {
+        self.enable_conntrack_deletion != Some(false)
     }
 
     /// The file to check for kubenet, unless `--allow-network-plugin-kubenet` skips the check.
@@ -147,14 +154,6 @@ impl Upstream {
                 "--enableScaleFeatures=false",
                 "ignored: NMI always watches only this node's AzureAssignedIdentities, by their nodename label; \
                  objects without it (from MIC before v1.5.3) are not seen",
-            ));
-        }
-        if self.enable_conntrack_deletion == Some(true) {
-            notes.push(Note::new(
-                "--enable-conntrack-deletion",
-                "not implemented: connections a pod opened to 169.254.169.254 before NMI first installed its \
-                 rules on this node are not cut (the rules then stay across NMI restarts); restart pods that \
-                 started before NMI's first start",
             ));
         }
         notes

@@ -385,6 +385,9 @@ impl<S: TokenSource> Nmi<S> {
                     }
                 },
                 Decision::Refused(why) => return Err(self.forbidden(&pod, &why)),
+                Decision::NotAllowed { identity, refusal } => {
+                    return Err(self.not_allowed(&pod, identity, &refusal));
+                }
                 Decision::Waiting { .. } if changes.is_none() => {
                     changes = Some(self.state.subscribe());
                     continue;

@@ -84,7 +84,7 @@ async fn token_for_ip<S: TokenSource>(
     if nmi.state.is_excepted(&pod) {
         tracing::info!(
             target: "nmi::audit",
-            pod = %pod.name, namespace = %pod.namespace, resource = %query.resource, source = %ip,
+            pod = pod.name.as_str(), namespace = pod.namespace.as_str(), resource = query.resource.as_str(), source = %ip,
             "excepted pod: passed through to the node's identity"
         );
         nmi.metrics.issued(false);

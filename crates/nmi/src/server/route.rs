@@ -27,7 +27,9 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
     // A cheap clone (shared bytes), kept for the log line after `req` is consumed.
     let uri = req.uri().clone();
     let route = request::classify(uri.path());
-    let response = match (nmi.rate_limit.check(peer.ip(), started), route) {
+    // Tokio's clock, which the unit tests pause and move on.
+    let now = tokio::time::Instant::now().into_std();
+    let response = match (nmi.rate_limit.check(peer.ip(), now), route) {
         (Err(wait), _) => {
             let mut refusal = Refusal::new(
                 Reason::RateLimited,

@@ -173,8 +173,10 @@ fn assert_refused_without_token(a: &Answer) {
 
 /// NMI has just started: its pod watch has listed, its binding watch not yet. A bound pod's
 /// request waits for the first lists instead of being refused as unbound (the SDKs do not retry a
-/// 403); when they do not come within `--pod-wait`, it gets a retryable 503.
-#[tokio::test]
+/// 403); when they do not come within `--pod-wait`, it gets a retryable 503. (On tokio's paused
+/// clock, as every test here that waits: the lists come 200 ms into a 10 s wait however slow
+/// the machine.)
+#[tokio::test(start_paused = true)]
 async fn a_request_before_the_first_lists_waits_for_them() {
     use mirror::Sink;
     let h = configured(
@@ -208,7 +210,8 @@ async fn a_request_before_the_first_lists_waits_for_them() {
 }
 
 // §5.2 cases 1 and 2, and the SDK probes of B.2: answered at once, never "Identity not found".
-#[tokio::test]
+// "At once" on tokio's paused clock: no wait of any length was taken.
+#[tokio::test(start_paused = true)]
 async fn probe_without_metadata_header_gets_400_invalid_request_at_once() {
     let h = harness(Mode::Standard);
     h.seed(None);
@@ -221,9 +224,9 @@ async fn probe_without_metadata_header_gets_400_invalid_request_at_once() {
             vec![],
         ),
     ] {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let a = h.get_from("10.9.9.9", uri, &headers).await;
-        assert!(started.elapsed() < Duration::from_millis(50));
+        assert_eq!(started.elapsed(), Duration::ZERO, "answered without waiting");
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
         assert_eq!(a.headers[header::CONTENT_TYPE], "application/json; charset=utf-8");
         assert_eq!(
@@ -279,7 +282,7 @@ async fn unknown_source_ip_is_refused_after_the_pod_wait() {
     assert_refused_without_token(&a);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_pod_appearing_during_the_pod_wait_is_served() {
     let h = configured(
         Mode::Managed,
@@ -338,7 +341,7 @@ async fn two_pods_on_one_ip_are_refused_with_a_retryable_answer() {
 
 // Issue 13 §5: the new pod's request arrives before NMI has seen the old pod go. It is held, and
 // answered for the new pod (bound to another identity) once the old pod's deletion arrives.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_held_on_a_shared_ip_is_answered_for_the_new_pod_once_the_old_one_goes() {
     let h = configured(
         Mode::Managed,
@@ -434,33 +437,49 @@ async fn retry_after_flag_gives_503_with_retry_after() {
     assert_eq!(a.headers[header::RETRY_AFTER], "20");
 }
 
-// Improvement 8: the held request is woken by the AAI watch, not by polling.
-#[tokio::test]
+// Improvement 8: the held request is woken by the AAI watch, not by polling. On tokio's paused
+// clock, "at once" is exact: the answer comes with no time passed since the assignment, which a
+// poll of any period (or the 10 s deadline) would not give.
+#[tokio::test(start_paused = true)]
 async fn a_held_request_succeeds_once_mic_assigns() {
     let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Created)));
     let state = h.nmi.state.clone();
+    let started = tokio::time::Instant::now();
     let assign = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Assigned)));
-        std::time::Instant::now()
+        tokio::time::Instant::now()
     });
     let a = h.token("").await;
+    let answered_at = tokio::time::Instant::now();
     let assigned_at = assign.await.unwrap();
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert!(
-        assigned_at.elapsed() < Duration::from_millis(500),
-        "answered promptly after assignment"
+    assert_eq!(
+        assigned_at - started,
+        Duration::from_millis(200),
+        "held until assigned"
     );
+    assert_eq!(answered_at, assigned_at, "answered as soon as MIC assigned");
 }
 
 // Graceful shutdown of the pod-facing server: a request in progress when NMI is told to stop still
 // gets its answer, new connections are refused at once, and `serve` returns after the last answer.
+//
+// The request is held because IMDS lacks the identity (see `identity_missing_…` below): its first
+// ask of IMDS shows it is in progress, so nothing here guesses how long that takes.
 #[tokio::test]
 async fn on_shutdown_a_held_request_is_answered_and_new_connections_are_refused() {
-    let h = patient(Mode::Standard);
+    let h = configured(
+        Mode::Standard,
+        Config {
+            identity_wait: Duration::from_secs(60),
+            ..config()
+        },
+    );
     let pod_ip = "127.0.30.1";
-    let p = h.seed_at(pod_ip, Some(Some(Created)));
+    h.seed_at(pod_ip, Some(Some(Assigned)));
+    sync::lock(&h.source.missing).insert(client_id(1));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{TOKEN}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -476,15 +495,19 @@ async fn on_shutdown_a_held_request_is_answered_and_new_connections_are_refused(
         let (pod_http, url) = (pod_http.clone(), url.clone());
         async move { pod_http.get(url).header("Metadata", "true").send().await }
     });
-    // Held: MIC has not assigned the identity yet (the wait is 10 s).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Held: IMDS lacks the identity (the wait is 60 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.source.calls() == 0 {
+        assert!(Instant::now() < deadline, "the request never reached NMI");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !held.is_finished(),
-        "the request is held while the identity is unassigned"
+        "the request is held while IMDS lacks the identity"
     );
 
     stop.send(()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::Client::new().get(&url).send().await.is_ok() {
         assert!(
             Instant::now() < deadline,
@@ -497,14 +520,13 @@ async fn on_shutdown_a_held_request_is_answered_and_new_connections_are_refused(
         "the server waits for the request in progress"
     );
 
-    h.state()
-        .apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Assigned)));
+    sync::lock(&h.source.missing).clear();
     let answer = held
         .await
         .unwrap()
         .expect("the held request is answered, not cut off");
     assert_eq!(answer.status(), StatusCode::OK);
-    tokio::time::timeout(Duration::from_secs(5), server)
+    tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .expect("serve returns once the last answer is out")
         .unwrap();
@@ -964,7 +986,7 @@ async fn object_id_lookup_meeting_imds_throttling_stays_retryable() {
 /// Issue 13 §3: IMDS lacks an identity MIC reports `Assigned` (a removal landed after MIC marked
 /// the assignment). The request is held, IMDS asked again with a backoff, and the pod gets its
 /// token once the identity is back, never IMDS's final 400.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn identity_missing_on_the_vm_is_held_until_it_is_back() {
     let h = patient(Mode::Standard);
     h.seed(Some(Some(Assigned)));
@@ -978,11 +1000,8 @@ async fn identity_missing_on_the_vm_is_held_until_it_is_back() {
     back.await.unwrap();
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.json()["client_id"], client_id(1));
-    let calls = h.source.calls();
-    assert!(
-        (2..=5).contains(&calls),
-        "asked IMDS again with a backoff: {calls} calls"
-    );
+    // Asked at 0, 250 ms and 750 ms (the backoff): back at 600 ms, so the third try succeeds.
+    assert_eq!(h.source.calls(), 3, "asked IMDS again with a backoff");
     assert!(!h.nmi.metrics.encode().contains("identity_missing_on_vm"));
 }
 
@@ -1024,7 +1043,7 @@ async fn identity_missing_past_the_wait_is_answered_as_not_yet_assigned() {
 
 /// While held, MIC marking the object otherwise (it re-assigns) is followed at once: the request
 /// then waits for `Assigned` like any other, and is answered when both MIC and IMDS agree.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn identity_missing_then_reassigned_by_mic_is_served() {
     let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Assigned)));
@@ -1056,7 +1075,7 @@ async fn identity_missing_in_managed_mode_is_refused_at_once() {
 
 /// An `object_id` request learns its identities' principals from tokens; one of them missing on
 /// the VM is held the same way rather than refused.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn object_id_lookup_meeting_a_missing_identity_is_held() {
     let h = patient(Mode::Standard);
     two_identities(&h);
@@ -1069,4 +1088,49 @@ async fn object_id_lookup_meeting_a_missing_identity_is_held() {
     let a = h.token(&format!("&object_id={}", principal_id(2))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.json()["client_id"], client_id(2));
+}
+
+/// §5: a pod flooding NMI gets 429 with `Retry-After`, in IMDS's JSON shape; another pod is not
+/// affected; the flooding pod is served again once its bucket refills. On tokio's paused clock
+/// the flood takes no time however slow the machine, and the refill comes when the test moves
+/// the clock on.
+#[tokio::test(start_paused = true)]
+async fn a_flooding_pod_is_rate_limited_alone_until_its_bucket_refills() {
+    const OTHER_IP: &str = "10.244.0.6";
+    let h = harness(Mode::Managed);
+    h.nmi.rate_limit.configure(2.0, 5);
+    h.state().replace_all(
+        vec![
+            pod("ns", "p", POD_IP, Some("app")),
+            pod("ns", "q", OTHER_IP, Some("app")),
+        ],
+        vec![binding("ns", "b", "id", "app", 1)],
+        vec![identity("ns", "id", 1)],
+        vec![],
+        vec![],
+    );
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(h.token("").await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(statuses[..5], [200; 5], "the burst of 5");
+    assert_eq!(statuses[5..], [429; 15], "then nothing until the bucket refills");
+    assert_eq!(answers[5].json()["error"], "too_many_requests");
+    assert_eq!(answers[5].headers[header::RETRY_AFTER], "1");
+    // The other pod is not affected.
+    let other = h.get_from(OTHER_IP, TOKEN, &[("Metadata", "true")]).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    // Refilled at 2/s: half a second on, one more, and no second one.
+    tokio::time::advance(Duration::from_millis(250)).await;
+    assert_eq!(h.token("").await.status, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_millis(250)).await;
+    assert_eq!(h.token("").await.status, StatusCode::OK);
+    assert_eq!(h.token("").await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        h.nmi
+            .metrics
+            .encode()
+            .contains("aadpodidentity_nmi_refusals_total{reason=\"rate_limited\"} 17")
+    );
 }

@@ -143,7 +143,7 @@ fn standard_mode_needs_an_assigned_aai_for_this_pod_node_and_identity() {
             aais,
         )
     };
-    let none = |_: &str| None;
+    let none = |_: &AzureIdentity| None;
     setup(vec![]);
     assert_eq!(
         s.decide(&facts(&p), &IdentityRequest::Default, none),
@@ -174,6 +174,42 @@ fn standard_mode_needs_an_assigned_aai_for_this_pod_node_and_identity() {
     setup(vec![aai(&p, &identity("ns", "id", 9), Some(Assigned))]);
     assert!(matches!(
         s.decide(&facts(&p), &IdentityRequest::Default, none),
+        Decision::Waiting { .. }
+    ));
+}
+
+/// MIC's final refusal (the identity's owner has not consented, ...) is answered at once, with
+/// MIC's message; ARM's failures, which MIC retries, keep the request waiting.
+#[test]
+fn a_refusal_mic_records_is_not_waited_for() {
+    let s = state(Mode::Standard);
+    let p = pod("ns", "p", "10.0.0.1", Some("app"));
+    let id = identity("ns", "id", 1);
+    let refused = |reason: &str| {
+        let mut a = aai(&p, &id, Some(Created));
+        a.status.as_mut().unwrap().reason = Some(reason.into());
+        a.status.as_mut().unwrap().message = Some("the owner grants it with: az tag update".into());
+        s.replace_all(
+            vec![p.clone()],
+            vec![binding("ns", "b", "id", "app", 1)],
+            vec![id.clone()],
+            vec![],
+            vec![a],
+        );
+        s.decide(&facts(&p), &IdentityRequest::Default, |_| None)
+    };
+    assert_eq!(
+        refused(api::v1::REASON_CONSENT_MISSING),
+        Decision::NotAllowed {
+            identity: "id".into(),
+            refusal: matching::MicRefusal {
+                reason: api::v1::REASON_CONSENT_MISSING.into(),
+                message: "the owner grants it with: az tag update".into(),
+            },
+        }
+    );
+    assert!(matches!(
+        refused("LinkedAuthorizationFailed"),
         Decision::Waiting { .. }
     ));
 }
@@ -219,10 +255,10 @@ fn object_id_requests_learn_unknown_principals_first() {
         Decision::LearnPrincipals(ids) => assert_eq!(ids.len(), 2),
         other => panic!("{other:?}"),
     }
-    let known = |c: &str| {
+    let known = |i: &AzureIdentity| {
         [(client_id(1), principal_id(1)), (client_id(2), principal_id(2))]
             .into_iter()
-            .find(|(k, _)| k == c)
+            .find(|(k, _)| Some(k.as_str()) == i.spec.client_id())
             .map(|(_, v)| v)
     };
     assert_eq!(used(s.decide(&facts(&p), &want, known)), "two");

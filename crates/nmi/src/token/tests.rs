@@ -96,3 +96,132 @@ async fn unreachable_imds_is_a_transport_error_that_pods_see_as_503() {
     let e = azure.fetch(&sp, "r").await.unwrap_err();
     assert_eq!(crate::response::upstream_error(&e).status(), 403, "{e}");
 }
+
+/// A fake IMDS on loopback answering every token request with a token whose `xms_mirid` is
+/// `mirid`; the queries it got.
+async fn fake_imds(mirid: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{extract::RawQuery, routing::get};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/metadata/identity/oauth2/token",
+        get(move |RawQuery(q): RawQuery| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(q.unwrap_or_default());
+                let e =
+                    |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+                let claims = serde_json::json!({"oid": "o", "xms_mirid": mirid});
+                let jwt = format!("{}.{}.sig", e("{}"), e(&claims.to_string()));
+                axum::Json(serde_json::json!({
+                    "access_token": jwt, "expires_on": (now() + 3600).to_string(), "token_type": "Bearer"
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+fn azure_at(imds: String) -> Azure {
+    Azure::new(
+        AzureConfig {
+            imds,
+            entra: "https://login.microsoftonline.com/".into(),
+            extra_roots_pem: None,
+            timeout: Duration::from_secs(5),
+        },
+        None,
+        crate::metrics::Metrics::new(),
+    )
+    .unwrap()
+}
+
+/// §2: IMDS is asked by the AzureIdentity's resourceID (never its clientID), and a token for
+/// another identity (`xms_mirid`) is refused; a type 0 without resourceID asks nothing.
+#[tokio::test]
+async fn managed_identities_are_asked_by_resource_id_and_checked_by_xms_mirid() {
+    const MINE: &str =
+        "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mine";
+    let (imds, seen) = fake_imds(MINE).await;
+    let azure = azure_at(imds);
+    let mut id = crate::testing::identity("ns", "mine", 1);
+    // Cased differently from the claim: resource ids are compared without regard to case.
+    id.spec.resource_id = Some(MINE.to_uppercase());
+    let t = azure.fetch(&id, "https://vault.azure.net").await.unwrap();
+    assert_eq!(t.principal_id.as_deref(), Some("o"));
+    let query = seen.lock().unwrap().pop().unwrap();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    assert!(
+        pairs.contains(&("msi_res_id".into(), MINE.to_uppercase())),
+        "{query}"
+    );
+    assert!(!pairs.iter().any(|(k, _)| k == "client_id"), "{query}");
+
+    // The victim's resource id: IMDS (here, a liar) answers with another identity's token.
+    id.spec.resource_id = Some(crate::testing::resource_id("victim"));
+    let e = azure.fetch(&id, "https://vault.azure.net").await.unwrap_err();
+    assert!(matches!(e, Error::Identity(_)), "{e}");
+    assert!(
+        e.to_string().contains("not for the AzureIdentity's resourceID"),
+        "{e}"
+    );
+    assert_eq!(crate::response::upstream_error(&e).status(), 403);
+
+    let calls = seen.lock().unwrap().len();
+    id.spec.resource_id = None;
+    let e = azure.fetch(&id, "https://vault.azure.net").await.unwrap_err();
+    assert!(
+        e.to_string().contains("without resourceID") && e.to_string().contains("spec.resourceID"),
+        "{e}"
+    );
+    assert_eq!(crate::response::upstream_error(&e).status(), 403);
+    assert_eq!(seen.lock().unwrap().len(), calls, "nothing asked of IMDS");
+}
+
+/// §3: an adEndpoint that is not an Entra authority is refused before any request, naming the
+/// field and the fix.
+#[tokio::test]
+async fn a_service_principal_with_a_foreign_ad_endpoint_asks_nothing() {
+    // The kernel completes a connection into the backlog before anyone accepts it: a non-blocking
+    // accept after the fetch tells whether one was made.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fake.set_nonblocking(true).unwrap();
+    let port = fake.local_addr().unwrap().port();
+    let azure = azure_at("http://127.0.0.1:9".into());
+    let mut sp = crate::testing::identity("evil", "sp", 2);
+    sp.spec.type_ = Some(1);
+    sp.spec.tenant_id = Some("t".into());
+    sp.spec.client_password = Some(api::SecretReference {
+        name: Some("s".into()),
+        namespace: None,
+    });
+    for endpoint in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("https://127.0.0.1:{port}/"),
+    ] {
+        sp.spec.ad_endpoint = Some(endpoint.clone());
+        let e = azure.fetch(&sp, "r").await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("AzureIdentity evil/sp: adEndpoint") && text.contains(&endpoint),
+            "{text}"
+        );
+        assert_eq!(crate::response::upstream_error(&e).status(), 403, "{e}");
+    }
+    // Allowed by the administrator: past the check (to the secret, which cannot be read here).
+    let azure = azure_at("http://127.0.0.1:9".into())
+        .allow_ad_endpoints(&[format!("https://127.0.0.1:{port}/")])
+        .unwrap();
+    let e = azure.fetch(&sp, "r").await.unwrap_err();
+    assert!(e.to_string().contains("Kubernetes client"), "{e}");
+    // Nobody connected to the fake authority.
+    let accepted = fake.accept().map(|_| ()).map_err(|e| e.kind());
+    assert_eq!(
+        accepted,
+        Err(std::io::ErrorKind::WouldBlock),
+        "no connection reached the fake authority"
+    );
+}

@@ -48,6 +48,8 @@ pub struct Opts {
     /// Federated mode: identities on no VM, each with federated credentials for the apiserver's
     /// issuer and these subjects (`system:serviceaccount:…`). Empty: federated mode off.
     pub federated: Vec<azure_emulator::world::IdentitySpec>,
+    /// `--header-read-timeout` and `--max-connections-per-pod`.
+    pub connection_limits: server::ConnectionLimits,
 }
 
 impl Default for Opts {
@@ -63,6 +65,7 @@ impl Default for Opts {
             set_retry_after_header: false,
             service_principals: vec![],
             federated: vec![],
+            connection_limits: server::ConnectionLimits::default(),
         }
     }
 }
@@ -162,7 +165,12 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, nmi, std::future::pending()));
+    tokio::spawn(server::serve_with(
+        listener,
+        nmi,
+        opts.connection_limits,
+        std::future::pending(),
+    ));
     let env = Env {
         client,
         ns,

@@ -87,6 +87,7 @@ struct World {
     identities: Vec<AzureIdentity>,
     bindings: Vec<AzureIdentityBinding>,
     assigned: Vec<AzureAssignedIdentity>,
+    consent: ConsentReads,
 }
 
 impl World {
@@ -112,6 +113,7 @@ impl World {
                 status: None,
             }],
             assigned: vec![aai("a1", 600, AssignmentState::Assigned, None)],
+            consent: owner_allows("shop"),
         }
     }
 
@@ -129,6 +131,7 @@ impl World {
             bindings: &self.bindings,
             assigned: &self.assigned,
             events: &[],
+            consent: &self.consent,
         })
     }
 
@@ -291,4 +294,43 @@ fn a_ready_nmi_with_a_stale_view_is_not_serving() {
         ),
         "{failed:?}"
     );
+}
+
+/// ARM's read of `RID`: its client id is the AzureIdentity's, and its owner allows `namespaces`.
+fn owner_allows(namespaces: &str) -> ConsentReads {
+    let body = serde_json::json!({
+        "properties": {"clientId": "00000000-0000-0000-0000-000000000001"},
+        "tags": {mic::consent::NAMESPACES_TAG: namespaces},
+    });
+    let facts = mic::consent::IdentityFacts::from_arm(&body).unwrap();
+    ConsentReads::Read([(RID.to_ascii_lowercase(), mic::consent::Read::Facts(facts))].into())
+}
+
+#[test]
+fn identities_in_use_that_mic_would_refuse_are_listed_with_the_owners_command() {
+    let mut w = World::good();
+    assert!(w.failed().is_empty(), "{:?}", w.failed());
+    w.consent = owner_allows("other-team");
+    let failed = w.failed();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (id, text) = &failed[0];
+    assert_eq!(*id, "consent");
+    assert!(
+        text.contains("shop/app (pods in shop): IdentityConsentMissing"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "az tag update --resource-id {RID} --operation Merge --tags pod-identity-namespaces=other-team,shop"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("--identity-consent=false"), "{text}");
+}
+
+#[test]
+fn without_arm_consent_is_unchecked_not_failed() {
+    let mut w = World::good();
+    w.consent = ConsentReads::NotRead("no --cloud-config given".into());
+    assert!(w.failed().is_empty());
 }

@@ -44,8 +44,8 @@ subscriptions:
   - id: {SUB}
     resource_groups: [node-rg, identity-rg]
 identities:
-  - {{name: id1, resource_group: identity-rg, client_id: {}, principal_id: 9b1e7d2a-0000-4000-8000-000000000001}}
-  - {{name: id2, resource_group: identity-rg, client_id: {}, principal_id: 9b1e7d2a-0000-4000-8000-000000000002}}
+  - {{name: id1, resource_group: identity-rg, client_id: {}, principal_id: 9b1e7d2a-0000-4000-8000-000000000001, tags: {{pod-identity-namespaces: "*"}}}}
+  - {{name: id2, resource_group: identity-rg, client_id: {}, principal_id: 9b1e7d2a-0000-4000-8000-000000000002, tags: {{pod-identity-namespaces: "*"}}}}
 vmss:
   - name: ss
     resource_group: node-rg

@@ -149,7 +149,10 @@ spec:
       initContainers:
         - name: cleanup
           {{- include "pod-identity.componentImage" (dict "ctx" . "component" "nmi") | nindent 10 }}
-          args: ["cleanup"]
+          # The CNI gate's plugin out first, then the rules, then its ready file.
+          args:
+            {{- include "pod-identity.nmi.cniArgs" . | nindent 12 }}
+            - cleanup
           {{- with (include "pod-identity.nmi.env" .) }}
           env:
             {{- . | nindent 12 }}
@@ -165,6 +168,7 @@ spec:
           volumeMounts:
             - name: xtables-lock
               mountPath: /run/xtables.lock
+            {{- include "pod-identity.nmi.cniVolumeMounts" . | nindent 12 }}
       containers:
         # Ready once the init container succeeded: the waiting Job counts ready pods.
         - name: done
@@ -190,6 +194,7 @@ spec:
           hostPath:
             path: /run/xtables.lock
             type: FileOrCreate
+        {{- include "pod-identity.nmi.cniVolumes" . | nindent 8 }}
       {{- with .Values.nmi.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

@@ -104,6 +104,10 @@ mic.cloudConfig is ours ({hostPath, secretName}) or upstream's (a path on the no
 {{- if include "pod-identity.crossNamespace" . }}
 {{- $args = append $args "--allow-cross-namespace" }}
 {{- end }}
+{{- /* Off only when set to false explicitly: a missing value keeps the owner's consent checked. */}}
+{{- if eq (toString $m.identityConsent) "false" }}
+{{- $args = append $args "--identity-consent=false" }}
+{{- end }}
 {{- with $m.immutableUserMSIs }}
 {{- $args = append $args (printf "--immutable-user-msis=%s" (join "," .)) }}
 {{- end }}
@@ -195,8 +199,51 @@ at most that long.
 {{- with .Values.customUserAgent }}
 {{- $args = append $args (printf "--custom-user-agent=%s" .) }}
 {{- end }}
+{{- $args = concat $args (include "pod-identity.nmi.cniArgs" . | fromYamlArray) }}
+{{- if not (include "pod-identity.isTrue" $n.cni.enabled) }}
+{{- $args = append $args "--cni-plugin=false" }}
+{{- end }}
 {{- $args = concat $args ($n.extraArgs | default list) }}
 {{- toYaml $args }}
+{{- end }}
+
+{{/*
+The CNI gate's flags, of NMI and of `nmi cleanup`: the node's CNI directories and the ready file,
+each mounted at the same path in the container as on the node (the plugin, run by the container
+runtime on the node, reads the ready file at the path NMI chains into the network configuration).
+*/}}
+{{- define "pod-identity.nmi.cniArgs" -}}
+{{- $c := .Values.nmi.cni -}}
+- --cni-conf-dir={{ $c.confDir }}
+- --cni-bin-dir={{ $c.binDir }}
+- --cni-ready-file={{ trimSuffix "/" $c.readyDir }}/interception-ready
+{{- end }}
+
+{{- define "pod-identity.nmi.cniVolumes" -}}
+{{- $c := .Values.nmi.cni -}}
+- name: cni-conf
+  hostPath:
+    path: {{ $c.confDir }}
+    type: DirectoryOrCreate
+- name: cni-bin
+  hostPath:
+    path: {{ $c.binDir }}
+    type: DirectoryOrCreate
+# A tmpfs that a reboot empties: the ready file must not outlive the rules.
+- name: cni-ready
+  hostPath:
+    path: {{ $c.readyDir }}
+    type: DirectoryOrCreate
+{{- end }}
+
+{{- define "pod-identity.nmi.cniVolumeMounts" -}}
+{{- $c := .Values.nmi.cni -}}
+- name: cni-conf
+  mountPath: {{ $c.confDir }}
+- name: cni-bin
+  mountPath: {{ $c.binDir }}
+- name: cni-ready
+  mountPath: {{ $c.readyDir }}
 {{- end }}
 
 {{/*

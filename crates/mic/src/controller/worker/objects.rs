@@ -137,7 +137,11 @@ async fn write_one<'w>(
 
 /// Creates or rewrites an `AzureAssignedIdentity`, as `object` says (its status is written
 /// separately: the status subresource ignores it here).
-async fn write_object(shared: &Shared, a: &ToAssign, object: ObjectWrite) -> Result<(), kube::Error> {
+pub(in crate::controller) async fn write_object(
+    shared: &Shared,
+    a: &ToAssign,
+    object: ObjectWrite,
+) -> Result<(), kube::Error> {
     let (namespace, name) = &a.key;
     let api = Api::<AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let spec = a.spec();

@@ -75,6 +75,23 @@ impl<S: TokenSource> Nmi<S> {
         refusal.for_pod(pod)
     }
 
+    /// 403 at once: MIC has recorded why it will not assign the pod's identity (its `reason`
+    /// and `message`, which names the fix), so holding the request would only delay the news.
+    pub(super) fn not_allowed(
+        &self,
+        pod: &PodFacts,
+        identity: String,
+        refusal: &matching::MicRefusal,
+    ) -> Refusal {
+        let text = format!(
+            "identity {identity} of pod {}/{} is not assigned: {}: {}",
+            pod.namespace, pod.name, refusal.reason, refusal.message
+        );
+        Refusal::new(Reason::NotAllowed, StatusCode::FORBIDDEN, "forbidden", text)
+            .for_pod(pod)
+            .identity(identity)
+    }
+
     /// The answer once `--identity-wait` has run out with IMDS still lacking the identity.
     pub(super) fn still_missing(&self, pod: &PodFacts, identity: &AzureIdentity) -> Refusal {
         let id = IdentityName::of(identity);

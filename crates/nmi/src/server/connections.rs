@@ -1,0 +1,139 @@
+//! Connections open per source IP (issue 21 §4): a pod is told apart by its IP, as the rate
+//! limiter does, and one that opens connections without end (slowloris: each holding a
+//! half-sent request head) gets only so many at once, so NMI's sockets and memory stay
+//! available to the other pods of the node.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use mirror::sync;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// The count of connections open per source IP, and the cap.
+pub struct PerPodConnections {
+    /// 0: no cap (the count is still kept, for the gauge).
+    max: usize,
+    /// Only IPs with a connection open: an entry goes with its last connection.
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// `aadpodidentity_nmi_pod_connections`: every connection open, all IPs together.
+    gauge: Gauge,
+}
+
+/// One admitted connection; dropping it (when the connection ends) frees its place.
+pub struct Admitted {
+    owner: Arc<PerPodConnections>,
+    ip: IpAddr,
+}
+
+impl PerPodConnections {
+    pub fn new(max: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::default(),
+            gauge,
+        })
+    }
+
+    /// A place for one more connection from `ip`, or `None` when it has `max` open already.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut open = sync::lock(&self.open);
+        let n = open.entry(ip).or_default();
+        if self.max > 0 && *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        self.gauge.inc();
+        Some(Admitted {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip` now.
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        sync::lock(&self.open).get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = sync::lock(&self.owner.open);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+        self.owner.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_ip_gets_max_at_once_and_a_closed_connection_frees_its_place() {
+        let gauge = Gauge::default();
+        let c = PerPodConnections::new(2, gauge.clone());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = c.admit(a).unwrap();
+        let _second = c.admit(a).unwrap();
+        assert!(c.admit(a).is_none(), "a third from the same IP");
+        let _other = c.admit(b).expect("another pod is not affected");
+        assert_eq!((c.open(a), c.open(b), gauge.get()), (2, 1, 3));
+        drop(first);
+        assert_eq!(c.open(a), 1);
+        assert!(c.admit(a).is_some());
+    }
+
+    #[test]
+    fn no_cap_with_zero_and_no_entry_left_behind() {
+        let c = PerPodConnections::new(0, Gauge::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let all: Vec<_> = (0..1000).map(|_| c.admit(ip).unwrap()).collect();
+        assert_eq!(c.open(ip), 1000);
+        drop(all);
+        assert!(sync::lock(&c.open).is_empty());
+    }
+
+    #[test]
+    fn flags_default_to_10_seconds_and_64_connections_and_0_turns_each_off() {
+        use crate::server::ConnectionLimits;
+        use clap::Parser;
+        use std::time::Duration;
+        let f = crate::flags::Flags::try_parse_from(["nmi", "--node=n"]).unwrap();
+        assert_eq!(
+            f.connection_limits(),
+            ConnectionLimits {
+                header_read_timeout: Some(Duration::from_secs(10)),
+                per_pod: 64
+            }
+        );
+        assert_eq!(f.connection_limits(), ConnectionLimits::default());
+        let f = crate::flags::Flags::try_parse_from([
+            "nmi",
+            "--node=n",
+            "--header-read-timeout=0",
+            "--max-connections-per-pod=0",
+        ])
+        .unwrap();
+        assert_eq!(
+            f.connection_limits(),
+            ConnectionLimits {
+                header_read_timeout: None,
+                per_pod: 0
+            }
+        );
+        let f =
+            crate::flags::Flags::try_parse_from(["nmi", "--node=n", "--header-read-timeout=2.5s"]).unwrap();
+        assert_eq!(
+            f.connection_limits().header_read_timeout,
+            Some(Duration::from_millis(2500))
+        );
+    }
+}
