@@ -32,6 +32,17 @@ const PACED_RATE_PER_POD: f64 = 100.0;
 /// The same for the paced run at the 50,000 requests/s.
 const PACED_50K_RATE_PER_POD: f64 = 500.0;
 const RESOURCES: [&str; 2] = ["https://vault.azure.net", "https://storage.azure.com/"];
+/// NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here, so
+/// that NMI's own capacity is measured.
+const UNLIMITED: [&str; 1] = ["--pod-rate-limit=0"];
+/// The same NMI without its defences against hostile pods (SECURITY.md threat 9: the header
+/// timer, which hyper arms for every request, and the per-pod connection cap), to measure in the
+/// same run what they cost a cached answer.
+const UNDEFENDED: [&str; 3] = [
+    "--pod-rate-limit=0",
+    "--header-read-timeout=0",
+    "--max-connections-per-pod=0",
+];
 
 fn world(rate_limit: bool) -> anyhow::Result<World> {
     let ids: Vec<String> = (0..IDENTITIES).map(|n| format!("id{n}")).collect();
@@ -94,20 +105,22 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     // then each on a core of its own (see `pinned`), then the emulator's IMDS directly.
     let open = Emulator::start(world(false)?).await?;
     let open_imds = open.imds_addr(NODE).context("the node has an IMDS")?;
-    // NMI's per-pod limit (50 requests/s by default) would cap 100 pods at 5,000/s: off here, so
-    // that NMI's own capacity is measured.
-    let unlimited = ["--pod-rate-limit=0"];
+
     // Started, then every pod gets its tokens once before measuring (the warm-up also does, but a
     // pod whose first answer failed would otherwise count as an error of the cached path).
-    let start_unlimited = |log: &str, cpu: Option<usize>| {
+    // The same NMI without its defences against hostile pods (SECURITY.md threat 9: the header
+    // timer, which hyper arms for every request, and the per-pod connection cap), to measure in
+    // this run what they cost a cached answer.
+    let start_with = |args: &'static [&'static str], log: &str, cpu: Option<usize>| {
         let log = logs.join(log);
-        let (kubeconfig, unlimited, ips) = (&kubeconfig, &unlimited, &ips);
+        let (kubeconfig, ips) = (&kubeconfig, &ips);
         async move {
-            let (nmi, addr) = cluster::start_nmi(kubeconfig, NODE, open_imds, unlimited, &log, cpu).await?;
+            let (nmi, addr) = cluster::start_nmi(kubeconfig, NODE, open_imds, args, &log, cpu).await?;
             check_all_pods_served(addr, ips).await?;
             anyhow::Ok((nmi, addr))
         }
     };
+    let start_unlimited = |log: &str, cpu: Option<usize>| start_with(&UNLIMITED, log, cpu);
     let (nmi, nmi_addr) = start_unlimited("nmi-cached.log", None).await?;
     let spec = bench::LoadSpec {
         paths: paths(),
@@ -129,6 +142,13 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     let on_pinned = |s: bench::LoadSpec| bench::LoadSpec { addr: nmi_addr, ..s };
     let cached = pinned::run(&on_pinned(spec.clone()), gen_cpu).await?;
     println!("nmi cached, one core each: {cached:?}");
+    let cached_undefended = {
+        let (nmi, addr) = start_with(&UNDEFENDED, "nmi-undefended.log", Some(nmi_cpu)).await?;
+        let r = pinned::run(&bench::LoadSpec { addr, ..spec.clone() }, gen_cpu).await?;
+        drop(nmi);
+        r
+    };
+    println!("nmi cached without the hostile-pod defences, one core each: {cached_undefended:?}");
     // The same pods at a fixed rate of 100 requests/s each (10,000/s): latency well below
     // capacity.
     let paced = pinned::run(&on_pinned(paced_at(PACED_RATE_PER_POD)), gen_cpu).await?;
@@ -143,7 +163,15 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
     })
     .await?;
     println!("emulator IMDS direct: {direct:?}");
-    let runs = [&shared, &shared_50k, &cached, &paced, &paced_50k, &direct];
+    let runs = [
+        &shared,
+        &shared_50k,
+        &cached,
+        &cached_undefended,
+        &paced,
+        &paced_50k,
+        &direct,
+    ];
     if runs.iter().any(|r| r.non_2xx + r.errors > 0) {
         bail!(
             "failed requests: {runs:?}; NMI's log:\n{}",
@@ -220,6 +248,17 @@ pub async fn run(seconds: u64, summary: &Path) -> anyhow::Result<Vec<(&'static s
         ("nmi_cached_rps", json!(round(cached.requests_per_sec, 0))),
         ("nmi_cached_p50_ms", json!(cached.p50_ms)),
         ("nmi_cached_p99_ms", json!(cached.p99_ms)),
+        (
+            "nmi_cached_undefended_rps",
+            json!(round(cached_undefended.requests_per_sec, 0)),
+        ),
+        (
+            "nmi_cached_vs_undefended_ratio",
+            json!(round(
+                cached.requests_per_sec / cached_undefended.requests_per_sec,
+                3
+            )),
+        ),
         ("nmi_paced_rps", json!(round(paced.requests_per_sec, 0))),
         ("nmi_paced_p50_ms", json!(paced.p50_ms)),
         ("nmi_paced_p99_ms", json!(paced.p99_ms)),

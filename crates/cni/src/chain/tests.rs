@@ -105,7 +105,7 @@ fn install_chains_into_the_first_network_file_and_uninstall_undoes_it() {
 
     // A broken file elsewhere does not stop the uninstall.
     std::fs::write(conf.join("30-broken.json"), "{").unwrap();
-    assert_eq!(uninstall(conf).unwrap(), [first.clone()]);
+    assert_eq!(uninstall(conf).unwrap(), std::slice::from_ref(&first));
     assert_eq!(uninstall(conf).unwrap(), Vec::<PathBuf>::new());
     let back: Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
     assert_eq!(back, serde_json::from_str::<Value>(BRIDGE).unwrap());

@@ -278,7 +278,10 @@ fn only_a_created_object_with_one_of_mics_refusal_reasons_records_a_refusal() {
         ..Default::default()
     };
     let mut a = AzureAssignedIdentity::new("x", Default::default());
-    a.status = Some(status(api::AssignmentState::Created, api::v1::REASON_CONSENT_MISSING));
+    a.status = Some(status(
+        api::AssignmentState::Created,
+        api::v1::REASON_CONSENT_MISSING,
+    ));
     assert_eq!(
         AssignedFacts::from(&a).refusal,
         Some(MicRefusal {
@@ -289,6 +292,9 @@ fn only_a_created_object_with_one_of_mics_refusal_reasons_records_a_refusal() {
     // ARM's failures are retried: NMI keeps holding for them.
     a.status = Some(status(api::AssignmentState::Created, "LinkedAuthorizationFailed"));
     assert_eq!(AssignedFacts::from(&a).refusal, None);
-    a.status = Some(status(api::AssignmentState::Assigned, api::v1::REASON_CONSENT_MISSING));
+    a.status = Some(status(
+        api::AssignmentState::Assigned,
+        api::v1::REASON_CONSENT_MISSING,
+    ));
     assert_eq!(AssignedFacts::from(&a).refusal, None);
 }

@@ -147,12 +147,15 @@ pub fn reboot_keeps_pods_off_the_network_until_nmi_is_back(sb: &Sandbox) {
         "no container of the poller runs before NMI:\n{}",
         poller_log(sb)
     );
-    // Still closed a while later: the kubelet's retries are refused too (the event's count grows).
-    eventually("the kubelet's retry of the poller's sandbox refused", 120, || {
-        sandbox_failures(sb, "token-poller")
+    // Still closed a while later: the kubelet's retries are refused too (an event per sandbox it
+    // tried, or one whose count grows).
+    eventually("the kubelet's retry of the poller's sandbox refused", 180, || {
+        let events = sandbox_failures(sb, "token-poller");
+        let tries: u32 = events
             .lines()
-            .any(|l| l.split_whitespace().next().and_then(|c| c.parse::<u32>().ok()) > Some(1))
-            .then_some(())
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .sum();
+        (tries > 1).then_some(())
     });
     assert!(parse_asks(&poller_log(sb)).is_empty(), "{}", poller_log(sb));
 
