@@ -228,10 +228,15 @@ for _ in $(seq 60); do
   sleep 1
 done
 k get azureassignedidentity -n team-b
-echo "kubectl describe pod -n team-b consent-probe (its Events):"
-k describe pod -n team-b consent-probe | sed -n '/^Events:/,$p'
 out=$(explain team-b consent-probe)
 echo "$out"
+# MIC's Events go out in the background, after its writes: give them a moment.
+for _ in $(seq 10); do
+  k get events -n team-b --field-selector involvedObject.name=consent-probe 2>/dev/null | grep -q IdentityConsentMissing && break
+  sleep 1
+done
+echo "kubectl describe pod -n team-b consent-probe (its Events):"
+k describe pod -n team-b consent-probe | sed -n '/^Events:/,$p'
 k delete pod -n team-b consent-probe --wait=false >/dev/null 2>&1
 grant=$(echo "$out" | grep -o "az tag update --resource-id [^ ]* --operation Merge --tags pod-identity-namespaces=[^ ]*" | head -n 1)
 echo "The same, from the walkthrough's unchanged Python in a team-b pod (NMI answers at once with MIC's reason):"
