@@ -426,9 +426,9 @@ impl Cluster {
         self.azure.admin().calls().last().map_or(0, |c| c.seq)
     }
 
-    /// IMDS token calls after `since` ([`Cluster::call_seq`]) that no NMI made: NMIs (both
-    /// versions) always name the identity's client id, a pod reaching IMDS past the interception
-    /// does not.
+    /// IMDS token calls after `since` ([`Cluster::call_seq`]) that no NMI made: NMIs always name
+    /// the identity (upstream's by its client id, ours by its resource id), the walkthrough's pod
+    /// reaching IMDS past the interception names none.
     pub fn imds_calls_bypassing_nmi(&self, since: u64) -> Vec<String> {
         self.azure
             .admin()
@@ -436,7 +436,7 @@ impl Cluster {
             .into_iter()
             .filter(|c| c.seq > since)
             .filter(|c| c.endpoint == EndpointKind::Imds && c.path.contains("/identity/oauth2/token"))
-            .filter(|c| !c.path.contains("client_id="))
+            .filter(|c| !c.path.contains("client_id=") && !c.path.contains("msi_res_id="))
             .map(|c| format!("{} {} -> {}", c.target, c.path, c.status))
             .collect()
     }
