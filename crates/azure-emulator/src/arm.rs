@@ -11,6 +11,7 @@ mod compute;
 pub mod federated;
 mod identities;
 mod reply;
+mod sub_resource;
 mod tags;
 
 use std::sync::Arc;

@@ -12,61 +12,16 @@ use serde_json::{Value, json};
 
 const API: &str = "api-version=2019-12-01";
 
-struct Arm {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-    fn message(&self) -> &str {
-        self.body["error"]["message"].as_str().unwrap_or("")
-    }
-}
-
 impl Arm {
-    async fn new(emu: &RunningEmulator) -> Self {
-        let http = client(emu);
-        let token = arm_token(emu, &http).await;
-        Self {
-            http,
-            base: emu.arm_url(),
-            token,
-        }
-    }
-
+    /// `method` on `path`, with the compute api-version unless `path` has one.
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Reply {
         let sep = if path.contains('?') { "&" } else { "?" };
-        let url = if path.contains("api-version") {
-            format!("{}{path}", self.base)
+        let path_and_query = if path.contains("api-version") {
+            path.to_owned()
         } else {
-            format!("{}{path}{sep}{API}", self.base)
+            format!("{path}{sep}{API}")
         };
-        let mut req = self.http.request(method, url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let r = req.send().await.expect("arm reachable");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.json().await.unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.request(method, &path_and_query, body).await
     }
 
     async fn get(&self, path: &str) -> Reply {

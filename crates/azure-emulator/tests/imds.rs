@@ -11,6 +11,18 @@ use serde_json::Value;
 
 const STORAGE: &str = "resource=https%3A%2F%2Fstorage.azure.com%2F";
 
+/// The status of a storage token request to the IMDS of `aks-pool-000000`, a node with no identity
+/// assigned: the tests of IMDS's limits ask it to show that the limits are per VM.
+async fn other_node_status(emu: &azure_emulator::RunningEmulator) -> u16 {
+    imds_token(
+        emu,
+        "aks-pool-000000",
+        &format!("api-version=2018-02-01&{STORAGE}"),
+    )
+    .await
+    .0
+}
+
 #[tokio::test]
 async fn token_has_string_values_in_imds_key_order() {
     let emu = start(example_world()).await;
@@ -252,16 +264,7 @@ async fn per_vm_rate_limit_gives_429_after_20_requests_in_a_second() {
     let (status, body) = imds_token(&emu, "aks-agent-0", &q).await;
     assert_eq!((status, body["error"].as_str()), (429, Some("too_many_requests")));
     // The limit is per VM: another node's IMDS still answers (400: nothing assigned there).
-    assert_eq!(
-        imds_token(
-            &emu,
-            "aks-pool-000000",
-            &format!("api-version=2018-02-01&{STORAGE}")
-        )
-        .await
-        .0,
-        400
-    );
+    assert_eq!(other_node_status(&emu).await, 400);
     assert_eq!(emu.admin().counters().throttled["imds"], 6);
     // Still inside the second: refused.
     emu.admin().advance_clock(Duration::from_millis(999));
@@ -338,16 +341,7 @@ async fn sixth_concurrent_request_gets_429() {
         "the five are still held, not refused"
     );
     // Per VM: another node's IMDS answers (400: nothing assigned there).
-    assert_eq!(
-        imds_token(
-            &emu,
-            "aks-pool-000000",
-            &format!("api-version=2018-02-01&{STORAGE}")
-        )
-        .await
-        .0,
-        400
-    );
+    assert_eq!(other_node_status(&emu).await, 400);
     for t in held {
         t.abort();
     }

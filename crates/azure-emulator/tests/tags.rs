@@ -5,7 +5,7 @@
 
 mod common;
 
-use azure_emulator::{RunningEmulator, world::IdentitySpec};
+use azure_emulator::world::IdentitySpec;
 use common::*;
 use serde_json::{Value, json};
 
@@ -13,52 +13,10 @@ const MSI_API: &str = "api-version=2023-01-31";
 const TAGS_API: &str = "api-version=2021-04-01";
 const CONSENT: &str = "pod-identity-namespaces";
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
-struct Arm {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Arm {
-    async fn new(emu: &RunningEmulator) -> Self {
-        let http = client(emu);
-        let token = arm_token(emu, &http).await;
-        Self {
-            http,
-            base: emu.arm_url(),
-            token,
-        }
-    }
-
     async fn send(&self, method: reqwest::Method, path_and_query: &str, body: Option<Value>) -> Reply {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path_and_query}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("arm reachable");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.json().await.unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let body = body.map(|b| serde_json::to_vec(&b).expect("JSON serialises"));
+        self.request(method, path_and_query, body).await
     }
 
     async fn identity(&self, method: reqwest::Method, name: &str, body: Option<Value>) -> Reply {

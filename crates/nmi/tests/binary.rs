@@ -3,16 +3,15 @@
 
 use std::{
     net::SocketAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use azure_emulator::Emulator;
-use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, resource_id};
+use fixtures::ids::APP_IDENTITY_CLIENT as CLIENT;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::{Value, json};
 use testbed::{ApiServer, Supervised};
@@ -20,22 +19,6 @@ use testbed::{ApiServer, Supervised};
 mod common;
 
 use common::free_port;
-
-async fn create<K>(client: &kube::Client, ns: &str, v: Value)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let obj: K = serde_json::from_value(v).unwrap();
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap();
-}
 
 async fn eventually<F: Future<Output = bool>>(what: &str, nmi: &Supervised, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -59,20 +42,8 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
     let imds = emulator.imds_addr(&node).unwrap();
     let (port, probe, metrics) = (free_port(), free_port(), free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmi"));
-    cmd.args([
-        format!("--node={node}"),
-        format!("--nmi-port={port}"),
-        "--ops-listen-address=127.0.0.1".into(),
-        format!("--http-probe-port={probe}"),
-        format!("--prometheus-port={metrics}"),
-        format!("--metadata-ip={}", imds.ip()),
-        format!("--metadata-port={}", imds.port()),
-        "--operation-mode=managed".into(),
-        "--manage-iptables=false".into(),
-        "--log-format=json".into(),
-        format!("--kubeconfig={}", server.kubeconfig().display()),
-    ]);
+    let mut cmd = common::nmi_on_loopback(&node, server.kubeconfig(), imds, port, probe, metrics);
+    cmd.arg("--log-format=json");
     let mut nmi = Supervised::spawn_with("nmi", &cmd, log.path()).unwrap();
     let http = reqwest::Client::new();
     let get = |url: String| {
@@ -93,22 +64,8 @@ async fn the_binary_serves_tokens_probes_and_metrics_and_stops_gracefully() {
         Some((200, "Active".into()))
     );
 
-    create::<api::AzureIdentity>(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
-               "metadata": {"name": "app-identity"},
-               "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
-    )
-    .await;
-    create::<api::AzureIdentityBinding>(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
-               "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
-    )
-    .await;
-    create::<Pod>(
+    common::bind_app_identity(&client, &ns).await;
+    let _: Pod = common::create_in(
         &client,
         &ns,
         json!({"metadata": {"name": "p", "labels": {"aadpodidbinding": "app"}},

@@ -19,11 +19,12 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use azure_emulator::{Emulator, EndpointKind};
-use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, resource_id};
+use azure_emulator::Emulator;
+use common::wait;
+use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL};
 use serde_json::{Value, json};
 use testbed::{
     ApiServer, Supervised,
@@ -118,18 +119,6 @@ impl Drop for KeepAlive {
     }
 }
 
-fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The node's conntrack entries of the attacker's connections to the metadata address that reach
 /// IMDS directly (NMI's own connections to IMDS are not intercepted, and not the attacker's).
 fn direct_flows(node: &Netns) -> Vec<nmi::conntrack::Entry> {
@@ -163,14 +152,7 @@ async fn connections_that_bypass_the_rules_are_cut_and_nmis_are_not() {
     let (client, ns) = server.namespace("nmi-conntrack").await.unwrap();
     let node = format!("node-{ns}");
     let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
-    let imds_calls = || {
-        emulator
-            .admin()
-            .calls()
-            .iter()
-            .filter(|c| c.endpoint == EndpointKind::Imds)
-            .count()
-    };
+    let imds_calls = || common::imds_calls(&emulator);
 
     // Namespaces (deleted on drop, when the test fails too): the node, two pods, the VM's IMDS.
     let id = std::process::id() % 100_000;
@@ -210,21 +192,7 @@ async fn connections_that_bypass_the_rules_are_cut_and_nmis_are_not() {
     let imds = emulator.imds_addr(&node).unwrap().to_string();
     let _fwd_imds = md.forwarder("169.254.169.254:80", &imds, &dir.path().join("fwd-imds.log"));
 
-    let _: api::AzureIdentity = common::create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
-        "metadata": {"name": "app-identity"},
-        "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
-    )
-    .await;
-    let _: api::AzureIdentityBinding = common::create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
-        "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
-    )
-    .await;
+    common::bind_app_identity(&client, &ns).await;
     common::running_pod(
         &client,
         &ns,
@@ -270,32 +238,12 @@ async fn connections_that_bypass_the_rules_are_cut_and_nmis_are_not() {
     ];
     let nmi_log = dir.path().join("nmi.log");
     let nmi_cmd = |extra: &[&str]| {
-        let mut cmd = nn.command(env!("CARGO_BIN_EXE_nmi"));
-        cmd.args([
-            format!("--node={node}"),
-            format!("--kubeconfig={}", server.kubeconfig().display()),
-            "--operation-mode=managed".into(),
-            "--ops-listen-address=127.0.0.1".into(),
-            "--ipt-update-interval-sec=1".into(),
-        ])
-        .args(&cni_flags)
-        .args(extra);
+        let mut cmd = common::nmi_in(&nn, &node, server.kubeconfig());
+        cmd.args(&cni_flags).args(extra);
         cmd
     };
     let log = || std::fs::read_to_string(&nmi_log).unwrap_or_default();
-    let nmi_ready = || {
-        nn.exec(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://127.0.0.1:8085/readyz",
-        ])
-        .stdout
-            == b"200"
-    };
+    let nmi_ready = || common::nmi_ready_in(&nn);
     assert!(!ready.exists());
     let mut nmi = Supervised::spawn_with("nmi", &nmi_cmd(&[]), &nmi_log).unwrap();
     wait("NMI is ready", 30, nmi_ready, log);
@@ -410,16 +358,7 @@ fn bypass(
     loop {
         let mut conn = KeepAlive::start(pod, path);
         let seen = repairs();
-        node.ok(&[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-D",
-            "PREROUTING",
-            "-j",
-            "aad-metadata",
-        ]);
+        common::unhook_nmi(node);
         let r = conn.ask();
         if r.status == Some(200) {
             return (conn, r, seen);

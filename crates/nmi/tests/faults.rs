@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -319,19 +318,8 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
     let imds = emulator.imds_addr(&node).unwrap();
     let port = common::free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmi"));
-    cmd.args([
-        format!("--node={node}"),
-        format!("--nmi-port={port}"),
-        "--ops-listen-address=127.0.0.1".into(),
-        format!("--http-probe-port={}", common::free_port()),
-        format!("--prometheus-port={}", common::free_port()),
-        format!("--metadata-ip={}", imds.ip()),
-        format!("--metadata-port={}", imds.port()),
-        "--operation-mode=managed".into(),
-        "--manage-iptables=false".into(),
-        format!("--kubeconfig={}", server.kubeconfig().display()),
-    ]);
+    let (probe, metrics) = (common::free_port(), common::free_port());
+    let cmd = common::nmi_on_loopback(&node, server.kubeconfig(), imds, port, probe, metrics);
     let pod = async |name: &str, ip: &str, selector: &str| {
         let labels = json!({"aadpodidbinding": selector});
         common::running_pod(&client, &ns, name, &node, ip, labels, false).await
@@ -406,14 +394,7 @@ async fn nmi_killed_and_restarted_rebuilds_state_and_the_pods_retry_succeeds() {
 
     nmi.kill();
     assert!(!nmi.is_running());
-    let imds_calls = || {
-        emulator
-            .admin()
-            .calls()
-            .iter()
-            .filter(|c| c.endpoint == EndpointKind::Imds)
-            .count()
-    };
+    let imds_calls = || common::imds_calls(&emulator);
     let before = imds_calls();
     assert_eq!(
         once(from("127.0.54.1")).await,

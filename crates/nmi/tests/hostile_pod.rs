@@ -88,16 +88,65 @@ fn read_to_close(mut stream: TcpStream) -> JoinHandle<Vec<u8>> {
     })
 }
 
-/// The victim asking again and again until `stop`: every answer's status.
-fn victim_keeps_asking(env: &Arc<Env>, stop: &Arc<AtomicBool>) -> JoinHandle<Vec<u16>> {
+/// The victim's answers while the attack ran: statuses, and how long each took (printed
+/// beside the same asks before the attack, never asserted: the machine's load would decide).
+struct Served {
+    statuses: Vec<u16>,
+    took: Vec<Duration>,
+}
+
+impl Served {
+    /// The victim got every answer, and its latency is printed against `before`.
+    fn assert_all_ok(&self, before: &[Duration], what: &str) {
+        assert!(!self.statuses.is_empty());
+        assert!(self.statuses.iter().all(|s| *s == 200), "{:?}", self.statuses);
+        println!(
+            "{what}: victim's latency before the attack {}, during it {} ({} asks)",
+            spread(before),
+            spread(&self.took),
+            self.took.len()
+        );
+    }
+}
+
+/// `p50 … ms, max … ms`.
+fn spread(took: &[Duration]) -> String {
+    let mut ms: Vec<f64> = took.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    format!("p50 {:.2} ms, max {:.2} ms", at(0.5), at(1.0))
+}
+
+/// How long each of `n` asks of the victim took, with nothing else going on.
+async fn victim_latency(env: &Env, n: usize) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        assert_eq!(env.ask(VICTIM, "").await.status, 200);
+        took.push(started.elapsed());
+    }
+    took
+}
+
+/// The victim asking again and again until `stop`.
+fn victim_keeps_asking(env: &Arc<Env>, stop: &Arc<AtomicBool>) -> JoinHandle<Served> {
     let (env, stop) = (env.clone(), stop.clone());
     tokio::spawn(async move {
-        let mut statuses = Vec::new();
+        let mut served = Served {
+            statuses: Vec::new(),
+            took: Vec::new(),
+        };
         while !stop.load(Ordering::Relaxed) {
-            statuses.push(env.ask(VICTIM, "").await.status);
+            let started = Instant::now();
+            served.statuses.push(env.ask(VICTIM, "").await.status);
+            served.took.push(started.elapsed());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        statuses
+        served
     })
 }
 
@@ -120,6 +169,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_pod_over_its_connection_cap_is_refused_and_the_others_are_served() {
     let env = Arc::new(env("nmi-hostile-cap", Duration::from_secs(600)).await);
+    let before = victim_latency(&env, 20).await;
     let stop = Arc::new(AtomicBool::new(false));
     let victim = victim_keeps_asking(&env, &stop);
 
@@ -167,9 +217,7 @@ async fn a_pod_over_its_connection_cap_is_refused_and_the_others_are_served() {
     assert_eq!(a.status, 403, "{}", a.body);
 
     stop.store(true, Ordering::Relaxed);
-    let statuses = victim.await.unwrap();
-    assert!(!statuses.is_empty());
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    victim.await.unwrap().assert_all_ok(&before, "connection cap");
 }
 
 /// Hundreds of half-sent heads (a few trickling a byte every 200 ms) and one oversized head.
@@ -178,6 +226,7 @@ async fn slowloris_and_oversized_heads_are_dropped_and_the_others_are_served() {
     const TIMEOUT: Duration = Duration::from_secs(3);
     const CONNECTIONS: usize = 300;
     let env = Arc::new(env("nmi-hostile-slow", TIMEOUT).await);
+    let before = victim_latency(&env, 20).await;
     let stop = Arc::new(AtomicBool::new(false));
     let victim = victim_keeps_asking(&env, &stop);
 
@@ -255,7 +304,8 @@ async fn slowloris_and_oversized_heads_are_dropped_and_the_others_are_served() {
     assert_eq!(dropped(&env, "head_too_large"), 1);
 
     stop.store(true, Ordering::Relaxed);
-    let statuses = victim.await.unwrap();
-    assert!(!statuses.is_empty());
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    victim
+        .await
+        .unwrap()
+        .assert_all_ok(&before, "slowloris and oversized heads");
 }

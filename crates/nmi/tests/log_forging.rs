@@ -8,16 +8,15 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::{Duration, Instant},
 };
 
 use azure_emulator::Emulator;
-use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, resource_id};
+use fixtures::ids::APP_IDENTITY_CLIENT as CLIENT;
 use serde_json::json;
 use testbed::{ApiServer, Supervised};
 
-use common::{create_in, free_port, running_pod};
+use common::{free_port, running_pod};
 
 const VICTIM: &str = "127.0.81.1";
 /// Pods with no binding, one per attack: NMI logs one refusal per pod and reason in 15 s.
@@ -76,38 +75,11 @@ async fn a_pod_cannot_forge_a_line_of_nmi_s_text_log() {
     let imds = emulator.imds_addr(&node).unwrap();
     let (port, probe, metrics) = (free_port(), free_port(), free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmi"));
-    cmd.args([
-        format!("--node={node}"),
-        format!("--nmi-port={port}"),
-        "--ops-listen-address=127.0.0.1".into(),
-        format!("--http-probe-port={probe}"),
-        format!("--prometheus-port={metrics}"),
-        format!("--metadata-ip={}", imds.ip()),
-        format!("--metadata-port={}", imds.port()),
-        "--operation-mode=managed".into(),
-        "--manage-iptables=false".into(),
-        "--log-format=text".into(),
-        format!("--kubeconfig={}", server.kubeconfig().display()),
-    ])
-    .env_remove("RUST_LOG");
+    let mut cmd = common::nmi_on_loopback(&node, server.kubeconfig(), imds, port, probe, metrics);
+    cmd.arg("--log-format=text").env_remove("RUST_LOG");
     let mut nmi = Supervised::spawn_with("nmi", &cmd, log.path()).unwrap();
 
-    let _: api::AzureIdentity = create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
-               "metadata": {"name": "app-identity"},
-               "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
-    )
-    .await;
-    let _: api::AzureIdentityBinding = create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
-               "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
-    )
-    .await;
+    common::bind_app_identity(&client, &ns).await;
     running_pod(
         &client,
         &ns,

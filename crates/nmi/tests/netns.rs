@@ -14,11 +14,12 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use azure_emulator::{Emulator, EndpointKind};
-use fixtures::ids::{APP_IDENTITY_CLIENT as CLIENT, APP_IDENTITY_PRINCIPAL as PRINCIPAL, resource_id};
+use azure_emulator::Emulator;
+use common::wait;
+use fixtures::ids::APP_IDENTITY_PRINCIPAL as PRINCIPAL;
 use serde_json::{Value, json};
 use testbed::{
     ApiServer, Supervised,
@@ -119,18 +120,6 @@ fn expected_chain() -> Vec<String> {
     ]
 }
 
-fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn python() -> PathBuf {
     PathBuf::from(script("python-venv.sh", &[]))
 }
@@ -144,14 +133,7 @@ async fn interception_in_network_namespaces_is_fail_closed() {
     let node = format!("node-{ns}");
     let emulator = Emulator::start(common::app_identity_world(&node)).await.unwrap();
     let imds = emulator.imds_addr(&node).unwrap();
-    let imds_calls = || {
-        emulator
-            .admin()
-            .calls()
-            .iter()
-            .filter(|c| c.endpoint == EndpointKind::Imds)
-            .count()
-    };
+    let imds_calls = || common::imds_calls(&emulator);
 
     // Namespaces and links (deleted on drop, when the test fails too).
     let id = std::process::id() % 100_000;
@@ -177,21 +159,7 @@ async fn interception_in_network_namespaces_is_fail_closed() {
     );
 
     // Cluster objects: pod A bound, pod B not.
-    let _: api::AzureIdentity = common::create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentity",
-        "metadata": {"name": "app-identity"},
-        "spec": {"type": 0, "clientID": CLIENT, "resourceID": resource_id("app-identity")}}),
-    )
-    .await;
-    let _: api::AzureIdentityBinding = common::create_in(
-        &client,
-        &ns,
-        json!({"apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzureIdentityBinding",
-        "metadata": {"name": "b"}, "spec": {"azureIdentity": "app-identity", "selector": "app"}}),
-    )
-    .await;
+    common::bind_app_identity(&client, &ns).await;
     for (name, ip, labels) in [
         ("a", "10.200.1.2", json!({"aadpodidbinding": "app"})),
         ("b", "10.200.2.2", json!({})),
@@ -207,29 +175,10 @@ async fn interception_in_network_namespaces_is_fail_closed() {
 
     // NMI in the node namespace.
     let nmi_log = dir.path().join("nmi.log");
-    let mut cmd = nn.command(env!("CARGO_BIN_EXE_nmi"));
-    cmd.args([
-        format!("--node={node}"),
-        format!("--kubeconfig={}", server.kubeconfig().display()),
-        "--operation-mode=managed".into(),
-        "--ops-listen-address=127.0.0.1".into(),
-        "--ipt-update-interval-sec=1".into(),
-    ]);
+    let cmd = common::nmi_in(&nn, &node, server.kubeconfig());
     let mut nmi = Supervised::spawn_with("nmi", &cmd, &nmi_log).unwrap();
     let log = || std::fs::read_to_string(&nmi_log).unwrap_or_default();
-    let ready = || {
-        nn.exec(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://127.0.0.1:8085/readyz",
-        ])
-        .stdout
-            == b"200"
-    };
+    let ready = || common::nmi_ready_in(&nn);
     wait("NMI is ready (rules in place, watches synced)", 30, ready, log);
     assert_eq!(
         chain(&nn),
@@ -308,16 +257,7 @@ async fn interception_in_network_namespaces_is_fail_closed() {
 
     // Tampering is repaired.
     nn.ok(&["iptables", "-w", "-t", "nat", "-F", "aad-metadata"]);
-    nn.ok(&[
-        "iptables",
-        "-w",
-        "-t",
-        "nat",
-        "-D",
-        "PREROUTING",
-        "-j",
-        "aad-metadata",
-    ]);
+    common::unhook_nmi(&nn);
     wait(
         "NMI repairs its rules",
         10,

@@ -147,8 +147,9 @@ fn parse_asks(log: &str) -> Vec<Ask> {
         .collect()
 }
 
-fn nmi_pod(sb: &Sandbox) -> Option<(String, bool)> {
-    let out = sb.kubectl_ok(&[
+/// `kubectl get` of the release's NMI pods, printed as `output` says (`-o`).
+fn nmi_pods_as(sb: &Sandbox, output: &str) -> String {
+    sb.kubectl_ok(&[
         "-n",
         RELEASE_NS,
         "get",
@@ -156,8 +157,15 @@ fn nmi_pod(sb: &Sandbox) -> Option<(String, bool)> {
         "-l",
         "app.kubernetes.io/component=nmi",
         "-o",
+        output,
+    ])
+}
+
+fn nmi_pod(sb: &Sandbox) -> Option<(String, bool)> {
+    let out = nmi_pods_as(
+        sb,
         r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
-    ]);
+    );
     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     match lines.as_slice() {
         [one] => {

@@ -16,12 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    auth::throttle,
     reply::{arm_error, header, not_found},
+    sub_resource,
 };
 use crate::{
     ids::{self, ArmPath},
-    imds::parse_query,
     state::Shared,
     sync::lock,
     world::FederatedCredentialSpec,
@@ -118,49 +117,15 @@ pub(super) async fn handle(
     caller: &str,
     path: FicPath,
 ) -> Response {
-    let api = parse_query(parts.uri.query())
-        .ok()
-        .and_then(|q| q.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")))
-        .map(|(_, v)| v);
-    let Some(api) = api else {
-        return arm_error(
-            StatusCode::BAD_REQUEST,
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        );
-    };
-    if api.len() < 10 || api.as_str() < MIN_API {
-        return arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidApiVersionParameter",
-            &format!("The api-version '{api}' is invalid. The supported versions start at '{MIN_API}'."),
-        );
-    }
-    let sub = path.identity.subscription().to_owned();
-    if !shared
-        .world
-        .subscriptions
-        .iter()
-        .any(|s| s.id.eq_ignore_ascii_case(&sub))
-    {
-        return arm_error(
-            StatusCode::NOT_FOUND,
-            "SubscriptionNotFound",
-            &format!("The subscription '{sub}' could not be found."),
-        );
+    if let Err(r) = sub_resource::api_version(parts, MIN_API) {
+        return r;
     }
     let write = match (&parts.method, &path.name) {
-        (&Method::GET, _) => false,
-        (&Method::PUT | &Method::DELETE, Some(_)) => true,
-        (m, _) => {
-            return arm_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                &format!("The method '{m}' is not supported for this resource."),
-            );
-        }
+        (&Method::GET, _) => Some(false),
+        (&Method::PUT | &Method::DELETE, Some(_)) => Some(true),
+        _ => None,
     };
-    let rate = match throttle(shared, &sub, write, caller) {
+    let rate = match sub_resource::admit(shared, &parts.method, path.identity.subscription(), write, caller) {
         Ok(r) => r,
         Err(r) => return r,
     };

@@ -19,12 +19,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    auth::throttle,
     reply::{arm_error, header, not_found},
+    sub_resource,
 };
 use crate::{
     ids::{self, ArmPath},
-    imds::parse_query,
     state::Shared,
     sync::lock,
     tags::{self, TagError, Tags},
@@ -101,23 +100,8 @@ pub(super) async fn handle(
     caller: &str,
     path: TagsPath,
 ) -> Response {
-    let api = parse_query(parts.uri.query())
-        .ok()
-        .and_then(|q| q.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")))
-        .map(|(_, v)| v);
-    let Some(api) = api else {
-        return arm_error(
-            StatusCode::BAD_REQUEST,
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        );
-    };
-    if api.len() < 10 || api.as_str() < MIN_API {
-        return arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidApiVersionParameter",
-            &format!("The api-version '{api}' is invalid. The supported versions start at '{MIN_API}'."),
-        );
+    if let Err(r) = sub_resource::api_version(parts, MIN_API) {
+        return r;
     }
     let identity = match ids::parse_arm_path(&path.scope) {
         Ok(p @ ArmPath::Identity { .. }) => p,
@@ -132,45 +116,19 @@ pub(super) async fn handle(
             );
         }
     };
-    let sub = identity.subscription().to_owned();
-    if !shared
-        .world
-        .subscriptions
-        .iter()
-        .any(|s| s.id.eq_ignore_ascii_case(&sub))
-    {
-        return arm_error(
-            StatusCode::NOT_FOUND,
-            "SubscriptionNotFound",
-            &format!("The subscription '{sub}' could not be found."),
-        );
-    }
     let write = match parts.method {
-        Method::GET => false,
-        Method::PUT | Method::PATCH | Method::DELETE => true,
-        ref m => {
-            return arm_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                &format!("The method '{m}' is not supported for this resource."),
-            );
-        }
+        Method::GET => Some(false),
+        Method::PUT | Method::PATCH | Method::DELETE => Some(true),
+        _ => None,
     };
-    let rate = match throttle(shared, &sub, write, caller) {
+    let rate = match sub_resource::admit(shared, &parts.method, identity.subscription(), write, caller) {
         Ok(r) => r,
         Err(r) => return r,
     };
     let bytes = if matches!(parts.method, Method::PUT | Method::PATCH) {
-        let limit = shared.world.arm.max_body_bytes;
-        match axum::body::to_bytes(body, limit).await {
+        match super::read_body(shared, body).await {
             Ok(b) => b,
-            Err(_) => {
-                return arm_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    &format!("The request content size exceeds the maximum allowed size of {limit} bytes."),
-                );
-            }
+            Err(r) => return r,
         }
     } else {
         Default::default()

@@ -74,6 +74,69 @@ pub async fn arm_token(emu: &RunningEmulator, http: &reqwest::Client) -> String 
     v["access_token"].as_str().expect("access_token").to_string()
 }
 
+/// ARM as MIC calls it: https, with the MIC app's token. Each test file adds the requests it makes.
+pub struct Arm {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// An ARM answer: its status, headers and JSON body (`Null` when the body is not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Arm {
+    pub async fn new(emu: &RunningEmulator) -> Self {
+        let http = client(emu);
+        let token = arm_token(emu, &http).await;
+        Self {
+            http,
+            base: emu.arm_url(),
+            token,
+        }
+    }
+
+    /// `method` on ARM's `path_and_query`, with `body` as JSON when there is one.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let r = req.send().await.expect("arm reachable");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.json().await.unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 /// GET of an IMDS token with `Metadata: true`; returns (status, body).
 pub async fn imds_token(emu: &RunningEmulator, node: &str, query: &str) -> (u16, Value) {
     let url = format!(

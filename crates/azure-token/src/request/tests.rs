@@ -46,6 +46,16 @@ fn pairs(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     list.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
+/// What `prepare` gives for a managed identity at IMDS `http://169.254.169.254`: a GET of its
+/// token path with `query`.
+fn imds_get(query: &[(&'static str, &str)]) -> Prepared {
+    Prepared {
+        service: Service::Imds,
+        url: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
+        call: Call::ImdsGet { query: pairs(query) },
+    }
+}
+
 #[test]
 fn imds_is_a_get_with_the_2018_api_and_an_optional_client_id() {
     let mi = |client_id: Option<&str>| Credential::ManagedIdentity {
@@ -56,17 +66,11 @@ fn imds_is_a_get_with_the_2018_api_and_an_optional_client_id() {
         let p = prepare(&mi(Some("c1")), "https://vault.azure.net", entra);
         assert_eq!(
             p,
-            Prepared {
-                service: Service::Imds,
-                url: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
-                call: Call::ImdsGet {
-                    query: pairs(&[
-                        ("api-version", "2018-02-01"),
-                        ("resource", "https://vault.azure.net"),
-                        ("client_id", "c1"),
-                    ])
-                },
-            }
+            imds_get(&[
+                ("api-version", "2018-02-01"),
+                ("resource", "https://vault.azure.net"),
+                ("client_id", "c1"),
+            ])
         );
     }
     let p = prepare(&mi(None), "r", EntraVersion::V1);
@@ -91,17 +95,11 @@ fn imds_by_resource_id_asks_with_msi_res_id_alone() {
     let p = prepare(&mi, "https://vault.azure.net", EntraVersion::V2);
     assert_eq!(
         p,
-        Prepared {
-            service: Service::Imds,
-            url: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
-            call: Call::ImdsGet {
-                query: pairs(&[
-                    ("api-version", "2018-02-01"),
-                    ("resource", "https://vault.azure.net"),
-                    ("msi_res_id", rid),
-                ])
-            },
-        }
+        imds_get(&[
+            ("api-version", "2018-02-01"),
+            ("resource", "https://vault.azure.net"),
+            ("msi_res_id", rid),
+        ])
     );
     assert!(format!("{mi:?}").contains(rid));
 }

@@ -1,8 +1,8 @@
 //! Shared by NMI's integration tests: NMI in-process against a real kube-apiserver and the Azure
 //! emulator ([`Env`]), with the knobs those tests turn (mode, policy, timeouts, rate limit,
 //! staleness, extra service principals) and a token check by the JWT's `appid` and `xms_mirid`;
-//! the test world's Azure (`azure`); and Kubernetes objects as the tests create them (`objects`),
-//! also for the tests that run NMI as a binary.
+//! the test world's Azure (`azure`); Kubernetes objects as the tests create them (`objects`),
+//! also for the tests that run NMI as a binary; and what those tests share (`binary`).
 #![allow(dead_code)]
 
 use std::{
@@ -27,9 +27,12 @@ use nmi::{
 use serde_json::{Value, json};
 
 mod azure;
+mod binary;
 mod objects;
 
 pub use azure::*;
+#[allow(unused_imports)] // only the tests that run the binary use them
+pub use binary::*;
 pub use objects::*;
 
 pub struct Opts {

@@ -58,19 +58,6 @@ pub fn gate_is_removed(sb: &Sandbox) {
     assert!(!dirs.plugin.exists() && !dirs.ready.exists());
 }
 
-fn nmi_pods(sb: &Sandbox) -> String {
-    sb.kubectl_ok(&[
-        "-n",
-        RELEASE_NS,
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/component=nmi",
-        "-o",
-        "name",
-    ])
-}
-
 /// Keeps NMI's DaemonSet off the node (`hold`) or lets it back: a node label no node has, in its
 /// pod template's nodeSelector.
 fn hold_nmi(sb: &Sandbox, hold: bool) {
@@ -110,7 +97,7 @@ pub fn reboot_keeps_pods_off_the_network_until_nmi_is_back(sb: &Sandbox) {
     let dirs = NodeDirs::of(sb);
     hold_nmi(sb, true);
     eventually("NMI's pod gone from the node", 120, || {
-        nmi_pods(sb).trim().is_empty().then_some(())
+        nmi_pods_as(sb, "name").trim().is_empty().then_some(())
     });
     assert!(
         node_nat_rules().contains("-j aad-metadata"),
