@@ -146,6 +146,15 @@ pub fn pod_ref(namespace: &str, name: &str) -> ObjectReference {
     }
 }
 
+/// A reference to a pod with its uid: `kubectl describe pod` lists only the Events whose
+/// reference carries the pod's uid.
+pub fn pod_ref_with_uid(namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
+    ObjectReference {
+        uid: uid.map(str::to_owned),
+        ..pod_ref(namespace, name)
+    }
+}
+
 /// A short list of names for a note: the first few, then how many more.
 pub fn some_of(names: &[String]) -> String {
     const SHOWN: usize = 10;

@@ -321,6 +321,7 @@ fn refusals(
         out.push(ToRefuse {
             key: (d.namespace.clone(), d.name.clone()),
             pod: d.pod.name.clone(),
+            pod_uid: d.pod.uid.clone(),
             node: d.node.to_owned(),
             identity: identity.clone(),
             binding: binding.clone(),

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{Shared, worker::write_object};
 use crate::{
     consent::Refusal,
-    events::{Kind, pod_ref},
+    events::{Kind, pod_ref_with_uid},
     failure::{MAX_MESSAGE, truncate},
     plan::{ObjectWrite, ToRefuse},
     writes::WRITTEN_FOR,
@@ -107,7 +107,7 @@ async fn write<'r>(shared: &Shared, r: &'r ToRefuse) -> Option<&'r ToRefuse> {
         Kind::Warning,
         r.refusal.reason,
         format!("pod {namespace}/{}: {}", r.pod, r.refusal.message),
-        pod_ref(namespace, &r.pod),
+        pod_ref_with_uid(namespace, &r.pod, r.pod_uid.as_deref()),
     );
     Some(r)
 }

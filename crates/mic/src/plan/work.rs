@@ -140,6 +140,8 @@ pub struct ToRelease {
 pub struct ToRefuse {
     pub key: Key,
     pub pod: String,
+    /// The pod's uid, for its Event (see `crate::events::pod_ref_with_uid`).
+    pub pod_uid: Option<String>,
     pub node: String,
     pub identity: Arc<AzureIdentity>,
     pub binding: Arc<AzureIdentityBinding>,
