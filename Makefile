@@ -7,9 +7,13 @@ export CARGO_TERM_COLOR ?= never
 
 ## test: everything CI checks: formatting, clippy -D warnings, shellcheck, and all tests (unit and real-apiserver).
 test: deps testbin fmt-check clippy shellcheck unit
+# A one-off build keeps no incremental state: it would only add gigabytes under target/ (Cargo.toml,
+# [profile.dev], says why disk matters here).
+test: export CARGO_INCREMENTAL = 0
 
 ## deps: install the system packages the tests need (apt, only what is missing).
 deps:
+	@scripts/disk-check.sh
 	@scripts/install-deps.sh
 	@scripts/python-venv.sh >/dev/null
 	@scripts/azurite.sh install >/dev/null
