@@ -53,12 +53,14 @@ fmt:
 ## target/bench/summary.json, then the table is printed once. BENCH_SECONDS sets the measuring time
 ## of each throughput run (default 10), SOAK_SECONDS the soak's length (default 60), MIC_BENCH_PODS
 ## the pods of MIC's memory-at-scale figure (default 10000), CHURN_SECONDS/CHURN_PODS the churn run's
-## length (60 s or 500 pod lifecycles, with ARM operations of 2 s). See BENCHMARKS.md.
+## length (60 s or 500 pod lifecycles, with ARM operations of 2 s), READY_PODS the readiness run's
+## pods (default 40, ARM operations of 2 s). See BENCHMARKS.md.
 BENCH_SECONDS ?= 10
 SOAK_SECONDS ?= 60
 MIC_BENCH_PODS ?= 10000
 CHURN_SECONDS ?= 60
 CHURN_PODS ?= 500
+READY_PODS ?= 40
 BENCH := $(CARGO) run --release --locked -q -p bench --
 bench:
 	$(CARGO) build --release --locked -q -p bench -p nmi -p mic
@@ -68,6 +70,7 @@ bench:
 	$(BENCH) mic --pods $(MIC_BENCH_PODS) --no-table
 	$(BENCH) soak --seconds $(SOAK_SECONDS) --no-table
 	$(BENCH) churn --seconds $(CHURN_SECONDS) --pods $(CHURN_PODS) --arm-latency-ms 2000 --no-table
+	$(BENCH) ready --pods $(READY_PODS) --arm-latency-ms 2000 --no-table
 	$(BENCH) show
 
 ## up: start the local sandbox (real etcd + kube-apiserver, the Azure emulator, Azurite, MIC, one NMI per node), as root.

@@ -8,6 +8,10 @@
 #   scripts/chart.sh app                    the walkthrough's Deployment `myapp` (label
 #                                           aadpodidbinding: myapp, and its identity and binding
 #                                           unless `make demo` made them); waits until it read the blob
+#   scripts/chart.sh identity [NAME SELECTOR]
+#                                           a managed identity NAME in the emulator (default
+#                                           myapp-identity), its AzureIdentity and a binding for
+#                                           pods labelled aadpodidbinding: SELECTOR (default myapp)
 #   scripts/chart.sh uninstall              helm uninstall (its hook removes NMI's rules); the
 #                                           sandbox's own MIC process takes the Lease back
 #
@@ -155,14 +159,15 @@ EOF
 # MIC checks: `az identity create --tags pod-identity-namespaces=<ns>`), the cluster's service
 # principal allowed to assign it,
 # and the seed's AzureIdentity and AzureIdentityBinding (selector myapp) in the app's namespace.
-identity() {
-  if k -n "$APP_NS" get azureidentity myapp-identity >/dev/null 2>&1; then
-    log "AzureIdentity myapp-identity exists"
+identity() { # identity [NAME SELECTOR]
+  local name=${1:-myapp-identity} selector=${2:-myapp}
+  if k -n "$APP_NS" get azureidentity "$name" >/dev/null 2>&1; then
+    log "AzureIdentity $name exists"
     return 0
   fi
   local created client_id resource_id
   created=$(ip netns exec "$CP" curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/admin/identities" \
-    -H 'content-type: application/json' -d "{\"name\":\"myapp-identity\",\"resource_group\":\"myresourcegroup\",\"tags\":{\"pod-identity-namespaces\":\"$APP_NS\"}}") ||
+    -H 'content-type: application/json' -d "{\"name\":\"$name\",\"resource_group\":\"myresourcegroup\",\"tags\":{\"pod-identity-namespaces\":\"$APP_NS\"}}") ||
     die "the emulator did not create the identity"
   client_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientId"])')
   resource_id=$(echo "$created" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
@@ -170,9 +175,10 @@ identity() {
     -d "{\"principal\":\"aks-cluster-sp\",\"scope\":\"$resource_id\"}" >/dev/null || die "the role assignment failed"
   sed -e "s|<the managed identity id returned previously>|$resource_id|" \
     -e "s|<the managed identity clientId returned previously>|$client_id|" \
-    -e "s|<your_managed_identity_name>|myapp-identity|" "$ROOT/examples/seed/aadpodidentity.yaml" | k -n "$APP_NS" apply -f - >&2
-  sed -e "s|<your_managed_identity_name from the previous step>|myapp-identity|" \
-    -e "s|<your_app_selector_name>|myapp|" "$ROOT/examples/seed/aadpodidentitybinding.yaml" | k -n "$APP_NS" apply -f - >&2
+    -e "s|<your_managed_identity_name>|$name|" "$ROOT/examples/seed/aadpodidentity.yaml" | k -n "$APP_NS" apply -f - >&2
+  sed -e "s|<your_managed_identity_name from the previous step>|$name|" \
+    -e "s|<your_app_selector_name>|$selector|" -e "s|name: myapp-azure-identity-binding|name: $selector-azure-identity-binding|" \
+    "$ROOT/examples/seed/aadpodidentitybinding.yaml" | k -n "$APP_NS" apply -f - >&2
 }
 
 uninstall() {
@@ -185,6 +191,7 @@ case ${1:-} in
   install) shift; install "$@" ;;
   upgrade) shift; upgrade "$@" ;;
   app) identity; app ;;
+  identity) shift; identity "$@" ;;
   uninstall) uninstall ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -343,5 +343,7 @@ fi
 
 # shellcheck source=scripts/demo-chart.sh
 . "$ROOT/scripts/demo-chart.sh"
+# shellcheck source=scripts/demo-ready.sh
+. "$ROOT/scripts/demo-ready.sh"
 
 finish

@@ -3,10 +3,15 @@
 # (default: deploy/manifests), with the helm that scripts/testbin.sh builds. Offline: only
 # `helm template`. `make manifests` runs it (and copies deploy/crds/ into the chart's crds/);
 # the chart test runs it into a temporary directory and compares with the committed files.
-#   deployment-rbac.yaml            the seed's step 1: CRDs, MIC and NMI with RBAC, in `default`
+#   deployment-rbac.yaml            the seed's step 1: CRDs, MIC and NMI with RBAC, in `default`; without
+#                                   the readiness-gate webhook, whose certificate must be generated per install
 #   managed-mode-deployment.yaml    managed mode: NMI only, in `kube-system`, no AzureAssignedIdentity CRD
 #   nmi-cleanup.yaml                the DaemonSet that runs `nmi cleanup` on every node (namespace `default`)
 #   managed-mode-nmi-cleanup.yaml   the same for the managed-mode manifest (namespace `kube-system`)
+#   nmi-status-policy.yaml          Kubernetes 1.30+: the ValidatingAdmissionPolicy that narrows NMI's
+#                                   pods/status grant (nmi.restrictStatusWrites) for deployment-rbac.yaml;
+#                                   a file of its own so that the deployment still applies on 1.25-1.29
+#   managed-mode-nmi-status-policy.yaml  the same for managed-mode-deployment.yaml
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,13 +46,22 @@ render() { # FILE DESCRIPTION HELM-ARGS...
 }
 
 render deployment-rbac.yaml "standard mode, namespace default" \
-  --namespace default --include-crds --no-hooks
+  --namespace default --include-crds --no-hooks \
+  --set webhook.enabled=false --set nmi.restrictStatusWrites=false
 render managed-mode-deployment.yaml "managed mode, namespace kube-system" \
-  --namespace kube-system --include-crds --no-hooks --set operationMode=managed
+  --namespace kube-system --include-crds --no-hooks --set operationMode=managed \
+  --set nmi.restrictStatusWrites=false
 drop_crd azureassignedidentities.aadpodidentity.k8s.io <"$OUT/managed-mode-deployment.yaml" >"$OUT/managed.tmp"
 mv "$OUT/managed.tmp" "$OUT/managed-mode-deployment.yaml"
 render nmi-cleanup.yaml "uninstall of deployment-rbac.yaml: apply after deleting NMI, wait until every pod is Ready, delete" \
   --namespace default --show-only templates/cleanup-daemonset.yaml --set cleanup.standaloneDaemonSet=true
 render managed-mode-nmi-cleanup.yaml "uninstall of managed-mode-deployment.yaml: apply after deleting NMI, wait until every pod is Ready, delete" \
   --namespace kube-system --show-only templates/cleanup-daemonset.yaml --set cleanup.standaloneDaemonSet=true \
+  --set operationMode=managed
+# The policy is rendered as for a cluster that serves it, whatever helm's built-in Kubernetes version.
+vap=admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy
+render nmi-status-policy.yaml "Kubernetes 1.30+: NMI's pods/status policy for deployment-rbac.yaml" \
+  --namespace default --show-only templates/nmi-status-policy.yaml --api-versions "$vap"
+render managed-mode-nmi-status-policy.yaml "Kubernetes 1.30+: NMI's pods/status policy for managed-mode-deployment.yaml" \
+  --namespace kube-system --show-only templates/nmi-status-policy.yaml --api-versions "$vap" \
   --set operationMode=managed

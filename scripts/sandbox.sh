@@ -174,6 +174,10 @@ real_node_network() {
   # A route for the ClusterIP, so that the node's own processes (NMI on the host network) get as
   # far as the OUTPUT chain's DNAT.
   nsx "$ns" ip route add "$KUBERNETES_SERVICE_IP/32" dev eth0
+  # The apiserver calls the chart's admission webhook (MIC's pods; README "Readiness"). With no
+  # kube-proxy here, it dials the Service's endpoints (--enable-aggregator-routing, as a control
+  # plane without a route to ClusterIPs does), through the node.
+  nsx "$CP" ip route add "$REAL_NODE_POD_CIDR" via "$REAL_NODE_IP"
   local chain
   for chain in PREROUTING OUTPUT; do
     nsx "$ns" iptables -t nat -A "$chain" -d "$KUBERNETES_SERVICE_IP/32" -p tcp --dport 443 \
@@ -305,7 +309,8 @@ up() {
     --service-account-signing-key-file="$STATE/pki/sa.key" --service-cluster-ip-range=10.96.0.0/24 \
     --allow-privileged=true --cert-dir="$STATE/pki/apiserver-certs" \
     --kubelet-preferred-address-types=InternalIP \
-    --kubelet-client-certificate="$STATE/pki/admin.crt" --kubelet-client-key="$STATE/pki/admin.key"
+    --kubelet-client-certificate="$STATE/pki/admin.crt" --kubelet-client-key="$STATE/pki/admin.key" \
+    --enable-aggregator-routing=true
   wait_for kube-apiserver 90 nsx "$CP" curl -sf --cacert "$STATE/pki/ca.crt" https://127.0.0.1:$APISERVER_PORT/readyz
   kctl apply -f "$ROOT/deploy/crds/aadpodidentity.k8s.io.yaml" >/dev/null
   # Federated mode: the emulator's Entra reads the issuer's discovery anonymously, as Entra reads

@@ -65,6 +65,24 @@ pub const REFUSAL_REASONS: [&str; 3] = [
     REASON_NOT_FOUND,
 ];
 
+/// The pod condition NMI keeps on each pod of its node that uses an identity: `True` once a
+/// token of the pod's identity has been obtained for it (so its first request is a cache hit),
+/// `False` with one of the `READY_REASON_*` below, or MIC's reason passed through, otherwise.
+pub const IDENTITY_READY_CONDITION: &str = "aadpodidentity.k8s.io/IdentityReady";
+/// [`IDENTITY_READY_CONDITION`] `True`: a token of the pod's identity was obtained.
+pub const READY_REASON_TOKEN_OBTAINED: &str = "TokenObtained";
+/// `False`: the pod is bound, but MIC has not (yet) assigned the identity to its node.
+pub const READY_REASON_NOT_ASSIGNED: &str = "IdentityNotAssigned";
+/// `False`: the identity is usable on the node, but IMDS or Entra refused or failed the token.
+pub const READY_REASON_TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
+/// `False`: the pod's binding label (or federation opt-in) names no identity it may use.
+pub const READY_REASON_NO_MATCHING_IDENTITY: &str = "NoMatchingIdentity";
+/// The pod annotation naming the resources (comma-separated, at most 8) NMI fetches a token
+/// for ahead of the pod's first request.
+pub const TOKEN_RESOURCES_ANNOTATION: &str = "aadpodidentity.k8s.io/token-resources";
+/// The field manager NMI writes pods' [`IDENTITY_READY_CONDITION`] as.
+pub const NMI_FIELD_MANAGER: &str = "pod-identity-nmi";
+
 const GUID_RULE: &str =
     "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";
 const GUID_MESSAGE: &str = "clientID must be a GUID such as 00000000-0000-0000-0000-000000000000";

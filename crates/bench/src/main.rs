@@ -6,6 +6,8 @@
 //! - `soak` (issue 7 §4): MIC and NMI under pod churn and steady token load, memory over time;
 //! - `churn` (issue 13): short-lived pods on shared VMs and scale sets; every bound pod must get
 //!   its token, no other pod any, and Azure must end with exactly what is needed.
+//! - `ready` (issue 22): pod Running to `IdentityReady` True, the first token once Ready, IMDS
+//!   calls per pod of NMI's prefetch.
 
 mod churn;
 mod cluster;
@@ -13,6 +15,7 @@ mod fed_bench;
 mod mic_bench;
 mod nmi_bench;
 mod pinned;
+mod ready_bench;
 mod soak;
 
 use std::{path::PathBuf, time::Duration};
@@ -108,6 +111,15 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         slow_watch_ms: u64,
     },
+    /// Readiness (issue 22): pods of a rollout, pod Running to `IdentityReady` True with MIC's
+    /// ARM operations taking `--arm-latency-ms`, the first token once Ready, IMDS calls per pod.
+    Ready {
+        #[arg(long, default_value_t = 40)]
+        pods: usize,
+        /// ARM operation latency of the scale set (L).
+        #[arg(long, default_value_t = 2000)]
+        arm_latency_ms: u64,
+    },
     /// Print the summary table without measuring anything.
     Show,
     /// Internal: runs one load spec (JSON on stdin) and prints its report (see `pinned`).
@@ -151,6 +163,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let figures = rt.block_on(fed_bench::run(seconds, entra_latency_ms, &summary))?;
+            publish(&summary, figures, !args.no_table)?;
+        }
+        Cmd::Ready { pods, arm_latency_ms } => {
+            let logs = cluster::log_dir(&summary)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let figures = rt.block_on(ready_bench::run(pods.max(1), arm_latency_ms, &logs))?;
             publish(&summary, figures, !args.no_table)?;
         }
         Cmd::Mic { pods } => {

@@ -205,6 +205,10 @@ pub struct AssignedFacts {
     /// MIC's refusal to assign (a `Created` object whose `status.reason` is one of
     /// [`api::v1::REFUSAL_REASONS`]): NMI answers the pod with it at once.
     pub refusal: Option<MicRefusal>,
+    /// Why a `Created` object is not assigned yet, whatever the reason MIC recorded (ARM's error
+    /// code, `IdentityReadFailed`, or a refusal): NMI shows it on the pod's IdentityReady
+    /// condition, while it keeps holding the pod's requests for all but refusals.
+    pub failure: Option<MicRefusal>,
 }
 
 /// Why MIC will not assign an identity as things stand: `status.reason` and `status.message`.
@@ -225,6 +229,18 @@ impl MicRefusal {
                 message: status.message.clone().unwrap_or_default(),
             },
         )
+    }
+}
+
+impl MicRefusal {
+    /// The `reason` and `message` of a `Created` object's status, whatever the reason.
+    pub fn failure_of(a: &AzureAssignedIdentity) -> Option<Self> {
+        let status = a.status.as_ref()?;
+        let reason = status.reason.as_deref().filter(|r| !r.is_empty())?;
+        (a.state() == AssignmentState::Created).then(|| Self {
+            reason: reason.to_owned(),
+            message: status.message.clone().unwrap_or_default(),
+        })
     }
 }
 
@@ -277,6 +293,7 @@ impl From<&AzureAssignedIdentity> for AssignedFacts {
                 .and_then(|m| m.get(api::v1::IDENTITY_MISSING_ANNOTATION))
                 .cloned(),
             refusal: MicRefusal::of(a),
+            failure: MicRefusal::failure_of(a),
         }
     }
 }

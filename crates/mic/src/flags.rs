@@ -98,6 +98,14 @@ pub struct Flags {
     /// failed (a grant just given is seen then).
     #[arg(long = "identity-consent-recheck", default_value = "15s", value_parser = go::parse_duration)]
     pub consent_recheck: Duration,
+    /// Port of the HTTPS admission webhook that adds the identity readiness gate to pods
+    /// (served by every replica, leader or not); 0 serves none. The chart sets it.
+    #[arg(long = "webhook-port", default_value_t = 0)]
+    pub webhook_port: u16,
+    /// Directory of the webhook's serving certificate, `tls.crt` and `tls.key` (a mounted
+    /// `kubernetes.io/tls` Secret); read again every 30s, so a rotated Secret needs no restart.
+    #[arg(long = "webhook-cert-dir", default_value = "/etc/pod-identity/webhook")]
+    pub webhook_cert_dir: PathBuf,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -130,6 +138,15 @@ impl Flags {
         );
         notes.extend(self.common.notes(env));
         notes
+    }
+
+    /// The webhook's configuration, when `--webhook-port` is not 0.
+    pub fn webhook(&self) -> Option<crate::webhook::WebhookConfig> {
+        (self.webhook_port != 0).then(|| crate::webhook::WebhookConfig {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], self.webhook_port)),
+            cert_dir: self.webhook_cert_dir.clone(),
+            reload_interval: crate::webhook::CERT_RELOAD_INTERVAL,
+        })
     }
 
     /// The controller's settings.

@@ -26,6 +26,7 @@ pub mod leader;
 pub mod metrics;
 mod plan;
 pub mod target_state;
+pub mod webhook;
 mod writes;
 
 /// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).

@@ -104,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
     );
     serve(flags.http_probe_port, probes).await?;
     serve(flags.prometheus_port, metrics_app).await?;
+    // The readiness-gate webhook, on every replica: admission must not wait for an election.
+    let _webhook = match flags.webhook() {
+        Some(config) => Some(mic::webhook::RunningWebhook::start(&config, metrics.clone()).await?),
+        None => None,
+    };
 
     let elector = Elector::new(
         client.clone(),

@@ -15,6 +15,11 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub operation: String,
     pub result: String,
@@ -34,6 +39,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     leader_elections: Counter,
     events_dropped: Counter,
+    webhook_requests: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -57,6 +63,7 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             leader_elections: Counter::default(),
             events_dropped: Counter::default(),
+            webhook_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -113,6 +120,11 @@ impl Default for Metrics {
             "mic_events_dropped",
             "Kubernetes Events not published because the event queue was full",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "mic_webhook_requests",
+            "Admission reviews answered by the readiness-gate webhook, by outcome (gate_added, skipped, error)",
+            m.webhook_requests.clone(),
         );
         Self { registry, ..m }
     }
@@ -171,6 +183,15 @@ impl Metrics {
 
     pub fn event_dropped(&self) {
         self.events_dropped.inc();
+    }
+
+    /// One admission review answered (or refused as malformed): `gate_added`, `skipped` or `error`.
+    pub fn webhook_request(&self, outcome: &str) {
+        self.webhook_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn became_leader(&self) {

@@ -311,6 +311,20 @@ impl<S: TokenSource> TokenCache<S> {
         Self::store(&slot, fill().await).map(|token| Cached { token, hit: false })
     }
 
+    /// The resources of the entries of `identity` (a key's [`CacheKey::identity`]) that hold a
+    /// token, most recently used first, at most `max`: what NMI has lately served that identity,
+    /// which [`crate::readiness`] fetches ahead for its next pods.
+    pub fn resources_of(&self, identity: &str, max: usize) -> Vec<String> {
+        let slots = sync::read(&self.slots);
+        let mut found: Vec<(u64, &str)> = slots
+            .iter()
+            .filter(|(k, s)| k.identity == identity && sync::read(&s.token).is_some())
+            .map(|(k, s)| (s.last_used.load(Ordering::Relaxed), k.resource.as_str()))
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        found.into_iter().take(max).map(|(_, r)| r.to_owned()).collect()
+    }
+
     /// Drops every entry whose key's identity starts with `prefix`, at once: a token that must no
     /// longer be handed out is not kept for a later request to find.
     pub fn forget(&self, prefix: &str) -> usize {

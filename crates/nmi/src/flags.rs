@@ -151,6 +151,10 @@ pub struct Flags {
     #[arg(long = "federated-tenant-id", env = "FEDERATED_TENANT_ID")]
     pub federated_tenant_id: Option<String>,
 
+    /// Keep the aadpodidentity.k8s.io/IdentityReady condition on this node's pods that use an identity, fetching each identity's token ahead of the pod's first request (needs pods/status patch). false: no writes, no prefetch.
+    #[arg(long = "identity-ready-condition", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go::parse_bool)]
+    pub identity_ready_condition: bool,
+
     /// Install and repair the iptables interception rules.
     #[arg(long = "manage-iptables", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
     pub manage_iptables: bool,

@@ -29,6 +29,7 @@ pub mod memo;
 pub mod metrics;
 pub mod missing;
 pub mod ratelimit;
+pub mod readiness;
 pub mod refusal;
 pub mod request;
 pub mod response;

@@ -104,6 +104,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         metrics.clone(),
     )?
     .allow_ad_endpoints(&flags.allowed_ad_endpoints)?;
+    let readiness_client = client.clone();
     let federation_client = client;
     let http = azure.http().clone();
     let cache = Arc::new(TokenCache::new(
@@ -143,6 +144,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ));
     }
     tokio::spawn(server::track_staleness(state.clone(), metrics.clone()));
+    if flags.identity_ready_condition {
+        nmi::readiness::spawn(nmi.clone(), readiness_client, Default::default());
+    }
 
     let rules_in_place = Arc::new(AtomicBool::new(!flags.manage_iptables));
     if flags.manage_iptables {
@@ -165,26 +169,46 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             let _ = stop.wait_for(|s| *s).await;
         }
     };
+    // Every listener joins the node's group for its port (SO_REUSEPORT, newest wins), shared with
+    // the NMI this one replaces during an update: server::listener says how that leaves no gap.
     let serve = |addr: SocketAddr, router: axum::Router, name: &'static str| {
-        let stopped = stopped();
+        let (bound, stopped) = (stopped(), stopped());
         async move {
-            axum::serve(listen(addr, name).await?, router)
+            let listener = tokio::select! {
+                l = server::bind_retrying(addr, name) => l?,
+                () = bound => return anyhow::Ok(()),
+            };
+            axum::serve(listener, router)
                 .with_graceful_shutdown(stopped)
                 .await
                 .with_context(|| format!("serving {name}"))
         }
     };
+    // `/readyz` waits for the pod-facing listener too (see probe_router).
+    let serving_pods = Arc::new(AtomicBool::new(false));
     let main = {
-        let (addr, stopped) = (SocketAddr::new(flags.listen_address, flags.port), stopped());
+        let (addr, bound, stopped) = (
+            SocketAddr::new(flags.listen_address, flags.port),
+            stopped(),
+            stopped(),
+        );
         let limits = flags.connection_limits();
+        let (state, rules, serving) = (state.clone(), rules_in_place.clone(), serving_pods.clone());
         async move {
-            server::serve_with(listen(addr, "nmi").await?, nmi, limits, stopped).await;
+            // Bound only once this NMI can serve, when it replaces another (see bind_pod_facing).
+            let ready = move || server::is_ready(&state, &rules);
+            let listener = tokio::select! {
+                l = server::bind_pod_facing(addr, ready) => l?,
+                () = bound => return anyhow::Ok(()),
+            };
+            serving.store(true, Ordering::Release);
+            server::serve_with(listener, nmi, limits, stopped).await;
             anyhow::Ok(())
         }
     };
     let probes = serve(
         SocketAddr::new(flags.ops_listen_address, flags.probe_port),
-        server::probe_router(state, rules_in_place),
+        server::probe_router(state, rules_in_place, serving_pods),
         "probes",
     );
     let metrics_srv = serve(
@@ -201,14 +225,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     });
     tokio::try_join!(main, probes, metrics_srv)?;
     Ok(())
-}
-
-async fn listen(addr: SocketAddr, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {name} listener on {addr}"))?;
-    tracing::info!(%addr, name, "listening");
-    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -30,6 +30,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyWriteLabels {
+    pub status: String,
+    pub result: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -53,6 +64,10 @@ pub struct Metrics {
     pub pod_connections: Gauge,
     /// Pod connections closed without an answer, by reason (see [`Metrics::connection_dropped`]).
     pub connections_dropped: Family<ReasonLabels, Counter>,
+    /// Tokens fetched ahead of pods' first requests, by outcome (see [`Metrics::prefetched`]).
+    pub prefetches: Family<OutcomeLabels, Counter>,
+    /// Writes of pods' IdentityReady condition, by condition status and result.
+    pub identity_ready_writes: Family<ReadyWriteLabels, Counter>,
     /// Series of the hot path, looked up once: a family lookup builds and hashes its labels.
     token_ok: Histogram,
     issued_hit: Counter,
@@ -77,6 +92,20 @@ impl Metrics {
         let state_stale = Gauge::default();
         let pod_connections = Gauge::default();
         let connections_dropped = Family::<ReasonLabels, Counter>::default();
+        let prefetches = Family::<OutcomeLabels, Counter>::default();
+        let identity_ready_writes = Family::<ReadyWriteLabels, Counter>::default();
+        registry.register(
+            "nmi_prefetch",
+            "Tokens NMI fetched ahead of pods' first requests, by outcome: fetched (from IMDS or \
+             Entra), cached (the cache had it), failed, backing_off (not tried: a failed fetch's back-off runs)",
+            prefetches.clone(),
+        );
+        registry.register(
+            "nmi_identity_ready_writes",
+            "Writes of pods' aadpodidentity.k8s.io/IdentityReady condition, by the status written and \
+             result: ok, error (after retries), gone (pod deleted or replaced), dropped (queue full)",
+            identity_ready_writes.clone(),
+        );
         registry.register(
             "nmi_operations_duration_seconds",
             "Time NMI took to answer a request, by route and status code",
@@ -144,6 +173,8 @@ impl Metrics {
             state_stale,
             pod_connections,
             connections_dropped,
+            prefetches,
+            identity_ready_writes,
             token_ok,
             issued_hit,
             issued_miss,
@@ -193,6 +224,27 @@ impl Metrics {
         self.connections_dropped
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `n` prefetches ended with `outcome`: `fetched`, `cached`, `failed` or `backing_off`.
+    pub fn prefetched(&self, outcome: &str, n: usize) {
+        if n > 0 {
+            self.prefetches
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// A write of a pod's IdentityReady condition (`status` True or False) ended with `result`.
+    pub fn identity_ready_write(&self, status: &str, result: &str) {
+        self.identity_ready_writes
+            .get_or_create(&ReadyWriteLabels {
+                status: status.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }

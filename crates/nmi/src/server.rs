@@ -2,8 +2,9 @@
 //! blocking, pass-through to IMDS), and the probe and metrics servers.
 //!
 //! One module per concern, each calling only the ones below it. A token request goes down:
-//! - `accept`: the listener, one HTTP/1.1 connection per pod connection, graceful shutdown,
+//! - `accept`: the accept loop, one HTTP/1.1 connection per pod connection, graceful shutdown,
 //!   and the limits a hostile pod meets there (head timeout and size, `connections` per IP);
+//!   [`listener`] binds the listeners that the old and the new NMI share during an update;
 //! - `route`: rate limit, `Metadata` header, which answer the path gets; refusals counted
 //!   and logged;
 //! - `pod_token` (or `host_token`): the endpoint, with the memo's replay of unchanged
@@ -22,7 +23,8 @@ pub use accept::{
     ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_POD, MAX_HEAD_BYTES, serve,
     serve_with,
 };
-pub use probes::{metrics_router, probe_router, track_staleness};
+pub use listener::{bind_pod_facing, bind_retrying};
+pub use probes::{is_ready, metrics_router, probe_router, track_staleness};
 pub use route::handle;
 
 use crate::{
@@ -36,6 +38,7 @@ mod connections;
 mod federated;
 mod hold;
 mod host_token;
+pub mod listener;
 mod passthrough;
 mod pod_token;
 mod principals;
@@ -104,6 +107,11 @@ impl<S: TokenSource> Nmi<S> {
     /// [`crate::federated`]). Once only; later calls are ignored.
     pub fn enable_federation(&self, federation: Arc<crate::federated::Federation<S>>) {
         let _ = self.federation.set(federation);
+    }
+
+    /// Federated mode, when enabled: [`crate::readiness`] fetches its pods' tokens ahead.
+    pub fn federation(&self) -> Option<&Arc<crate::federated::Federation<S>>> {
+        self.federation.get()
     }
 }
 

@@ -251,6 +251,24 @@ impl State {
             .with(|aais| aais.get(&key).and_then(|a| a.refusal.clone()))
     }
 
+    /// Why MIC has not assigned the identity named `identity` for this pod on this node yet, as
+    /// its `Created` object records (ARM's error code, `IdentityReadFailed`, ...), if it says.
+    pub fn assignment_failure(&self, pod: &PodFacts, identity: &str) -> Option<matching::MicRefusal> {
+        self.assigned.with(|aais| {
+            aais.values()
+                .find(|a| {
+                    a.pod == pod.name
+                        && a.pod_namespace == pod.namespace
+                        && a.node == self.node
+                        && a.failure.is_some()
+                        && a.identity
+                            .as_ref()
+                            .is_some_and(|r| r.name.as_deref() == Some(identity))
+                })
+                .and_then(|a| a.failure.clone())
+        })
+    }
+
     /// The `Assigned` AzureAssignedIdentity (namespace, name) by which MIC reports this pod's use
     /// of this identity on this node, if there is one.
     pub fn assigned_object(&self, pod: &PodFacts, identity: &AzureIdentity) -> Option<Key> {

@@ -185,6 +185,29 @@ async fn interception_in_network_namespaces_is_fail_closed() {
         (expected_chain(), Some("-A PREROUTING -j aad-metadata".to_owned()))
     );
 
+    // NMI warms the bound pod's first token as soon as it is usable (README "Readiness"): its
+    // IdentityReady condition turns True once that IMDS call is made, so count from there.
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pod = pods.get("a").await.unwrap();
+        let ready = pod
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == api::v1::IDENTITY_READY_CONDITION && c.status == "True");
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bound pod's IdentityReady never turned True\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // The bound pod's SDK gets its own identity's token through NMI; the unbound pod is refused.
     let before = imds_calls();
     let sdk = python_token(&python, &pa);

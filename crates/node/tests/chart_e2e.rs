@@ -1,8 +1,8 @@
 //! The Helm chart end to end on a real node (issue 16): a sandbox of its own (network namespaces
 //! `pt-…`, beside any `make up` sandbox, which uses `pi-…`) with kubelet + containerd + runc + a
 //! CNI bridge, the chart installed with `helm install` from the images of `make images`, the
-//! walkthrough's application in a real container, a `helm upgrade` that rolls NMI under a pod
-//! asking for tokens every 100 ms, a reboot of the node with NMI held off it (the boot window,
+//! walkthrough's application in a real container, a `helm upgrade` that rolls NMI (surge: the new
+//! NMI beside the old one) under a pod asking for tokens every 50 ms, a reboot of the node with NMI held off it (the boot window,
 //! tests/chart_e2e/boot_window.rs), and `helm uninstall`. Then the sandbox is torn down and nothing
 //! may be left: no process, mount, network namespace, cgroup or containerd state.
 //!
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 #[path = "chart_e2e/boot_window.rs"]
 mod boot_window;
+#[path = "chart_e2e/surge.rs"]
+mod surge;
 
 /// The network namespaces' prefix of this test's sandbox (scripts/sandbox-layout.sh, NETNS).
 const NETNS: &str = "pt";
@@ -237,7 +239,7 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         "the walkthrough's pod read the blob:\n{app}"
     );
 
-    // A pod asking for a token every 100 ms while `helm upgrade` changes an NMI flag.
+    // A pod asking for a token every 50 ms while `helm upgrade` changes an NMI flag.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/poll_token.py");
     let cm = sb.kubectl(&[
         "-n",
@@ -267,12 +269,18 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         (asks.iter().filter(|a| matches!(a, Ask::Answered { .. })).count() >= 5).then_some(asks.len())
     });
 
+    let watch = surge::PodWatch::start(&sb);
     sb.run("chart.sh", &["upgrade", "--set", "nmi.iptUpdateIntervalSec=30"]);
     let (nmi_after, ready) = eventually("one Ready NMI pod after the upgrade", 60, || {
         nmi_pod(&sb).filter(|p| p.1)
     });
     assert_ne!(nmi_after, nmi_before, "the DaemonSet rolled: a new NMI pod");
     assert!(ready);
+    let events = watch.stop();
+    assert!(
+        surge::new_ready_beside_old(&events, &nmi_before, &nmi_after),
+        "the new NMI {nmi_after} was Ready while the old {nmi_before} still existed (maxSurge: 1):\n{events}"
+    );
     let args = sb.kubectl_ok(&[
         "-n",
         RELEASE_NS,
@@ -301,9 +309,9 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         .iter()
         .filter(|a| matches!(a, Ask::Answered { retries, .. } if *retries > 0))
         .count();
-    assert!(
-        retried <= 1,
-        "at most one ask needed a retry while NMI rolled ({retried} did):\n{log}"
+    assert_eq!(
+        retried, 0,
+        "no ask needed a retry while NMI rolled ({retried} did):\n{log}"
     );
     for a in &asks {
         if let Ask::Answered { mirid, .. } = a {

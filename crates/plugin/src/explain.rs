@@ -81,6 +81,7 @@ fn pod_link(pod: &PodView) -> Link {
             "service account: {}",
             pod.facts.service_account.as_deref().unwrap_or("default")
         ),
+        identity_ready_fact(pod),
     ];
     let title = format!("pod {}/{}", p.namespace, p.name);
     let broken = if p.host_network {
@@ -112,6 +113,30 @@ fn pod_link(pod: &PodView) -> Link {
         None => Link::pass("pod", title),
     }
     .facts(facts)
+}
+
+/// NMI's IdentityReady condition, one line: status, reason, since when, and its message.
+fn identity_ready_fact(pod: &PodView) -> String {
+    let Some(c) = &pod.identity_ready else {
+        return format!(
+            "{}: not set (the pod uses no identity, NMI has not decided yet, or runs with \
+             --identity-ready-condition=false)",
+            api::v1::IDENTITY_READY_CONDITION
+        );
+    };
+    let since = c
+        .last_transition
+        .as_deref()
+        .map(|t| format!(" since {t}"))
+        .unwrap_or_default();
+    // The message is written by whoever may patch the pod's status: shown on one line, escaped.
+    let message: String = c.message.chars().flat_map(char::escape_debug).take(512).collect();
+    format!(
+        "{}: {} ({}){since}: {message}",
+        api::v1::IDENTITY_READY_CONDITION,
+        c.status,
+        c.reason
+    )
 }
 
 fn exceptions_link(input: &Input<'_>, pod: &PodView) -> Link {

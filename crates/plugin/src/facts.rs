@@ -12,6 +12,18 @@ use crate::nmi_log::Refusal;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodView {
     pub facts: PodFacts,
+    /// NMI's `aadpodidentity.k8s.io/IdentityReady` condition on the pod, if it has one.
+    pub identity_ready: Option<ConditionView>,
+}
+
+/// A pod condition, as `kubectl describe` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConditionView {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339, when known.
+    pub last_transition: Option<String>,
 }
 
 /// A node: its name, providerID and Ready condition.

@@ -25,7 +25,7 @@ use crate::{
     Error,
     check::{self, CloudConfigState, LeaseState},
     explain,
-    facts::{EventView, NmiPod, NmiView, NodeView, PodView, RefusalLog, VmIdentities},
+    facts::{ConditionView, EventView, NmiPod, NmiView, NodeView, PodView, RefusalLog, VmIdentities},
     nmi_log::{refusals_of, stale_since},
     report::Report,
 };
@@ -88,6 +88,7 @@ pub async fn explain(client: &Client, opts: &Options, namespace: &str, name: &st
         .map_err(kube_err(format!("pod {namespace}/{name}")))?;
     let pod_view = pod.as_ref().map(|p| PodView {
         facts: PodFacts::from(p),
+        identity_ready: identity_ready(p),
     });
     let node_name = pod_view.as_ref().and_then(|p| p.facts.node.clone());
     let node = match &node_name {
@@ -222,6 +223,23 @@ async fn consent_reads(
         reads.insert(id, read);
     }
     check::ConsentReads::Read(reads)
+}
+
+/// NMI's IdentityReady condition on the pod.
+fn identity_ready(p: &Pod) -> Option<ConditionView> {
+    let c = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == api::v1::IDENTITY_READY_CONDITION)?;
+    Some(ConditionView {
+        status: c.status.clone(),
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+        last_transition: c.last_transition_time.as_ref().map(|t| t.0.to_string()),
+    })
 }
 
 fn node_view(n: &Node) -> NodeView {

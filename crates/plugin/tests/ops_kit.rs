@@ -106,25 +106,54 @@ fn off_by_default() {
 
 #[test]
 fn the_pod_monitor_scrapes_the_ports_mic_and_nmi_expose() {
-    let docs = render(&["monitoring.podMonitor.enabled=true"]);
+    let docs = render(&["monitoring.podMonitor.enabled=true", "nmi.prometheusPort=9191"]);
     let pm = kind(&docs, "PodMonitor");
     assert_eq!(pm.len(), 1);
-    let port = pm[0]["spec"]["podMetricsEndpoints"][0]["port"].as_str().unwrap();
+    let endpoints = &pm[0]["spec"]["podMetricsEndpoints"];
     let components = &pm[0]["spec"]["selector"]["matchExpressions"][1]["values"];
     assert_eq!(components, &serde_json::json!(["mic", "nmi"]));
-    for workload in [kind(&docs, "Deployment"), kind(&docs, "DaemonSet")].concat() {
-        let component = &workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"];
-        if !components.as_array().unwrap().contains(component) {
-            continue;
-        }
-        let ports: Vec<&str> = workload["spec"]["template"]["spec"]["containers"][0]["ports"]
+    let workload = |kind_: &str, component: &str| {
+        kind(&docs, kind_)
+            .into_iter()
+            .find(|w| w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+            .unwrap()["spec"]["template"]["spec"]["containers"][0]
+            .clone()
+    };
+
+    // MIC: by its container port's name.
+    let port = endpoints[0]["port"].as_str().unwrap();
+    let mic = workload("Deployment", "mic");
+    let mic_ports: Vec<&str> = mic["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(mic_ports.contains(&port), "MIC has no port {port}: {mic_ports:?}");
+
+    // NMI declares no container ports (a host port would keep an update's surge pod off the node):
+    // its endpoint keeps NMI's container and scrapes the pod IP at --prometheus-port.
+    let nmi = workload("DaemonSet", "nmi");
+    assert!(nmi["ports"].is_null(), "{nmi}");
+    assert!(
+        nmi["args"]
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|p| p["name"].as_str())
-            .collect();
-        assert!(ports.contains(&port), "{component} has no port {port}: {ports:?}");
-    }
+            .any(|a| a == "--prometheus-port=9191"),
+        "{nmi}"
+    );
+    let relabel = &endpoints[1]["relabelings"];
+    assert_eq!(relabel[0]["action"], "keep");
+    assert_eq!(relabel[0]["regex"], "nmi;nmi");
+    assert_eq!(
+        relabel[0]["sourceLabels"][1],
+        "__meta_kubernetes_pod_container_name"
+    );
+    assert_eq!(nmi["name"], "nmi");
+    assert_eq!(relabel[1]["sourceLabels"][0], "__meta_kubernetes_pod_ip");
+    assert_eq!(relabel[1]["targetLabel"], "__address__");
+    assert_eq!(relabel[1]["replacement"], "$1:9191");
 }
 
 #[test]

@@ -195,7 +195,8 @@ fn an_upstream_values_file_renders_to_the_equivalent_deployment() {
         .iter()
         .map(|p| &p["containerPort"])
         .collect();
-    assert_eq!(ports, [8081, 8889]);
+    // Upstream's probe and metrics ports, and the readiness-gate webhook's (ours, on by default).
+    assert_eq!(ports, [8081, 8889, 9443]);
     assert_eq!(mic_pod["tolerations"][0]["key"], "CriticalAddonsOnly");
     assert_eq!(
         mic_pod["topologySpreadConstraints"][0]["topologyKey"],

@@ -65,6 +65,7 @@ mod tests {
             resource_version: None,
             identity_missing: token.map(str::to_owned),
             refusal: None,
+            failure: None,
         }
     }
 

@@ -198,3 +198,23 @@ fn force_namespaced_takes_a_value_and_contradictions_are_refused() {
     );
     assert!(!cross.settings(&CloudConfig::default()).policy.namespaced);
 }
+
+#[test]
+fn the_webhook_is_off_unless_a_port_is_given() {
+    assert!(parse(&[]).webhook().is_none());
+    assert!(parse(&["--webhook-port=0"]).webhook().is_none());
+    let on = parse(&["--webhook-port=9443", "-webhook-cert-dir=/certs"])
+        .webhook()
+        .expect("on with a port");
+    assert_eq!(on.addr.port(), 9443);
+    assert!(
+        on.addr.ip().is_unspecified(),
+        "every interface: the Service dials the pod IP"
+    );
+    assert_eq!(on.cert_dir, std::path::Path::new("/certs"));
+    assert_eq!(on.reload_interval, crate::webhook::CERT_RELOAD_INTERVAL);
+    assert_eq!(
+        parse(&[]).webhook_cert_dir,
+        std::path::Path::new("/etc/pod-identity/webhook")
+    );
+}

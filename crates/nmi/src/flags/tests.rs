@@ -280,3 +280,12 @@ fn conntrack_deletion_is_on_unless_turned_off_and_the_cni_gate_off_unless_given(
     assert_eq!(g.cni.plugin_binary, std::path::Path::new(DEFAULT_PLUGIN_BINARY));
     assert!(!g.cni.enabled);
 }
+
+#[test]
+fn the_identity_ready_condition_is_on_unless_turned_off() {
+    assert!(parse(&["--node=n"]).identity_ready_condition);
+    assert!(parse(&["--node=n", "--identity-ready-condition"]).identity_ready_condition);
+    assert!(parse(&["--node=n", "--identity-ready-condition=true"]).identity_ready_condition);
+    assert!(!parse(&["--node=n", "--identity-ready-condition=false"]).identity_ready_condition);
+    assert!(!parse(&["--node=n", "-identity-ready-condition=false"]).identity_ready_condition);
+}

@@ -6,10 +6,13 @@
 //! and fit [`MAX_HEAD_BYTES`] (and hyper's 100 headers), and one source IP has at most
 //! [`ConnectionLimits::per_pod`] connections open; what goes over is closed and counted in
 //! `aadpodidentity_nmi_connections_dropped_total`.
+//!
+//! At shutdown it drains: the connections the kernel has already queued are accepted and served
+//! (`listener::drain`), requests in progress finish, idle keep-alive connections close.
 
 use std::{
     convert::Infallible,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     pin::pin,
     sync::{
         Arc,
@@ -26,7 +29,7 @@ use hyper_util::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Nmi, connections::PerPodConnections, route::handle};
+use super::{Nmi, connections::PerPodConnections, listener, route::handle};
 use crate::{metrics::Metrics, token::TokenSource};
 
 /// The largest request head (request line and headers) NMI reads. An SDK's token request is well
@@ -96,13 +99,7 @@ pub async fn serve_with<S: TokenSource>(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = GracefulShutdown::new();
-    let per_pod = PerPodConnections::new(limits.per_pod, nmi.metrics.pod_connections.clone());
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
-        .max_buf_size(MAX_BUF_BYTES);
+    let server = Server::new(nmi, limits);
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -115,9 +112,49 @@ pub async fn serve_with<S: TokenSource>(
             },
             () = &mut shutdown => break,
         };
-        let Some(admitted) = per_pod.admit(peer.ip()) else {
+        server.take(stream, peer);
+    }
+    // What the kernel queued before the stop is served too: closing the listener would reset it.
+    // A newer NMI gets every new connection meanwhile (`listener`'s newest-wins program).
+    let drained = listener::drain(listener, |stream, peer| server.take(stream, peer));
+    tracing::info!(
+        drained,
+        "stopped accepting pods' connections; finishing the requests in progress"
+    );
+    // Idle keep-alive connections close now; those with a request in progress after its answer.
+    server.connections.shutdown().await;
+}
+
+/// What serving one accepted connection needs.
+struct Server<S> {
+    nmi: Arc<Nmi<S>>,
+    connections: GracefulShutdown,
+    per_pod: Arc<PerPodConnections>,
+    http: http1::Builder,
+}
+
+impl<S: TokenSource> Server<S> {
+    fn new(nmi: Arc<Nmi<S>>, limits: ConnectionLimits) -> Self {
+        let per_pod = PerPodConnections::new(limits.per_pod, nmi.metrics.pod_connections.clone());
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .max_buf_size(MAX_BUF_BYTES);
+        Self {
+            nmi,
+            connections: GracefulShutdown::new(),
+            per_pod,
+            http,
+        }
+    }
+
+    /// Serves one pod's connection in a task of its own, or refuses it over the per-pod cap.
+    fn take(&self, stream: TcpStream, peer: SocketAddr) {
+        let nmi = &self.nmi;
+        let Some(admitted) = self.per_pod.admit(peer.ip()) else {
             refuse(stream, peer.ip(), &nmi.metrics);
-            continue;
+            return;
         };
         // One answer per request, written at once: Nagle would only hold it back.
         let _ = stream.set_nodelay(true);
@@ -132,7 +169,9 @@ pub async fn serve_with<S: TokenSource>(
                 async move { Ok::<_, Infallible>(handle(&nmi, peer, req.map(Body::new)).await) }
             })
         };
-        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = self
+            .connections
+            .watch(self.http.serve_connection(TokioIo::new(stream), service));
         let metrics = nmi.metrics.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
@@ -151,8 +190,6 @@ pub async fn serve_with<S: TokenSource>(
             }
         });
     }
-    drop(listener);
-    connections.shutdown().await;
 }
 
 /// Closes a connection over the per-pod cap at once, after a best-effort 429 in IMDS's form
@@ -173,8 +210,7 @@ fn refuse(stream: TcpStream, ip: IpAddr, metrics: &Metrics) {
 /// After a failed `accept`: a connection that went away before it was accepted is nothing; anything
 /// else (out of file descriptors, say) is logged and waited out, as hyper and axum do.
 async fn accept_failed(e: &std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+    if !listener::is_transient(e) {
         tracing::error!(error = %e, "accepting a pod's connection failed; retrying in 1 s");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -39,9 +39,22 @@ pub async fn track_staleness(state: Arc<State>, metrics: Metrics) {
     }
 }
 
+/// NMI can serve pods: its interception rules are in place and every watch has synced. `/readyz`
+/// says so, and the pod-facing listener of an NMI that replaces another waits for it.
+pub fn is_ready(state: &State, rules_in_place: &AtomicBool) -> bool {
+    rules_in_place.load(Ordering::Acquire) && state.is_synced()
+}
+
 /// Liveness and readiness. `/healthz` says `Active` once the rules are in place (as upstream);
-/// `/readyz` is 200 only when the rules are in place and every watch has synced.
-pub fn probe_router(state: Arc<State>, rules_in_place: Arc<AtomicBool>) -> Router {
+/// `/readyz` is 200 only when NMI [`is_ready`] and its pod-facing listener is bound
+/// (`serving_pods`). The last matters in an update: the DaemonSet stops the old NMI once the new
+/// pod is Ready, and the new NMI binds only once ready; a Ready before the bind would leave a
+/// moment with neither listening.
+pub fn probe_router(
+    state: Arc<State>,
+    rules_in_place: Arc<AtomicBool>,
+    serving_pods: Arc<AtomicBool>,
+) -> Router {
     let rules = rules_in_place.clone();
     Router::new()
         .route(
@@ -54,7 +67,7 @@ pub fn probe_router(state: Arc<State>, rules_in_place: Arc<AtomicBool>) -> Route
         .route(
             "/readyz",
             get(move || {
-                let ready = rules_in_place.load(Ordering::Acquire) && state.is_synced();
+                let ready = is_ready(&state, &rules_in_place) && serving_pods.load(Ordering::Acquire);
                 async move {
                     if ready {
                         (StatusCode::OK, "ready")

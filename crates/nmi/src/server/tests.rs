@@ -916,8 +916,9 @@ async fn other_routes() {
 async fn probes_report_rules_and_sync() {
     let state = Arc::new(State::new(NODE, Mode::Managed, matching::Policy::default()));
     let rules = Arc::new(AtomicBool::new(false));
+    let serving = Arc::new(AtomicBool::new(false));
     let probe = |uri: &'static str| {
-        let r = probe_router(state.clone(), rules.clone());
+        let r = probe_router(state.clone(), rules.clone(), serving.clone());
         async move {
             let res = r
                 .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -938,6 +939,12 @@ async fn probes_report_rules_and_sync() {
         "watches not synced"
     );
     state.replace_all(vec![], vec![], vec![], vec![], vec![]);
+    assert_eq!(
+        probe("/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the pod-facing listener not bound yet"
+    );
+    serving.store(true, Ordering::Release);
     assert_eq!(probe("/readyz").await.0, StatusCode::OK);
 }
 

@@ -11,6 +11,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 use matching::PodFacts;
+
+use crate::readiness::PodReadiness;
 use mirror::sync;
 use mirror::{Key, Sink};
 
@@ -27,6 +29,8 @@ pub struct WatchedPod {
     pub facts: PodFacts,
     /// The pod has a `deletionTimestamp`.
     pub terminating: bool,
+    /// What the IdentityReady condition's writer needs of it (see [`crate::readiness`]).
+    pub readiness: PodReadiness,
 }
 
 impl From<&Pod> for WatchedPod {
@@ -34,6 +38,7 @@ impl From<&Pod> for WatchedPod {
         Self {
             facts: PodFacts::from(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            readiness: PodReadiness::from(pod),
         }
     }
 }
@@ -53,6 +58,7 @@ impl WatchedPod {
 struct Indexed {
     facts: Arc<PodFacts>,
     candidate: bool,
+    readiness: Arc<PodReadiness>,
 }
 
 #[derive(Default)]
@@ -87,6 +93,7 @@ impl PodIndexInner {
             Indexed {
                 facts: Arc::new(pod.facts),
                 candidate,
+                readiness: Arc::new(pod.readiness),
             },
         );
     }
@@ -149,6 +156,17 @@ impl PodIndex {
             .get(&(namespace.to_owned(), name.to_owned()))
             .filter(|p| p.candidate)
             .map(|p| p.facts.clone())
+    }
+
+    /// Every pod a request could come from, with what the IdentityReady writer needs of it.
+    pub fn candidates(&self) -> Vec<(Arc<PodFacts>, Arc<PodReadiness>)> {
+        let inner = sync::read(&self.inner);
+        inner
+            .by_key
+            .values()
+            .filter(|p| p.candidate)
+            .map(|p| (p.facts.clone(), p.readiness.clone()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {

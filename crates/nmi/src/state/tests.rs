@@ -82,6 +82,7 @@ fn ip_candidates_are_live_pods_not_being_deleted() {
                 ..Default::default()
             },
             terminating,
+            readiness: Default::default(),
         }
         .is_ip_candidate()
     };

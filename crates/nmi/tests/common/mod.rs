@@ -53,6 +53,9 @@ pub struct Opts {
     pub federated: Vec<azure_emulator::world::IdentitySpec>,
     /// `--header-read-timeout` and `--max-connections-per-pod`.
     pub connection_limits: server::ConnectionLimits,
+    /// The IdentityReady condition and warm first tokens (`--identity-ready-condition`); off
+    /// unless given.
+    pub readiness: Option<nmi::readiness::Config>,
 }
 
 impl Default for Opts {
@@ -69,6 +72,7 @@ impl Default for Opts {
             service_principals: vec![],
             federated: vec![],
             connection_limits: server::ConnectionLimits::default(),
+            readiness: None,
         }
     }
 }
@@ -165,6 +169,9 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     }
     if let Some((rate, burst)) = opts.rate_limit {
         nmi.rate_limit.configure(rate, burst);
+    }
+    if let Some(config) = opts.readiness {
+        nmi::readiness::spawn(nmi.clone(), client.clone(), config);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -87,6 +87,7 @@ fn pod(ns: &str, label: Option<&str>) -> PodView {
             service_account: Some("web-sa".into()),
             ..PodFacts::default()
         },
+        identity_ready: None,
     }
 }
 
@@ -473,4 +474,40 @@ fn what_the_user_may_not_read_is_unchecked_not_broken() {
     assert_eq!(nmi.verdict, Verdict::Unchecked);
     assert_eq!(nmi.facts[0], "NMI's pods could not be listed: pods is forbidden");
     assert!(r.ok(), "{}", r.text());
+}
+
+#[test]
+fn the_pod_link_shows_nmi_s_identity_ready_condition() {
+    let mut w = World::good();
+    let pod_facts = |w: &World| {
+        w.explain()
+            .links
+            .iter()
+            .find(|l| l.id == "pod")
+            .unwrap()
+            .facts
+            .clone()
+    };
+    let unset = pod_facts(&w);
+    assert!(
+        unset
+            .iter()
+            .any(|f| f.starts_with("aadpodidentity.k8s.io/IdentityReady: not set")),
+        "{unset:?}"
+    );
+    w.pod.as_mut().unwrap().identity_ready = Some(crate::facts::ConditionView {
+        status: "False".into(),
+        reason: "TokenRequestFailed".into(),
+        message: "IMDS answered 500\nforged".into(),
+        last_transition: Some("2026-01-01T00:00:00Z".into()),
+    });
+    let set = pod_facts(&w);
+    assert!(
+        set.contains(
+            &"aadpodidentity.k8s.io/IdentityReady: False (TokenRequestFailed) since 2026-01-01T00:00:00Z: \
+              IMDS answered 500\\nforged"
+                .to_owned()
+        ),
+        "{set:?}"
+    );
 }

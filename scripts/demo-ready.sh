@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# `make demo`'s readiness steps on the real node k-0 (sourced by scripts/demo.sh after
+# scripts/demo-chart.sh; README "Readiness" and "Upgrading NMI without a gap"):
+# - a Deployment whose identity is not yet on the VM, with ARM operations slowed to several
+#   seconds: `kubectl rollout status` returns only once NMI's IdentityReady condition is True, and
+#   the pod's first ManagedIdentityCredential() call is answered from NMI's cache (no IMDS call);
+# - `helm upgrade` of NMI under a pod asking for a token every 50 ms: not one ask fails or retries.
+
+READY_LATENCY_MS=8000
+VM_K="/subscriptions/$SUB/resourceGroups/mc-sandbox/providers/Microsoft.Compute/virtualMachines/vm-k"
+admin() { ip netns exec pi-cp curl -sf -H 'content-type: application/json' "http://127.0.0.1:$ADMIN_PORT$1" "${@:2}"; }
+arm_latency() { admin /admin/arm/latency -X POST -d "{\"resource\":\"$VM_K\",\"latency_ms\":$1}" >/dev/null; }
+# IMDS calls of vm-k (k-0's VM) in the emulator's call log after sequence number $1.
+imds_calls_of_k() {
+  admin "/admin/calls?since=$1" | "$PYTHON" -c '
+import json, sys
+calls = json.load(sys.stdin)["calls"]
+print(sum(1 for c in calls if c["endpoint"] == "imds" and c["target"] == "vm-k"))'
+}
+
+begin "Step 11: Ready means it works: Deployment reports, whose identity is not on $REAL_NODE's VM yet (ARM operations of $((READY_LATENCY_MS / 1000)) s)"
+arm_latency "$READY_LATENCY_MS"
+"$ROOT/scripts/chart.sh" identity reports-identity reports
+k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reports, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: reports}}
+  template:
+    metadata:
+      labels: {app: reports, aadpodidbinding: reports}
+      # The resource the app's SDK will ask for (BlobServiceClient: https://storage.azure.com), so
+      # that NMI warms exactly that token.
+      annotations: {aadpodidentity.k8s.io/token-resources: "https://storage.azure.com"}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
+      containers:
+        - name: app
+          image: docker.io/pod-identity/app:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/charts/pod-identity/Chart.yaml")
+          imagePullPolicy: Never
+          # A service's first request arrives once the pod is Ready; here, kubectl exec below.
+          command: ["sleep", "infinity"]
+          env:
+            - {name: STORAGE_ACCOUNT_URL, value: "https://$CP_IP:$AZURITE_PORT/devstoreaccount1"}
+            - {name: REQUESTS_CA_BUNDLE, value: /etc/sandbox-ca/ca.crt}
+          volumeMounts:
+            - {name: ca, mountPath: /etc/sandbox-ca, readOnly: true}
+      volumes:
+        - {name: ca, configMap: {name: sandbox-ca}}
+EOF
+t0=$SECONDS
+echo "kubectl rollout status deployment/reports (the webhook gave the pod the readiness gate: it waits for the identity)"
+k rollout status deployment/reports --timeout=180s || true
+waited=$((SECONDS - t0))
+pod=$(k get pods -l app=reports -o 'jsonpath={.items[0].metadata.name}')
+gates=$(k get pod "$pod" -o 'jsonpath={.spec.readinessGates[*].conditionType}')
+cond=$(k get pod "$pod" -o 'jsonpath={range .status.conditions[?(@.type=="aadpodidentity.k8s.io/IdentityReady")]}{.status} {.reason}{end}')
+echo "pod $pod: readinessGates: $gates; IdentityReady: $cond; rollout status returned after ${waited}s"
+explain default "$pod" | grep -i -A1 'IdentityReady' || true
+since=$(calls_seq || echo 0)
+echo "kubectl exec deploy/reports -- python3 /app/read_blob.py (the app's first ManagedIdentityCredential() call)"
+out=$(k exec deploy/reports -- python3 /app/read_blob.py 2>&1 || true)
+echo "$out"
+imds=$(imds_calls_of_k "$since" 2>/dev/null || echo "?")
+echo "IMDS calls of vm-k during the app's first call: $imds (NMI answered from the token it had warmed)"
+arm_latency 0
+if [ "$gates" = "aadpodidentity.k8s.io/IdentityReady" ] && [ "$cond" = "True TokenObtained" ] &&
+  [ "$waited" -ge $((READY_LATENCY_MS / 1000)) ] && echo "$out" | grep -q '^BLOB: Hello from Azurite' && [ "$imds" = 0 ]; then
+  step 13 "rollout held ${waited}s until IdentityReady=True; the first token came from NMI's cache" PASS
+else
+  step 13 "rollout held until the identity works" FAIL "gates: '$gates'; condition: '$cond'; waited ${waited}s; IMDS calls: $imds; app: $(echo "$out" | tail -n 1)"
+fi
+
+begin "Step 12: helm upgrade of NMI under a pod asking for a token every 50 ms (README \"Upgrading NMI without a gap\")"
+k -n default create configmap token-poller --from-file=poll_token.py="$ROOT/crates/node/tests/poll_token.py" \
+  --dry-run=client -o yaml | k apply -f - >/dev/null
+k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: token-poller, namespace: default, labels: {aadpodidbinding: myapp}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
+  containers:
+    - name: poll
+      image: docker.io/pod-identity/app:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/charts/pod-identity/Chart.yaml")
+      imagePullPolicy: Never
+      command: ["python3", "/poll/poll_token.py"]
+      volumeMounts: [{name: poll, mountPath: /poll}]
+  volumes: [{name: poll, configMap: {name: token-poller}}]
+EOF
+k wait --for=condition=Ready pod/token-poller --timeout=120s >/dev/null || true
+sleep 2
+before=$(k logs token-poller 2>/dev/null | grep -c '^ASK' || true)
+old_nmi=$(k -n pod-identity get pods -l app.kubernetes.io/component=nmi -o 'jsonpath={.items[*].metadata.name}')
+echo "NMI pod before: $old_nmi; the poller has asked $before times"
+upgrade=$("$ROOT/scripts/chart.sh" upgrade --set nmi.iptUpdateIntervalSec=45 2>&1) || echo "$upgrade"
+new_nmi=$(k -n pod-identity get pods -l app.kubernetes.io/component=nmi -o 'jsonpath={.items[*].metadata.name}')
+sleep 2
+log=$(k logs token-poller 2>/dev/null || true)
+k delete pod token-poller --wait=false >/dev/null 2>&1 || true
+asks=$(echo "$log" | grep -c '^ASK' || true)
+bad=$(echo "$log" | grep '^ASK' | grep -v ' OK retries=0 ' || true)
+echo "NMI pod after: $new_nmi; the poller asked $((asks - before)) times during the upgrade, $asks in all"
+[ -n "$bad" ] && echo "asks that failed or needed a retry:" && echo "$bad"
+if [ "$old_nmi" != "$new_nmi" ] && [ -n "$new_nmi" ] && [ "$asks" -gt "$before" ] && [ -z "$bad" ]; then
+  step 14 "NMI rolled ($old_nmi → $new_nmi) with 0 failed or retried asks out of $asks" PASS
+else
+  step 14 "NMI rolled without a gap" FAIL "NMI $old_nmi → $new_nmi; asks $asks; failed or retried: $(echo "$bad" | grep -c ASK || true)"
+fi
