@@ -8,6 +8,9 @@
 #   scripts/chart.sh app                    the walkthrough's Deployment `myapp` (label
 #                                           aadpodidbinding: myapp, and its identity and binding
 #                                           unless `make demo` made them); waits until it read the blob
+#   scripts/chart.sh deploy NAME SELECTOR RESOURCES COMMAND
+#                                           a Deployment NAME of the app's image on the real node,
+#                                           bound to SELECTOR, running the shell COMMAND
 #   scripts/chart.sh identity [NAME SELECTOR]
 #                                           a managed identity NAME in the emulator (default
 #                                           myapp-identity), its AzureIdentity and a binding for
@@ -113,28 +116,34 @@ upgrade() {
   nmi_ready || die "NMI did not become Ready again after the upgrade"
 }
 
-app() {
+# deploy NAME SELECTOR RESOURCES SHELL-COMMAND: a Deployment of one pod of the walkthrough's image
+# on the real node, labelled aadpodidbinding: SELECTOR, running SHELL-COMMAND; RESOURCES, when not
+# empty, is its aadpodidentity.k8s.io/token-resources annotation (README "Readiness").
+deploy() {
+  local name=$1 selector=$2 resources=$3 command=$4 annotations="{}"
+  if [ -n "$resources" ]; then
+    annotations="{aadpodidentity.k8s.io/token-resources: \"$resources\"}"
+  fi
   k -n "$APP_NS" create configmap sandbox-ca --from-file=ca.crt="$STATE/pki/ca.crt" \
     --dry-run=client -o yaml | k apply -f - >/dev/null
-  # The seed's step 6: a Deployment whose pods carry aadpodidbinding. The container runs the
-  # walkthrough's code unchanged, then stays up so that its output can be read.
   k apply -f - >/dev/null <<EOF
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: myapp, namespace: $APP_NS}
+metadata: {name: $name, namespace: $APP_NS}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: myapp}}
+  selector: {matchLabels: {app: $name}}
   template:
     metadata:
-      labels: {app: myapp, aadpodidbinding: myapp}
+      labels: {app: $name, aadpodidbinding: $selector}
+      annotations: $annotations
     spec:
       nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
       containers:
         - name: app
           image: docker.io/pod-identity/app:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/charts/pod-identity/Chart.yaml")
           imagePullPolicy: Never
-          command: ["/bin/sh", "-c", "python3 /app/read_blob.py; exec sleep infinity"]
+          command: ["/bin/sh", "-c", "$command"]
           env:
             - {name: STORAGE_ACCOUNT_URL, value: "https://$CP_IP:$AZURITE_PORT/devstoreaccount1"}
             - {name: REQUESTS_CA_BUNDLE, value: /etc/sandbox-ca/ca.crt}
@@ -143,6 +152,12 @@ spec:
       volumes:
         - {name: ca, configMap: {name: sandbox-ca}}
 EOF
+}
+
+app() {
+  # The seed's step 6: a Deployment whose pods carry aadpodidbinding. The container runs the
+  # walkthrough's code unchanged, then stays up so that its output can be read.
+  deploy myapp myapp "" "python3 /app/read_blob.py; exec sleep infinity"
   k -n "$APP_NS" rollout status deployment/myapp --timeout=120s >&2 || die "myapp did not start"
   local out="" end=$((SECONDS + 120))
   until echo "$out" | grep -qE '^(BLOB|REFUSED):'; do
@@ -191,7 +206,8 @@ case ${1:-} in
   install) shift; install "$@" ;;
   upgrade) shift; upgrade "$@" ;;
   app) identity; app ;;
+  deploy) shift; deploy "$@" ;;
   identity) shift; identity "$@" ;;
   uninstall) uninstall ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

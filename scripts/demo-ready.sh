@@ -22,35 +22,10 @@ begin "Step 11: Ready means it works: Deployment reports, whose identity is not 
 latency_set=yes
 arm_latency "$READY_LATENCY_MS" || latency_set="no (the emulator refused PUT /admin/arm/latency)"
 "$ROOT/scripts/chart.sh" identity reports-identity reports
-k apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reports, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: reports}}
-  template:
-    metadata:
-      labels: {app: reports, aadpodidbinding: reports}
-      # The resource the app's SDK will ask for (BlobServiceClient: https://storage.azure.com), so
-      # that NMI warms exactly that token.
-      annotations: {aadpodidentity.k8s.io/token-resources: "https://storage.azure.com"}
-    spec:
-      nodeSelector: {kubernetes.io/hostname: $REAL_NODE}
-      containers:
-        - name: app
-          image: docker.io/pod-identity/app:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/deploy/charts/pod-identity/Chart.yaml")
-          imagePullPolicy: Never
-          # A service's first request arrives once the pod is Ready; here, kubectl exec below.
-          command: ["sleep", "infinity"]
-          env:
-            - {name: STORAGE_ACCOUNT_URL, value: "https://$CP_IP:$AZURITE_PORT/devstoreaccount1"}
-            - {name: REQUESTS_CA_BUNDLE, value: /etc/sandbox-ca/ca.crt}
-          volumeMounts:
-            - {name: ca, mountPath: /etc/sandbox-ca, readOnly: true}
-      volumes:
-        - {name: ca, configMap: {name: sandbox-ca}}
-EOF
+# The resource the app's SDK will ask for (BlobServiceClient: https://storage.azure.com), so that
+# NMI warms exactly that token; the app itself waits: a service's first request arrives once the
+# pod is Ready, here through kubectl exec below.
+"$ROOT/scripts/chart.sh" deploy reports reports https://storage.azure.com "exec sleep infinity"
 t0=$SECONDS
 # While MIC's ARM operation runs, NMI says why the pod is not Ready yet.
 first=""

@@ -25,13 +25,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
-use azure_emulator::{Emulator, World};
+use anyhow::bail;
+use azure_emulator::World;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::cluster::{self, Cluster, PodSpec};
+use crate::cluster::{self, Fleet, PodSpec};
 
 mod behind;
 mod lag;
@@ -146,15 +146,10 @@ fn world(latency_ms: u64) -> anyhow::Result<World> {
             &ss[3..]
         )
     };
-    Ok(World::from_yaml(&format!(
-        r#"
-tenant_id: {tenant}
-subscriptions:
-  - id: {sub}
-    resource_groups: [node-rg, identity-rg]
-identities:
-{identities}
-vms:
+    cluster::fleet_world(
+        IDENTITIES,
+        &format!(
+            r#"vms:
   - {{name: vm-c, resource_group: node-rg, node: c-0, imds: "127.0.0.1:0", operation_latency_ms: {latency_ms}}}
 vmss:
   - name: ss-a
@@ -165,19 +160,13 @@ vmss:
     resource_group: node-rg
     operation_latency_ms: {latency_ms}
     instances:
-{b0}{b1}{principal}
-tls:
-  enabled: true
-"#,
-        tenant = cluster::TENANT,
-        sub = cluster::SUB,
-        identities = cluster::identities_yaml(IDENTITIES),
-        a0 = inst("ss-a", 0),
-        a1 = inst("ss-a", 1),
-        b0 = inst("ss-b", 0),
-        b1 = inst("ss-b", 1),
-        principal = cluster::mic_principal_yaml(IDENTITIES),
-    ))?)
+{b0}{b1}"#,
+            a0 = inst("ss-a", 0),
+            a1 = inst("ss-a", 1),
+            b0 = inst("ss-b", 0),
+            b1 = inst("ss-b", 1),
+        ),
+    )
 }
 
 fn provider_id(node: &str) -> String {
@@ -258,40 +247,17 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
         "churn: seed {} ({} pods, at most {} s, ARM latency {} ms); replay with --seed {}",
         cfg.seed, cfg.pods, cfg.seconds, cfg.arm_latency_ms, cfg.seed
     );
-    let k8s = Cluster::start().await?;
-    let emulator = Emulator::start(world(cfg.arm_latency_ms)?).await?;
-    let ca = logs.join("emulator-ca-churn.pem");
-    std::fs::write(&ca, emulator.ca_cert_pem().context("the emulator serves TLS")?)?;
     let nodes: Vec<(String, String)> = NODES.iter().map(|n| ((*n).to_owned(), provider_id(n))).collect();
-    k8s.nodes(&nodes).await?;
-    k8s.namespace(NS).await?;
-    for n in 0..IDENTITIES {
-        k8s.identity_and_binding(NS, n, &format!("app-{n}")).await?;
-    }
-    let kubeconfig = k8s.server.kubeconfig().to_owned();
+    let fleet = Fleet::start(world(cfg.arm_latency_ms)?, &nodes, NS, IDENTITIES, logs, "churn").await?;
+    let (k8s, emulator, kubeconfig) = (&fleet.k8s, &fleet.emulator, &fleet.kubeconfig);
     let proxy = match cfg.slow_watch {
         Some(max) => Some(slow_watch::start(k8s.client.clone(), cfg.seed, max, logs).await?),
         None => None,
     };
-    let mic_kubeconfig = proxy.as_ref().map_or(&kubeconfig, |p| &p.kubeconfig);
-    let mic = cluster::start_mic(mic_kubeconfig, &emulator, &ca, &logs.join("churn-mic.log")).await?;
-    let mut nmis = BTreeMap::new();
-    let mut _children = Vec::new();
-    for node in NODES {
-        let imds = emulator.imds_addr(node).context("every node has an IMDS")?;
-        let (child, addr) = cluster::start_nmi(
-            &kubeconfig,
-            node,
-            imds,
-            &[],
-            &logs.join(format!("churn-nmi-{node}.log")),
-            None,
-        )
-        .await?;
-        _children.push(child);
-        nmis.insert(node, addr);
-    }
-    let nmis = Arc::new(nmis);
+    let mic_kubeconfig = proxy.as_ref().map_or(kubeconfig, |p| &p.kubeconfig);
+    let mic = cluster::start_mic(mic_kubeconfig, emulator, &fleet.ca, &logs.join("churn-mic.log")).await?;
+    let nmi_processes = fleet.start_nmis(&NODES, logs, "churn").await?;
+    let nmis = Arc::new(nmi_processes.addrs.clone());
     let pods = Api::<Pod>::namespaced(k8s.client.clone(), NS);
 
     // The long-lived pods get their tokens first: they also prove the set-up works.
@@ -325,7 +291,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     let (stop_meddling, stop_rx) = tokio::sync::watch::channel(false);
     let remover = match cfg.remove_behind {
         Some(mean) => {
-            let op = behind::Operator::new(&emulator)?;
+            let op = behind::Operator::new(emulator)?;
             Some(tokio::spawn(behind::run(
                 op,
                 cfg.seed,
@@ -375,7 +341,7 @@ pub async fn run(cfg: &Config, logs: &Path) -> anyhow::Result<Report> {
     };
     let started = Instant::now();
     loop {
-        let have = identities_by_target(&emulator);
+        let have = identities_by_target(emulator);
         let diff: Vec<String> = want
             .iter()
             .filter(|(t, ids)| have.get(*t) != Some(ids))
@@ -507,5 +473,17 @@ fn record(r: &mut Report, life: &Lifecycle, outcome: Outcome) {
         (None, Outcome::Token { .. }) => r.unbound_tokens.push(who),
         (None, Outcome::Refused(_)) => {}
         (_, Outcome::Broken(e)) => r.token_failures.push(format!("{who}: the harness failed: {e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_world_parses_with_every_node() {
+        let w = super::world(2000).unwrap();
+        assert_eq!(w.identities.len(), super::IDENTITIES);
+        assert_eq!(w.vms.len(), 1);
+        let instances: usize = w.vmss.iter().map(|s| s.instances.len()).sum();
+        assert_eq!(instances + w.vms.len(), super::NODES.len());
     }
 }

@@ -19,6 +19,9 @@ use kube::{
 use serde_json::json;
 use testbed::{ApiServer, Supervised};
 
+mod fleet;
+pub use fleet::{Fleet, world as fleet_world};
+
 // The test world's GUIDs; `client_id(n)` and `principal_id(n)` are identity `id<n>`'s.
 pub use fixtures::ids::{MIC_CLIENT as MIC_CLIENT_ID, SUBSCRIPTION as SUB, TENANT, client_id, principal_id};
 pub const MIC_SECRET: &str = "mic-secret";

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use azure_emulator::{Emulator, World};
+use azure_emulator::World;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -34,7 +34,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Fleet};
 
 const NS: &str = "ready";
 const NODES: [&str; 2] = ["r-0", "r-1"];
@@ -51,30 +51,18 @@ pub fn imds_calls_target(pods: usize) -> f64 {
 }
 
 fn world(latency_ms: u64) -> anyhow::Result<World> {
-    Ok(World::from_yaml(&format!(
-        r#"
-tenant_id: {tenant}
-subscriptions:
-  - id: {sub}
-    resource_groups: [node-rg, identity-rg]
-identities:
-{identities}
-vmss:
+    cluster::fleet_world(
+        IDENTITIES,
+        &format!(
+            r#"vmss:
   - name: ss-r
     resource_group: node-rg
     operation_latency_ms: {latency_ms}
     instances:
       - {{name: ss-r_0, node: r-0, imds: "127.0.0.1:0"}}
-      - {{name: ss-r_1, node: r-1, imds: "127.0.0.1:0"}}
-{principal}
-tls:
-  enabled: true
-"#,
-        tenant = cluster::TENANT,
-        sub = cluster::SUB,
-        identities = cluster::identities_yaml(IDENTITIES),
-        principal = cluster::mic_principal_yaml(IDENTITIES),
-    ))?)
+      - {{name: ss-r_1, node: r-1, imds: "127.0.0.1:0"}}"#
+        ),
+    )
 }
 
 fn provider_id(node: &str) -> String {
@@ -116,27 +104,18 @@ pub async fn run(
     arm_latency_ms: u64,
     logs: &Path,
 ) -> anyhow::Result<Vec<(&'static str, Value)>> {
-    let k8s = Cluster::start().await?;
-    let emulator = Emulator::start(world(arm_latency_ms)?).await?;
-    let ca = logs.join("emulator-ca-ready.pem");
-    std::fs::write(&ca, emulator.ca_cert_pem().context("the emulator serves TLS")?)?;
     let nodes: Vec<(String, String)> = NODES.iter().map(|n| ((*n).to_owned(), provider_id(n))).collect();
-    k8s.nodes(&nodes).await?;
-    k8s.namespace(NS).await?;
-    for n in 0..IDENTITIES {
-        k8s.identity_and_binding(NS, n, &format!("app-{n}")).await?;
-    }
-    let kubeconfig = k8s.server.kubeconfig().to_owned();
-    let _mic = cluster::start_mic(&kubeconfig, &emulator, &ca, &logs.join("ready-mic.log")).await?;
-    let mut nmis = BTreeMap::new();
-    let mut _children = Vec::new();
-    for node in NODES {
-        let imds = emulator.imds_addr(node).context("every node has an IMDS")?;
-        let log = logs.join(format!("ready-nmi-{node}.log"));
-        let (child, addr) = cluster::start_nmi(&kubeconfig, node, imds, &[], &log, None).await?;
-        _children.push(child);
-        nmis.insert(node, addr);
-    }
+    let fleet = Fleet::start(world(arm_latency_ms)?, &nodes, NS, IDENTITIES, logs, "ready").await?;
+    let (k8s, emulator) = (&fleet.k8s, &fleet.emulator);
+    let _mic = cluster::start_mic(
+        &fleet.kubeconfig,
+        emulator,
+        &fleet.ca,
+        &logs.join("ready-mic.log"),
+    )
+    .await?;
+    let nmi_processes = fleet.start_nmis(&NODES, logs, "ready").await?;
+    let nmis = &nmi_processes.addrs;
     let api = Api::<Pod>::namespaced(k8s.client.clone(), NS);
     let ready_at = watch_ready(api.clone());
     emulator.admin().reset_counters();
@@ -301,4 +280,15 @@ async fn ask(nmi: std::net::SocketAddr, from: IpAddr) -> anyhow::Result<String> 
         .and_then(Value::as_str)
         .map(str::to_owned)
         .context("the answer names no client_id")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_world_parses_with_its_scale_set_and_identities() {
+        let w = super::world(2000).unwrap();
+        assert_eq!(w.identities.len(), super::IDENTITIES);
+        assert_eq!(w.vmss.len(), 1);
+        assert_eq!(w.vmss[0].instances.len(), super::NODES.len());
+    }
 }
