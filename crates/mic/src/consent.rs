@@ -146,10 +146,24 @@ pub enum Verdict {
 pub struct Claim<'a> {
     pub resource_id: &'a str,
     pub client_id: Option<&'a str>,
-    /// `<namespace>/<name>` of the `AzureIdentity`, for messages.
-    pub identity: &'a str,
+    /// The `AzureIdentity`'s name and namespace (messages name it `<namespace>/<name>`, formatted
+    /// only for a refusal: MIC decides every assignment on every plan).
+    pub identity_name: &'a str,
     pub identity_namespace: &'a str,
     pub pod_namespace: &'a str,
+}
+
+/// `<namespace>/<name>`, written only when a message is.
+#[derive(Clone, Copy)]
+struct QualifiedName<'a> {
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl std::fmt::Display for QualifiedName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Decides an assignment from the identity's latest read (`None`: not read yet).
@@ -157,10 +171,14 @@ pub fn verdict(claim: &Claim<'_>, read: Option<&Read>) -> Verdict {
     let Claim {
         resource_id,
         client_id,
-        identity,
+        identity_name,
         identity_namespace,
         pod_namespace,
     } = *claim;
+    let identity = QualifiedName {
+        namespace: identity_namespace,
+        name: identity_name,
+    };
     let facts = match read {
         None => return Verdict::Unknown,
         Some(Read::Facts(f)) => f,

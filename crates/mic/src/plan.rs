@@ -57,16 +57,11 @@ impl ConsentView {
         let Self::Reads(reads) = self else {
             return Verdict::Allowed;
         };
-        let identity_namespace = d.identity.metadata.namespace.as_deref().unwrap_or_default();
-        let identity = format!(
-            "{identity_namespace}/{}",
-            d.identity.metadata.name.as_deref().unwrap_or_default()
-        );
         let claim = Claim {
             resource_id: d.identity.spec.resource_id().unwrap_or(arm_id),
             client_id: d.identity.spec.client_id(),
-            identity: &identity,
-            identity_namespace,
+            identity_name: d.identity.metadata.name.as_deref().unwrap_or_default(),
+            identity_namespace: d.identity.metadata.namespace.as_deref().unwrap_or_default(),
             pod_namespace: &d.pod.namespace,
         };
         consent::verdict(&claim, reads.get(arm_id))
@@ -175,7 +170,8 @@ pub fn plan(
     // The owner's consent (see `crate::consent`): a refused assignment is recorded as such and
     // its identity is not needed; one not decided yet is left as it is. Either way its object
     // is kept out of the comparison below, which would otherwise delete it.
-    let mut undecided: BTreeSet<(String, String)> = BTreeSet::new();
+    // Namespace → object names: probed for every AzureAssignedIdentity below without allocating.
+    let mut undecided: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut refused: Vec<(Desired<'_>, consent::Refusal)> = Vec::new();
     desired.retain(|d| {
         let Some(arm_id) = d.arm_identity() else {
@@ -184,21 +180,29 @@ pub fn plan(
         match consent.verdict(d, &arm_id) {
             Verdict::Allowed => true,
             Verdict::Unknown => {
-                undecided.insert((d.namespace.clone(), d.name.clone()));
+                undecided
+                    .entry(d.namespace.clone())
+                    .or_default()
+                    .insert(d.name.clone());
                 false
             }
             Verdict::Refused(r) => {
-                undecided.insert((d.namespace.clone(), d.name.clone()));
+                undecided
+                    .entry(d.namespace.clone())
+                    .or_default()
+                    .insert(d.name.clone());
                 refused.push((d.clone(), r));
                 false
             }
         }
     });
     let live = || {
-        assigned
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|a| !a.deleting && !undecided.contains(&(a.namespace.clone(), a.name.clone())))
+        assigned.iter().map(AsRef::as_ref).filter(|a| {
+            !a.deleting
+                && !undecided
+                    .get(a.namespace.as_str())
+                    .is_some_and(|names| names.contains(a.name.as_str()))
+        })
     };
 
     // Per target: what it needs, what to bring to Assigned, what to release.

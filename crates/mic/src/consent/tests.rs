@@ -21,7 +21,7 @@ fn claim<'a>(client_id: Option<&'a str>, ns: &'a str, pod_ns: &'a str) -> Claim<
     Claim {
         resource_id: RID,
         client_id,
-        identity: "team/app",
+        identity_name: "app",
         identity_namespace: ns,
         pod_namespace: pod_ns,
     }

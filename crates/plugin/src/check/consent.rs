@@ -79,7 +79,7 @@ pub fn consent_link(in_use: &[InUse<'_>], reads: &ConsentReads) -> Link {
             let claim = Claim {
                 resource_id: u.resource_id,
                 client_id: u.identity.spec.client_id(),
-                identity: &name,
+                identity_name: u.identity.metadata.name.as_deref().unwrap_or_default(),
                 identity_namespace: own,
                 pod_namespace: pod_ns,
             };
