@@ -3,10 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps testbin fmt-check clippy shellcheck unit crds fmt clean-cache bench soak manifests up down demo images
+.PHONY: test deps testbin fmt-check clippy deny shellcheck unit crds fmt clean-cache bench soak manifests up down demo images
 
-## test: everything CI checks: formatting, clippy -D warnings, shellcheck, and all tests (unit and real-apiserver).
-test: deps testbin fmt-check clippy shellcheck unit
+## test: everything CI checks: formatting, clippy -D warnings, cargo-deny, shellcheck, and all tests (unit and real-apiserver).
+test: deps testbin fmt-check clippy deny shellcheck unit
 # A one-off build keeps no incremental state: it would only add gigabytes under target/ (Cargo.toml,
 # [profile.dev], says why disk matters here).
 test: export CARGO_INCREMENTAL = 0
@@ -34,6 +34,12 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## deny: cargo-deny's bans, licenses and sources checks (deny.toml), with a pinned cargo-deny built
+## once into ~/.cache/pod-identity (scripts/cargo-deny.sh). Not advisories: its database is on GitHub,
+## which CI cannot reach (deny.toml says how to run it with network).
+deny:
+	@CARGO=$(CARGO) scripts/cargo-deny.sh
 
 ## shellcheck: lint every shell script (scripts/, .ci/run); `make deps` installs shellcheck.
 shellcheck:
