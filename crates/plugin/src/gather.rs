@@ -51,7 +51,7 @@ pub struct Options {
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
-    move |source| Error::Kube { what, source }
+    move |source| Error::kube(what, source)
 }
 
 async fn list<K>(api: Api<K>, what: &str) -> Result<Vec<K>, Error>

@@ -9,11 +9,15 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cli;
+pub mod completion;
 pub mod explain;
 pub mod facts;
 pub mod fix;
 pub mod gather;
+pub mod kube_flags;
 pub mod nmi_log;
+pub mod output;
 pub mod report;
 
 /// Everything that keeps the plugin from answering (exit code 2).
@@ -27,6 +31,28 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The API server's 403, apart: its message names the user it refused (as impersonated
+    /// with `--as`), which is the answer, not a stack of wrappers around it.
+    #[error(
+        "reading {what} is forbidden: {message} (`kubectl auth can-i --list` shows what this user may do)"
+    )]
+    Forbidden { what: String, message: String },
     #[error("{0}")]
     Usage(String),
+}
+
+impl Error {
+    /// A failed API call while reading `what`.
+    pub fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+        match source {
+            kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
+                what: what.into(),
+                message: status.message,
+            },
+            source => Self::Kube {
+                what: what.into(),
+                source,
+            },
+        }
+    }
 }

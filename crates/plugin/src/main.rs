@@ -1,15 +1,12 @@
 //! `kubectl-pod_identity`, run as `kubectl pod-identity ...` once on the PATH.
 //!
 //! Exit codes: 0 every link holds; 1 at least one is broken (✘); 2 bad usage or the cluster
-//! (or the kubeconfig) could not be read.
+//! (or the kubeconfig) could not be read, or the API server refused (403).
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
-use kube::{
-    Client, Config,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use clap::{CommandFactory, Parser};
+use kube::Client;
 use matching::Policy;
 use mic::{
     arm::{ArmClient, RetryPolicy},
@@ -18,83 +15,34 @@ use mic::{
 use plugin::{
     Error,
     check::CloudConfigState,
-    gather::{self, DEFAULT_LEASE, Options},
-    report::{EXIT_ERROR, Report},
+    cli::{Args, Command},
+    completion::{self, COMPLETE},
+    gather::{self, Options},
+    output,
+    report::{EXIT_ERROR, EXIT_OK, Report},
 };
-
-/// Explains why a pod does or does not get its Azure token, and checks pod identity's health.
-#[derive(Parser, Debug)]
-#[command(name = "kubectl pod-identity", version)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
-    #[arg(long, global = true)]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use (default: the current one).
-    #[arg(long, global = true)]
-    context: Option<String>,
-    /// The pod's namespace (default: the context's).
-    #[arg(short = 'n', long, global = true)]
-    namespace: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
-    output: Output,
-    /// The cloud config (azure.json) whose credentials read the VM or scale set from ARM; without
-    /// it, whether the identity is on the VM is not checked.
-    #[arg(long, global = true, env = "POD_IDENTITY_CLOUD_CONFIG")]
-    cloud_config: Option<PathBuf>,
-    /// ARM's URL, overriding the cloud's (as MIC's flag).
-    #[arg(long, global = true)]
-    arm_endpoint: Option<String>,
-    /// Entra's URL, overriding the cloud's (as MIC's flag).
-    #[arg(long, global = true)]
-    aad_endpoint: Option<String>,
-    /// A PEM CA bundle to trust for ARM and Entra, besides the system's.
-    #[arg(long, global = true)]
-    ca_file: Option<PathBuf>,
-    /// Label selector of NMI's pods.
-    #[arg(long, global = true, default_value = "app.kubernetes.io/component=nmi")]
-    nmi_selector: String,
-    /// How far back NMI's log is searched for refusals, in seconds.
-    #[arg(long, global = true, default_value_t = 3600)]
-    nmi_log_since: i64,
-    /// MIC's leader-election Lease: NAMESPACE/NAME, or a NAME looked for in every namespace.
-    #[arg(long, global = true, default_value = DEFAULT_LEASE)]
-    mic_lease: String,
-    /// Match pods with bindings of every namespace, as MIC and NMI do with --allow-cross-namespace.
-    #[arg(long, global = true)]
-    allow_cross_namespace: bool,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Walks the chain from a pod to its token: pod, exceptions, bindings, identity,
-    /// AzureAssignedIdentity and MIC's Events, the VM or scale set (ARM), NMI on the node.
-    Explain {
-        /// The pod's name.
-        pod: String,
-    },
-    /// The cluster's health: CRDs, MIC's leader, NMI on every node, the cloud config, identities,
-    /// bindings, stuck assignments, Azure's limits.
-    Check,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // kubectl's completion protocol passes the words being typed, flags and all, which clap must
+    // not read as this run's own.
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((first, rest)) = words.split_first()
+        && first == COMPLETE
+    {
+        print!("{}", completion::complete(Args::command(), rest).protocol());
+        return ExitCode::from(EXIT_OK as u8);
+    }
     let args = Args::parse();
+    if let Command::Completion { shell } = args.command {
+        let mut stdout = std::io::stdout().lock();
+        completion::script(shell, Args::command(), &mut stdout);
+        let _ = stdout.flush();
+        return ExitCode::from(EXIT_OK as u8);
+    }
     match run(&args).await {
         Ok(report) => {
-            match args.output {
-                Output::Text => print!("{}", report.text()),
-                Output::Json => println!("{}", report.json()),
-            }
+            print!("{}", output::render(&report, args.output));
             ExitCode::from(report.exit_code() as u8)
         }
         Err(e) => {
@@ -105,8 +53,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> Result<Report, Error> {
-    let config = kube_config(args).await?;
+    let config = args.kube.config().await?;
     let namespace = args
+        .kube
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
@@ -115,26 +64,8 @@ async fn run(args: &Args) -> Result<Report, Error> {
     match &args.command {
         Command::Explain { pod } => gather::explain(&client, &opts, &namespace, pod).await,
         Command::Check => gather::check(&client, &opts).await,
-    }
-}
-
-/// As kubectl: `--kubeconfig`, else `$KUBECONFIG`, else `~/.kube/config`, else in-cluster;
-/// `--context` picks the context.
-async fn kube_config(args: &Args) -> Result<Config, Error> {
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let bad = |e: kube::config::KubeconfigError| Error::Kubeconfig(e.to_string());
-    match &args.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(bad)?;
-            Config::from_custom_kubeconfig(kc, &options).await.map_err(bad)
-        }
-        None if args.context.is_some() => Config::from_kubeconfig(&options).await.map_err(bad),
-        None => Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string())),
+        // Answered in `main`, before any kubeconfig is read: a completion script needs no cluster.
+        Command::Completion { .. } => Err(Error::Usage("completion asks no cluster".into())),
     }
 }
 

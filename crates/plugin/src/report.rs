@@ -1,6 +1,6 @@
 //! What `explain` and `check` print: links (one fact of the chain each) with a verdict, the
-//! facts behind it and, for a failed one, the fix; as text for people and as JSON for scripts.
-//! The exit code follows from the verdicts ([`Report::exit_code`]).
+//! facts behind it and, for a failed one, the fix; as text for people here, as JSON and YAML
+//! for scripts in `crate::output`. The exit code follows from the verdicts ([`Report::exit_code`]).
 
 use serde::Serialize;
 
@@ -120,12 +120,6 @@ impl Report {
         });
         out
     }
-
-    pub fn json(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("a report always serialises");
-        v["ok"] = serde_json::Value::Bool(self.ok());
-        serde_json::to_string_pretty(&v).expect("a report always serialises")
-    }
 }
 
 #[cfg(test)]
@@ -161,14 +155,5 @@ mod tests {
             t,
             "pod ns/p\n✔ t\n    a fact\n✘ t\n    a fact\n    fix: do this\n– t\n    a fact\n1 link(s) broken\n"
         );
-    }
-
-    #[test]
-    fn json_carries_the_same_facts_and_an_overall_ok() {
-        let v: serde_json::Value = serde_json::from_str(&report(&[Verdict::Fail]).json()).unwrap();
-        assert_eq!(v["ok"], false);
-        assert_eq!(v["links"][0]["verdict"], "fail");
-        assert_eq!(v["links"][0]["fix"], "do this");
-        assert_eq!(v["links"][0]["facts"][0], "a fact");
     }
 }
