@@ -80,7 +80,8 @@ bench:
 	$(BENCH) show
 
 ## up: start the local sandbox (real etcd + kube-apiserver, the Azure emulator, Azurite, MIC, one NMI per node), as root.
-up: deps testbin
+# up and demo build only what the sandbox runs (scripts/sandbox.sh): not upstream's NMI and MIC.
+up: deps
 	@scripts/sandbox.sh up
 
 ## down: stop the sandbox and remove every process, network namespace and temporary file it made.
@@ -88,7 +89,7 @@ down:
 	@scripts/sandbox.sh down
 
 ## demo: the seed walkthrough on the sandbox; ends with DEMO PASSED or DEMO FAILED. CLEAN=1 tears the sandbox down afterwards.
-demo: deps testbin
+demo: deps
 	@CLEAN=$(CLEAN) scripts/demo.sh
 
 ## manifests: copy deploy/crds/ into the Helm chart's crds/ and render deploy/manifests/*.yaml from the

@@ -15,6 +15,8 @@
 #                                           a managed identity NAME in the emulator (default
 #                                           myapp-identity), its AzureIdentity and a binding for
 #                                           pods labelled aadpodidbinding: SELECTOR (default myapp)
+#   scripts/chart.sh test [HELM ARGS…]      helm test: the chart's test pod asks 169.254.169.254 on the
+#                                           real node (what it must get: the release's tests.* values)
 #   scripts/chart.sh uninstall              helm uninstall (its hook removes NMI's rules); the
 #                                           sandbox's own MIC process takes the Lease back
 #
@@ -196,6 +198,24 @@ identity() { # identity [NAME SELECTOR]
     "$ROOT/examples/seed/aadpodidentitybinding.yaml" | k -n "$APP_NS" apply -f - >&2
 }
 
+# helm test (templates/tests/token-path.yaml): helm's report on stdout. A test pod that failed is
+# kept, and its one-line verdict is shown (helm deletes one that passed, so `--logs` is not used).
+helm_test() {
+  log "helm test $RELEASE..."
+  local out rc=0 pods ns name
+  out=$(helm_ test "$RELEASE" --namespace "$RELEASE_NS" --timeout 5m "$@" 2>&1) || rc=$?
+  echo "$out"
+  [ $rc -eq 0 ] && return 0
+  pods=$(k get pods -A -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=test-token-path" \
+    -o 'jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{"\n"}{end}' 2>/dev/null || true)
+  while read -r ns name; do
+    [ -n "$name" ] || continue
+    log "logs of $ns/$name:"
+    k -n "$ns" logs "pod/$name" >&2 || true
+  done <<<"$pods"
+  die "helm test failed"
+}
+
 uninstall() {
   log "helm uninstall $RELEASE..."
   helm_ uninstall "$RELEASE" --namespace "$RELEASE_NS" --wait --timeout 5m >&2
@@ -208,6 +228,7 @@ case ${1:-} in
   app) identity; app ;;
   deploy) shift; deploy "$@" ;;
   identity) shift; identity "$@" ;;
+  test) shift; helm_test "$@" ;;
   uninstall) uninstall ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -39,14 +39,16 @@ need_root() {
 
 # ---------------------------------------------------------------------------- build
 build() {
-  # POD_IDENTITY_SANDBOX_PROFILE=dev: the debug binaries `cargo test` builds anyway (the chart's
-  # end-to-end test uses them, so that `make test` never builds the fat-LTO release profile).
-  if [ "${POD_IDENTITY_SANDBOX_PROFILE:-release}" = dev ]; then
-    log "building mic, nmi and azure-emulator (debug)..."
+  # One profile for the sandbox's processes and the real node's images: dev, the binaries
+  # `cargo test` builds anyway (a first build takes about 4 minutes on 2 cores). The fat-LTO
+  # release profile is for what users ship (the Dockerfiles, IMAGE_PROFILE=release) and took 13
+  # minutes more; POD_IDENTITY_SANDBOX_PROFILE=release runs the sandbox's processes on it.
+  if [ "${POD_IDENTITY_SANDBOX_PROFILE:-dev}" = dev ]; then
+    log "building mic, nmi and azure-emulator (debug; a first build takes about 4 minutes)..."
     (cd "$ROOT" && cargo build --locked -p mic -p nmi -p azure-emulator >&2)
     BIN="$ROOT/target/debug"
   else
-    log "building mic, nmi and azure-emulator (release; the first build takes minutes)..."
+    log "building mic, nmi and azure-emulator (release, fat LTO; a first build takes about 15 minutes)..."
     (cd "$ROOT" && cargo build --release --locked -p mic -p nmi -p azure-emulator >&2)
     BIN="$ROOT/target/release"
   fi

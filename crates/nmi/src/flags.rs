@@ -185,9 +185,11 @@ pub struct Flags {
 pub enum Command {
     /// Remove the iptables interception rules (uninstall only: without them pods reach IMDS directly).
     Cleanup,
+    /// Ask the IMDS token endpoint as a pod does and say whether NMI answered as it should, on one line; exit 0 or 1 (the chart's `helm test`).
+    TestTokenPath(crate::token_path_check::TokenPathCheck),
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     s.trim_end_matches('s')
         .parse::<f64>()
         .ok()

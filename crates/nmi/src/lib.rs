@@ -36,6 +36,7 @@ pub mod response;
 pub mod server;
 pub mod state;
 pub mod token;
+pub mod token_path_check;
 
 use std::time::Duration;
 

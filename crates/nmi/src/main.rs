@@ -32,6 +32,11 @@ async fn main() -> anyhow::Result<()> {
     );
     flags.check(&env).map_err(anyhow::Error::msg)?;
     upstream_flags::warn(&flags.notes(&env));
+    if let Some(Command::TestTokenPath(check)) = &flags.command {
+        let verdict = nmi::token_path_check::run(check).await?;
+        println!("{verdict}");
+        std::process::exit(if verdict.passed() { 0 } else { 1 });
+    }
     if let Some(Command::Cleanup) = flags.command {
         nmi::interception::cleanup(&iptables::System::default(), &flags).await?;
         tracing::info!(

@@ -35,6 +35,25 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The labels of `aadpodidentity_nmi_build_info`: which NMI this is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfoLabels {
+    pub version: String,
+    pub git_commit: String,
+    pub rustc: String,
+}
+
+impl BuildInfoLabels {
+    /// This binary's: the crate's version, and the commit and rustc build.rs found.
+    pub fn current() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            git_commit: env!("POD_IDENTITY_GIT_COMMIT").to_owned(),
+            rustc: env!("POD_IDENTITY_RUSTC").to_owned(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyWriteLabels {
     pub status: String,
@@ -94,6 +113,13 @@ impl Metrics {
         let connections_dropped = Family::<ReasonLabels, Counter>::default();
         let prefetches = Family::<OutcomeLabels, Counter>::default();
         let identity_ready_writes = Family::<ReadyWriteLabels, Counter>::default();
+        let build_info = Family::<BuildInfoLabels, Gauge>::default();
+        build_info.get_or_create(&BuildInfoLabels::current()).set(1);
+        registry.register(
+            "nmi_build_info",
+            "Always 1; its labels say which NMI runs: version, git_commit and rustc",
+            build_info,
+        );
         registry.register(
             "nmi_prefetch",
             "Tokens NMI fetched ahead of pods' first requests, by outcome: fetched (from IMDS or \
@@ -254,5 +280,26 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_is_one_series_of_this_build() {
+        let line = format!(
+            "aadpodidentity_nmi_build_info{{version=\"{}\",git_commit=\"{}\",rustc=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("POD_IDENTITY_GIT_COMMIT"),
+            env!("POD_IDENTITY_RUSTC"),
+        );
+        let text = Metrics::new().encode();
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+        assert!(
+            text.contains("# TYPE aadpodidentity_nmi_build_info gauge\n"),
+            "{text}"
+        );
     }
 }

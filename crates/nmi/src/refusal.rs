@@ -150,6 +150,24 @@ pub fn describe_request(request: &IdentityRequest) -> String {
     }
 }
 
+/// The `error_description` of [`Reason::Unbound`] for a pod: `pod <ns>/<name> is not bound to any
+/// AzureIdentity (…)`. `nmi test-token-path` (the chart's `helm test`) recognises NMI by it.
+pub fn unbound_detail(namespace: &str, name: &str) -> String {
+    format!(
+        "{} (label {}, bindings of its namespace)",
+        unbound_subject(namespace, name),
+        api::v1::BINDING_LABEL
+    )
+}
+
+/// The start of [`unbound_detail`]: which pod, and that it is bound to nothing.
+pub fn unbound_subject(namespace: &str, name: &str) -> String {
+    format!("pod {namespace}/{name} {UNBOUND}")
+}
+
+/// What every [`unbound_detail`] says, whichever pod it names.
+pub const UNBOUND: &str = "is not bound to any AzureIdentity";
+
 /// The pod a refused request was attributed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodName {

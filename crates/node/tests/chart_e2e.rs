@@ -232,11 +232,34 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
     );
     boot_window::gate_is_installed(&sb);
 
+    // helm test: the chart's test pod, bound to nothing, gets NMI's own refusal naming it (the
+    // VM's IMDS, the emulator's, would answer otherwise).
+    assert_helm_test_passed(&sb.run("chart.sh", &["test"]));
+
     // The walkthrough's application in a real container reads the blob with its own identity.
     let app = sb.run("chart.sh", &["app"]);
     assert!(
         app.contains("BLOB: Hello from Azurite"),
         "the walkthrough's pod read the blob:\n{app}"
+    );
+
+    // helm test with tests.binding: the test pod carries the walkthrough's selector in its
+    // namespace and must get a token. The tests.* values change the test pod only: NMI stays.
+    sb.run(
+        "chart.sh",
+        &[
+            "upgrade",
+            "--set",
+            "tests.binding=myapp",
+            "--set",
+            "tests.namespace=default",
+        ],
+    );
+    assert_helm_test_passed(&sb.run("chart.sh", &["test"]));
+    assert_eq!(
+        nmi_pod(&sb).map(|p| p.0).as_deref(),
+        Some(nmi_before.as_str()),
+        "the tests.* values left NMI's pod alone"
     );
 
     // A pod asking for a token every 50 ms while `helm upgrade` changes an NMI flag.
@@ -370,6 +393,24 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
     sb.run("sandbox.sh", &["down"]);
     assert_nothing_left(&sb.state, &cni_before);
     eprintln!("chart end-to-end: {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// `helm test`'s report (scripts/chart.sh test, which fails when helm does) names the chart's
+/// test pod, and says it succeeded.
+fn assert_helm_test_passed(report: &str) {
+    let field = |name: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        field("TEST SUITE:"),
+        format!("{RELEASE}-test-token-path"),
+        "helm test ran the token-path test:\n{report}"
+    );
+    assert_eq!(field("Phase:"), "Succeeded", "helm test passed:\n{report}");
 }
 
 /// The pods' network namespaces CRI made (cni-<uuid>): another sandbox's real node may have some.

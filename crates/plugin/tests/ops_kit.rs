@@ -14,7 +14,9 @@ fn chart() -> PathBuf {
 fn render(sets: &[&str]) -> Vec<Value> {
     let helm = &testbed::binaries().expect("helm (make testbin)").helm;
     let mut cmd = Command::new(helm);
-    cmd.args(["template", "t"]).arg(chart());
+    cmd.args(["template", "t"])
+        .arg(chart())
+        .args(["--kube-version", testbed::CHART_KUBE_VERSION]);
     for s in sets {
         cmd.args(["--set", s]);
     }

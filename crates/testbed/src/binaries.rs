@@ -11,6 +11,12 @@ pub struct Binaries {
     pub helm: PathBuf,
 }
 
+/// The Kubernetes version of offline `helm template` renders of the chart (`--kube-version`): the
+/// oldest the chart supports (its Chart.yaml `kubeVersion`). helm built as `scripts/testbin.sh`
+/// builds it, without the ldflags of helm's releases, assumes Kubernetes 1.20, which the chart
+/// refuses; a released helm assumes the version of its client-go.
+pub const CHART_KUBE_VERSION: &str = "1.25.0";
+
 /// Upstream aad-pod-identity's own NMI and MIC (v1.8.17, pinned in
 /// `tools/testbin/aad-pod-identity/`), the peers of the mixed-version tests.
 #[derive(Clone, Debug)]

@@ -24,7 +24,7 @@ mod pki;
 mod process;
 
 pub use apiserver::{ApiServer, free_port};
-pub use binaries::{Binaries, UpstreamPodIdentity, binaries, upstream_pod_identity};
+pub use binaries::{Binaries, CHART_KUBE_VERSION, UpstreamPodIdentity, binaries, upstream_pod_identity};
 pub use pki::rsa_cert;
 pub use process::Supervised;
 

@@ -485,8 +485,7 @@ fn contradictory_values_fail_to_render() {
         &["operationMode=other"][..],
         &["nmi.iptablesMode=auto"][..],
     ] {
-        let mut cmd = helm();
-        cmd.arg("template").arg("pod-identity").arg(chart());
+        let mut cmd = chart_support::template_release("pod-identity");
         for s in sets {
             cmd.arg("--set").arg(s);
         }
@@ -537,11 +536,8 @@ fn installed_rbac_grants_what_each_component_needs_and_no_more() {
     });
     // A release name of its own: the ClusterRoles are cluster-scoped and the server is shared.
     let release = format!("rbac{}", std::process::id());
-    let mut cmd = helm();
-    cmd.arg("template")
-        .arg(&release)
-        .arg(chart())
-        .args(["--namespace", &release_ns, "--set"])
+    let mut cmd = chart_support::template_release(&release);
+    cmd.args(["--namespace", &release_ns, "--set"])
         .arg(format!("nmi.secretNamespaces[0]={app_ns}"));
     let rendered = ok(cmd);
     let dir = tempfile::tempdir().expect("temporary directory");

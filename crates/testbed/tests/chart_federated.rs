@@ -55,11 +55,8 @@ fn federated_mode_is_off_by_default_and_adds_only_its_two_grants_when_on() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let release_ns = rt.block_on(async { server.namespace("fed-rbac").await.expect("namespace").1 });
     let release = format!("fed{}", std::process::id());
-    let mut cmd = chart_support::helm();
-    cmd.arg("template")
-        .arg(&release)
-        .arg(chart_support::chart())
-        .args(["--namespace", &release_ns, "--set"])
+    let mut cmd = chart_support::template_release(&release);
+    cmd.args(["--namespace", &release_ns, "--set"])
         .arg(format!("nmi.federatedTenantID={tenant}"));
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("chart.yaml");

@@ -56,9 +56,9 @@ fn has_policy(args: &[&str]) -> bool {
 #[test]
 fn the_policy_renders_where_the_cluster_serves_it_and_lints() {
     let cases: &[(&str, &[&str], bool)] = &[
-        // helm's own Kubernetes version when built without its ldflags (as scripts/testbin.sh
-        // builds it) is 1.20: no policy offline without being told the target.
-        ("offline, helm's default version (1.20)", &[], false),
+        // The chart's oldest Kubernetes (template_command's --kube-version; helm as
+        // scripts/testbin.sh builds it would assume 1.20, which the chart refuses).
+        ("offline, the chart's oldest version (1.25)", &[], false),
         (
             "offline, --kube-version 1.29",
             &["--kube-version", "1.29.0"],
@@ -287,11 +287,8 @@ fn nmi_may_write_only_identity_ready_of_its_own_nodes_pods() {
         // NMI's ServiceAccount, ClusterRole (patch pods/status) and binding, and the policy, as
         // the chart renders them for a cluster that serves the API. The DaemonSet and the rest
         // are left out: no kubelet runs here.
-        let mut cmd = helm();
-        cmd.arg("template")
-            .arg(&release)
-            .arg(chart())
-            .args(["--namespace", &ns, "--api-versions", VAP]);
+        let mut cmd = chart_support::template_release(&release);
+        cmd.args(["--namespace", &ns, "--api-versions", VAP]);
         let docs = parse(&ok(cmd));
         let wanted: Vec<Value> = docs
             .iter()

@@ -75,6 +75,7 @@ pub fn chart_webhook_objects() -> Vec<Value> {
         .args(["template", "pod-identity"])
         .arg(&chart)
         .args(["--namespace", RELEASE_NS, "--show-only", "templates/webhook.yaml"])
+        .args(["--kube-version", testbed::CHART_KUBE_VERSION])
         .args([
             "--set",
             "nmi.federatedTenantID=72f988bf-86f1-41af-91ab-2d7cd011db47",

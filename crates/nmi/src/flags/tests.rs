@@ -289,3 +289,36 @@ fn the_identity_ready_condition_is_on_unless_turned_off() {
     assert!(!parse(&["--node=n", "--identity-ready-condition=false"]).identity_ready_condition);
     assert!(!parse(&["--node=n", "-identity-ready-condition=false"]).identity_ready_condition);
 }
+
+/// What the chart's `helm test` pod runs (templates/tests/token-path.yaml): no --node there.
+#[test]
+fn test_token_path_takes_the_charts_arguments_without_a_node() {
+    let env = Environment::default();
+    for (args, expect_token) in [
+        (&["test-token-path"][..], false),
+        (&["test-token-path", "--expect-token"][..], true),
+    ] {
+        let flags = parse(args);
+        let Some(Command::TestTokenPath(check)) = &flags.command else {
+            panic!("{args:?}: {:?}", flags.command);
+        };
+        assert_eq!(check.expect_token, expect_token);
+        assert_eq!(check.url, crate::token_path_check::DEFAULT_URL);
+        assert_eq!(check.timeout, Duration::from_secs(120));
+        flags.check(&env).expect("no --node needed");
+    }
+    let flags = parse(&[
+        "test-token-path",
+        "--pod-namespace=ns",
+        "--pod-name=p",
+        "--timeout=5",
+    ]);
+    let Some(Command::TestTokenPath(check)) = flags.command else {
+        panic!("a test-token-path command");
+    };
+    assert_eq!(
+        (check.pod_namespace.as_deref(), check.pod_name.as_deref()),
+        (Some("ns"), Some("p"))
+    );
+    assert_eq!(check.timeout, Duration::from_secs(5));
+}

@@ -48,14 +48,21 @@ pub fn ok(cmd: Command) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-/// `helm template pod-identity <chart>` in `namespace`, hooks included, without arguments yet.
-pub fn template_command(namespace: &str) -> Command {
+/// `helm template <release> <chart>` for the oldest Kubernetes the chart supports
+/// ([`testbed::CHART_KUBE_VERSION`]; a later `--kube-version` wins), without arguments yet.
+pub fn template_release(release: &str) -> Command {
     let mut cmd = helm();
     cmd.arg("template")
-        .arg("pod-identity")
+        .arg(release)
         .arg(chart())
-        .arg("--namespace")
-        .arg(namespace);
+        .args(["--kube-version", testbed::CHART_KUBE_VERSION]);
+    cmd
+}
+
+/// `helm template pod-identity <chart>` in `namespace`, hooks included, without arguments yet.
+pub fn template_command(namespace: &str) -> Command {
+    let mut cmd = template_release("pod-identity");
+    cmd.arg("--namespace").arg(namespace);
     cmd
 }
 

@@ -44,12 +44,7 @@ impl<S: TokenSource> Nmi<S> {
         let (reason, text) = match why {
             NotChosen::Unbound => (
                 Reason::Unbound,
-                format!(
-                    "pod {}/{} is not bound to any AzureIdentity (label {}, bindings of its namespace)",
-                    pod.namespace,
-                    pod.name,
-                    api::v1::BINDING_LABEL
-                ),
+                crate::refusal::unbound_detail(&pod.namespace, &pod.name),
             ),
             NotChosen::NotBound(r) => (
                 Reason::NotBound,
