@@ -150,6 +150,34 @@ fn parse_asks(log: &str) -> Vec<Ask> {
 }
 
 /// `kubectl get` of the release's NMI pods, printed as `output` says (`-o`).
+/// The app's pod got the readiness gate from MIC's webhook, NMI set its IdentityReady condition
+/// True (TokenObtained), and the pod turned Ready no earlier than that: the Deployment's rollout
+/// (`chart.sh app` waits for it) was held until the identity worked (README "Readiness").
+fn assert_rollout_waited_for_the_identity(sb: &Sandbox) {
+    let pod = sb.kubectl_ok(&[
+        "-n", "default", "get", "pods", "-l", "app=myapp", "-o",
+        "jsonpath={.items[0].spec.readinessGates[*].conditionType} \
+         {.items[0].status.conditions[?(@.type==\"aadpodidentity.k8s.io/IdentityReady\")].status} \
+         {.items[0].status.conditions[?(@.type==\"aadpodidentity.k8s.io/IdentityReady\")].reason} \
+         {.items[0].status.conditions[?(@.type==\"aadpodidentity.k8s.io/IdentityReady\")].lastTransitionTime} \
+         {.items[0].status.conditions[?(@.type==\"Ready\")].status} \
+         {.items[0].status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+    ]);
+    let fields: Vec<&str> = pod.split_whitespace().collect();
+    let want = ["aadpodidentity.k8s.io/IdentityReady", "True", "TokenObtained"];
+    assert!(
+        fields.len() == 6 && fields[..3] == want && fields[4] == "True",
+        "the app's pod: readiness gate, IdentityReady True/TokenObtained, Ready True: {pod}"
+    );
+    // RFC 3339 in UTC with seconds: the text order is the time order.
+    assert!(
+        fields[5] >= fields[3],
+        "the pod turned Ready ({}) before its identity did ({}): {pod}",
+        fields[5],
+        fields[3]
+    );
+}
+
 fn nmi_pods_as(sb: &Sandbox, output: &str) -> String {
     sb.kubectl_ok(&[
         "-n",
@@ -242,6 +270,7 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         app.contains("BLOB: Hello from Azurite"),
         "the walkthrough's pod read the blob:\n{app}"
     );
+    assert_rollout_waited_for_the_identity(&sb);
 
     // helm test with tests.binding: the test pod carries the walkthrough's selector in its
     // namespace and must get a token. The tests.* values change the test pod only: NMI stays.
