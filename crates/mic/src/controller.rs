@@ -80,6 +80,9 @@ pub struct Settings {
     /// When to read identities' consent from ARM (`crate::consent`); `None` assigns every
     /// identity a namespace names, as upstream did (`--identity-consent=false`).
     pub consent: Option<consent::Schedule>,
+    /// The series of MIC's warning Events (see [`::events::SeriesBook`]); tests shorten its
+    /// write interval.
+    pub event_series: ::events::SeriesPolicy,
 }
 
 impl Default for Settings {
@@ -96,6 +99,7 @@ impl Default for Settings {
                 refresh: Duration::from_secs(300),
                 recheck: Duration::from_secs(15),
             }),
+            event_series: ::events::SeriesPolicy::default(),
         }
     }
 }
@@ -212,7 +216,13 @@ pub async fn run(
     let max_writes = settings.write_concurrency.max(1);
     let writes = Arc::new(Semaphore::new(max_writes));
     let shared = Arc::new(Shared {
-        events: Events::start(client.clone(), metrics.clone(), writes.clone(), max_writes),
+        events: Events::start_with(
+            client.clone(),
+            metrics.clone(),
+            writes.clone(),
+            max_writes,
+            settings.event_series,
+        ),
         writes,
         client,
         arm,

@@ -243,6 +243,7 @@ pub fn plan(
                 .or_insert_with(|| d.arm_identity().map(Arc::from))
                 .clone(),
             pod: d.pod.name.clone(),
+            pod_uid: d.pod.uid.clone(),
             node: d.node.to_owned(),
             identity: identity.clone(),
             binding: binding.clone(),

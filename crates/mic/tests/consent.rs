@@ -92,13 +92,9 @@ async fn naming_another_teams_identity_gets_nothing_until_its_owner_consents() {
         message.contains("namespace evil") && message.ends_with(&grant),
         "{message}"
     );
-    let events = c.events("evil", "thief").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("IdentityConsentMissing:") && e.contains(&grant)),
-        "{events:?}"
-    );
+    let wanted = |e: &str| e.starts_with("IdentityConsentMissing:") && e.contains(&grant);
+    let events = c.events_until("evil", "thief", LIMIT, wanted).await;
+    assert!(events.iter().any(|e| wanted(e)), "{events:?}");
     c.wait_assigned(
         &[("web-victim-id6", Assigned), ("thief-evil-id6", Created)],
         LIMIT,

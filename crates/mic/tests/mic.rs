@@ -62,7 +62,9 @@ async fn the_seed_walkthrough_assigns_and_releases_the_identity() {
             .any(|(who, sub, has)| who == mic::FIELD_MANAGER && sub.is_empty() && has[field])
     };
     assert!(mic_wrote(0) && mic_wrote(1), "{managers:?}");
-    let events = c.events("demo", "web-0").await;
+    let events = c
+        .events_until("demo", "web-0", LIMIT, |e| e.starts_with("IdentityAssigned"))
+        .await;
     assert!(
         events.iter().any(|e| e.starts_with("IdentityAssigned")),
         "{events:?}"

@@ -93,6 +93,11 @@ pub struct Flags {
     #[arg(long = "metadata-header-required", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go::parse_bool)]
     pub metadata_header_required: bool,
 
+    /// Publish each refusal of a known pod as a Warning Event on the pod (events.k8s.io/v1, in
+    /// series: one Event per pod and reason, its count updated at most every 30 s).
+    #[arg(long = "refusal-events", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go::parse_bool)]
+    pub refusal_events: bool,
+
     /// While waiting for MIC times out, answer 503 with `Retry-After` instead of 404.
     #[arg(long = "set-retry-after-header", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go::parse_bool)]
     pub set_retry_after_header: bool,

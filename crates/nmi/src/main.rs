@@ -136,6 +136,17 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     );
     nmi.rate_limit
         .configure(flags.pod_rate_limit, flags.pod_rate_burst);
+    if flags.refusal_events {
+        let dropped = metrics.events_dropped.clone();
+        nmi.enable_refusal_events(nmi::refusal::event::RefusalEvents::start(
+            readiness_client.clone(),
+            &flags.node,
+            events::SeriesPolicy::default(),
+            std::sync::Arc::new(move || {
+                dropped.inc();
+            }),
+        ));
+    }
     if let Some(tenant) = flags.federated_tenant_id.clone().filter(|t| !t.is_empty()) {
         nmi.enable_federation(nmi::federated::Federation::start(
             state.clone(),

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub prefetches: Family<OutcomeLabels, Counter>,
     /// Writes of pods' IdentityReady condition, by condition status and result.
     pub identity_ready_writes: Family<ReadyWriteLabels, Counter>,
+    /// Refusal Events dropped because their queue was full.
+    pub events_dropped: Counter,
     /// Series of the hot path, looked up once: a family lookup builds and hashes its labels.
     token_ok: Histogram,
     issued_hit: Counter,
@@ -113,6 +115,12 @@ impl Metrics {
         let connections_dropped = Family::<ReasonLabels, Counter>::default();
         let prefetches = Family::<OutcomeLabels, Counter>::default();
         let identity_ready_writes = Family::<ReadyWriteLabels, Counter>::default();
+        let events_dropped = Counter::default();
+        registry.register(
+            "nmi_events_dropped",
+            "Refusal Events dropped because the queue of Events to write was full",
+            events_dropped.clone(),
+        );
         let build_info = Family::<BuildInfoLabels, Gauge>::default();
         build_info.get_or_create(&BuildInfoLabels::current()).set(1);
         registry.register(
@@ -201,6 +209,7 @@ impl Metrics {
             connections_dropped,
             prefetches,
             identity_ready_writes,
+            events_dropped,
             token_ok,
             issued_hit,
             issued_miss,

@@ -173,6 +173,8 @@ pub const UNBOUND: &str = "is not bound to any AzureIdentity";
 pub struct PodName {
     pub namespace: String,
     pub name: String,
+    /// For the pod's Event ([`event`]): `kubectl describe pod` lists those carrying its uid.
+    pub uid: Option<String>,
 }
 
 impl From<&PodFacts> for PodName {
@@ -180,6 +182,7 @@ impl From<&PodFacts> for PodName {
         Self {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
+            uid: p.uid.clone(),
         }
     }
 }
@@ -378,5 +381,6 @@ impl RefusalLog {
     }
 }
 
+pub mod event;
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,8 @@ pub struct Nmi<S> {
     missing: MissingReports,
     /// Federated mode, when enabled ([`Nmi::enable_federation`]).
     federation: std::sync::OnceLock<Arc<crate::federated::Federation<S>>>,
+    /// Refusals as Events on their pods, when enabled ([`Nmi::enable_refusal_events`]).
+    refusal_events: std::sync::OnceLock<crate::refusal::event::RefusalEvents>,
 }
 
 impl<S: TokenSource> Nmi<S> {
@@ -100,6 +102,7 @@ impl<S: TokenSource> Nmi<S> {
             refusals: RefusalLog::default(),
             missing: MissingReports::default(),
             federation: std::sync::OnceLock::new(),
+            refusal_events: std::sync::OnceLock::new(),
         })
     }
 
@@ -107,6 +110,11 @@ impl<S: TokenSource> Nmi<S> {
     /// [`crate::federated`]). Once only; later calls are ignored.
     pub fn enable_federation(&self, federation: Arc<crate::federated::Federation<S>>) {
         let _ = self.federation.set(federation);
+    }
+
+    /// Publishes refusals of known pods as Events on them (`--refusal-events`). Once only.
+    pub fn enable_refusal_events(&self, events: crate::refusal::event::RefusalEvents) {
+        let _ = self.refusal_events.set(events);
     }
 
     /// Federated mode, when enabled: [`crate::readiness`] fetches its pods' tokens ahead.

@@ -66,6 +66,7 @@ impl TokenPathCheck {
             (Some(namespace), Some(name)) if !namespace.is_empty() && !name.is_empty() => Some(PodName {
                 namespace: namespace.clone(),
                 name: name.clone(),
+                uid: None,
             }),
             _ => None,
         };

@@ -74,15 +74,16 @@ pub struct NmiPod {
     pub stale_since: Option<String>,
 }
 
-/// What NMI's log says of the pod, and of NMI's view of the cluster.
+/// NMI's refusals of the pod (its Events), and NMI's view of the cluster (NMI's log).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefusalLog {
     Read {
         refusals: Vec<Refusal>,
-        /// NMI's view of the cluster has been stale since then (`crate::nmi_log::stale_since`).
+        /// NMI's view of the cluster has been stale since then (`crate::nmi_log::stale_since`);
+        /// `None` too when NMI's log could not be read (RBAC `pods/log`, no kubelet).
         stale_since: Option<String>,
     },
-    /// The log could not be read (RBAC `pods/log`, no kubelet, ...).
+    /// The pod's Events could not be listed (RBAC `events.k8s.io` `list`, ...).
     Unread(String),
 }
 

@@ -26,7 +26,7 @@ use crate::{
     check::{self, CloudConfigState, LeaseState},
     explain,
     facts::{ConditionView, EventView, NmiPod, NmiView, NodeView, PodView, RefusalLog, VmIdentities},
-    nmi_log::{refusals_of, stale_since},
+    nmi_log::stale_since,
     report::Report,
 };
 
@@ -386,24 +386,30 @@ async fn nmi_on(
         },
         None => (None, None),
     };
-    let refusals = match &pod {
-        None => RefusalLog::Unread("no NMI pod to read".into()),
+    // NMI's staleness is about no pod, so it is only in NMI's log; unread (RBAC `pods/log`, no
+    // kubelet) it is simply not shown.
+    let stale = match &pod {
+        None => None,
         Some(n) => {
             let params = LogParams {
                 since_seconds: Some(opts.nmi_log_seconds),
                 ..LogParams::default()
             };
-            match Api::<Pod>::namespaced(client.clone(), &n.namespace)
+            Api::<Pod>::namespaced(client.clone(), &n.namespace)
                 .logs(&n.name, &params)
                 .await
-            {
-                Ok(log) => RefusalLog::Read {
-                    refusals: refusals_of(&log, namespace, name),
-                    stale_since: stale_since(&log),
-                },
-                Err(e) => RefusalLog::Unread(format!("kubectl logs -n {} {}: {e}", n.namespace, n.name)),
-            }
+                .ok()
+                .and_then(|log| stale_since(&log))
         }
+    };
+    // The pod's refusals are Events on it (NMI publishes them), whether or not NMI's pod or log
+    // can be read.
+    let refusals = match crate::nmi_events::refusals(client, namespace, name).await {
+        Ok(refusals) => RefusalLog::Read {
+            refusals,
+            stale_since: stale,
+        },
+        Err(e) => RefusalLog::Unread(format!("listing the Events of pod {namespace}/{name}: {e}")),
     };
     Ok(NmiView {
         pod,

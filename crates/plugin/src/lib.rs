@@ -16,6 +16,7 @@ pub mod facts;
 pub mod fix;
 pub mod gather;
 pub mod kube_flags;
+pub mod nmi_events;
 pub mod nmi_log;
 pub mod output;
 pub mod report;

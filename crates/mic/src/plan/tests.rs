@@ -182,6 +182,7 @@ impl World {
             key: (NS.into(), name.clone()),
             arm_id: None,
             pod: pod.into(),
+            pod_uid: None,
             node: node.into(),
             identity: self.snapshot.identities[&(NS.to_owned(), identity.to_owned())].clone(),
             binding: self.snapshot.bindings[&(NS.to_owned(), format!("b-{identity}"))].clone(),

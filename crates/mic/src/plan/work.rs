@@ -58,6 +58,8 @@ pub struct ToAssign {
     /// which needs nothing on the VM. Shared by all the identity's assignments.
     pub arm_id: Option<Arc<str>>,
     pub pod: String,
+    /// The pod's uid, for its Events (see `crate::events::pod_ref_with_uid`).
+    pub pod_uid: Option<String>,
     pub node: String,
     pub identity: Arc<AzureIdentity>,
     pub binding: Arc<AzureIdentityBinding>,
@@ -157,6 +159,7 @@ impl ToRefuse {
             key: self.key.clone(),
             arm_id: None,
             pod: self.pod.clone(),
+            pod_uid: self.pod_uid.clone(),
             node: self.node.clone(),
             identity: self.identity.clone(),
             binding: self.binding.clone(),

@@ -24,6 +24,7 @@ fn assignment(pod: &str, node: &str, arm_id: Option<&str>, write: ObjectWrite) -
         key: ("ns".into(), format!("{pod}-ns-x")),
         arm_id: arm_id.map(Arc::from),
         pod: pod.into(),
+        pod_uid: None,
         node: node.into(),
         identity: Arc::new(AzureIdentity::new("x", Default::default())),
         binding: Arc::new(AzureIdentityBinding::new("b", Default::default())),

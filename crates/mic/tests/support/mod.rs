@@ -407,6 +407,25 @@ impl Cluster {
             .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
     }
+
+    /// The Events regarding `name` once one of them satisfies `wanted` (MIC publishes Events in
+    /// the background, after its writes), or what there is after `limit`.
+    pub async fn events_until(
+        &self,
+        ns: &str,
+        name: &str,
+        limit: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let events = self.events(ns, name).await;
+            if events.iter().any(|e| wanted(e)) || tokio::time::Instant::now() >= deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 pub fn settings() -> Settings {

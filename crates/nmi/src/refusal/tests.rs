@@ -8,6 +8,7 @@ fn pod(name: &str) -> PodName {
     PodName {
         namespace: "ns".into(),
         name: name.into(),
+        uid: None,
     }
 }
 

@@ -55,6 +55,7 @@ impl Caller {
                 pod: Some(PodName {
                     namespace: namespace.clone(),
                     name: name.clone(),
+                    uid: None,
                 }),
                 ..refusal
             },

@@ -92,10 +92,14 @@ fn header_check(config: &Config, headers: &HeaderMap) -> Option<Response> {
     (config.metadata_header_required && !ok).then(response::metadata_header_missing)
 }
 
-/// Answers a refused token request from `source`: counted by reason, and logged (see
-/// [`RefusalLog`](crate::refusal::RefusalLog)).
+/// Answers a refused token request from `source`: counted by reason, logged (see
+/// [`RefusalLog`](crate::refusal::RefusalLog)) and published on the pod (see
+/// [`crate::refusal::event`]).
 fn refuse<S>(nmi: &Nmi<S>, source: IpAddr, refusal: Refusal) -> Response {
     nmi.metrics.refused(refusal.reason.label());
     nmi.refusals.record(&refusal, source, std::time::Instant::now());
+    if let Some(events) = nmi.refusal_events.get() {
+        events.publish(&refusal);
+    }
     refusal.response
 }

@@ -6,6 +6,7 @@ fn me() -> PodName {
     PodName {
         namespace: "pod-identity".into(),
         name: "pod-identity-test-token-path".into(),
+        uid: None,
     }
 }
 
@@ -162,7 +163,8 @@ fn the_expectation_follows_the_flags() {
         check(false, Some("a"), Some("b")).expectation(),
         refusal_of(Some(PodName {
             namespace: "a".into(),
-            name: "b".into()
+            name: "b".into(),
+            uid: None,
         }))
     );
     assert_eq!(check(false, Some(""), Some("b")).expectation(), refusal_of(None));

@@ -56,6 +56,9 @@ pub struct Opts {
     /// The IdentityReady condition and warm first tokens (`--identity-ready-condition`); off
     /// unless given.
     pub readiness: Option<nmi::readiness::Config>,
+    /// Refusals as Events on their pods (`--refusal-events`), with this series policy; off
+    /// unless given. Tests shorten its write interval instead of sleeping 30 s.
+    pub refusal_events: Option<events::SeriesPolicy>,
 }
 
 impl Default for Opts {
@@ -73,6 +76,7 @@ impl Default for Opts {
             federated: vec![],
             connection_limits: server::ConnectionLimits::default(),
             readiness: None,
+            refusal_events: None,
         }
     }
 }
@@ -169,6 +173,14 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
     }
     if let Some((rate, burst)) = opts.rate_limit {
         nmi.rate_limit.configure(rate, burst);
+    }
+    if let Some(series) = opts.refusal_events {
+        nmi.enable_refusal_events(nmi::refusal::event::RefusalEvents::start(
+            client.clone(),
+            &node,
+            series,
+            Arc::new(|| {}),
+        ));
     }
     if let Some(config) = opts.readiness {
         nmi::readiness::spawn(nmi.clone(), client.clone(), config);

@@ -180,11 +180,11 @@ pub(super) fn nmi_link(input: &Input<'_>, pod: &crate::facts::PodView) -> Link {
         _ => link,
     };
     match refusals {
-        r if r.is_empty() => link.fact("no refusal of this pod in NMI's recent log"),
+        r if r.is_empty() => link.fact("no refusal of this pod in its Events from NMI"),
         r => {
             let last = &r[r.len() - 1];
             link.fact(format!(
-                "{} refusal(s) of this pod in NMI's recent log; the last at {}: {} ({}): {}",
+                "{} refusal(s) of this pod in its Events from NMI; the last at {}: {} ({}): {}",
                 r.len(),
                 last.time,
                 last.reason,

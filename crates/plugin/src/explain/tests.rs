@@ -421,7 +421,7 @@ fn nmi_s_refusals_of_the_pod_are_shown() {
     let nmi = r.links.iter().find(|l| l.id == "nmi").unwrap();
     assert!(
         nmi.facts[0]
-            .starts_with("1 refusal(s) of this pod in NMI's recent log; the last at t1: not_assigned")
+            .starts_with("1 refusal(s) of this pod in its Events from NMI; the last at t1: not_assigned")
     );
 }
 

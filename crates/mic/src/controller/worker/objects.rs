@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::Worker;
 use crate::{
     controller::{Shared, set_state},
-    events::{Kind, pod_ref, some_of},
+    events::{Kind, pod_ref_with_uid, some_of},
     failure::FailureStatus,
     plan::{ObjectWrite, ToAssign},
     writes::{Decided, StatusWritten},
@@ -70,7 +70,7 @@ impl Worker {
                             Kind::Normal,
                             "IdentityAssigned",
                             format!("{what} for pod {}/{}", a.key.0, a.pod),
-                            pod_ref(&a.key.0, &a.pod),
+                            pod_ref_with_uid(&a.key.0, &a.pod, a.pod_uid.as_deref()),
                         );
                         by_binding
                             .entry(mirror::key_of(a.binding.as_ref()))
@@ -217,7 +217,7 @@ pub(super) async fn report_failure(
             Kind::Warning,
             "IdentityAssignmentFailed",
             note,
-            pod_ref(&a.key.0, &a.pod),
+            pod_ref_with_uid(&a.key.0, &a.pod, a.pod_uid.as_deref()),
         );
         by_binding
             .entry(mirror::key_of(a.binding.as_ref()))
