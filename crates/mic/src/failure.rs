@@ -80,14 +80,8 @@ pub fn reason_of(why: &str) -> Option<&str> {
     code_like.then_some(word)
 }
 
-/// At most `max` bytes, cut at a character boundary.
-pub fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
+/// At most `max` bytes, cut at a character boundary (as Event notes are).
+pub use events::note::truncate;
 
 #[cfg(test)]
 mod tests {

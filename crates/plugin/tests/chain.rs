@@ -5,21 +5,7 @@ mod support;
 
 use api::AssignmentState::Assigned;
 use serde_json::json;
-use support::{Cluster, MIC_CLIENT_ID, resource_id};
-
-fn fix(link: &serde_json::Value) -> String {
-    link["fix"].as_str().unwrap_or_default().to_owned()
-}
-
-fn facts(link: &serde_json::Value) -> String {
-    link["facts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use support::{Cluster, MIC_CLIENT_ID, facts, fix, resource_id};
 
 #[tokio::test]
 async fn no_binding_with_the_pod_s_selector() {
@@ -329,23 +315,7 @@ async fn a_namespace_reader_gets_what_they_may_read() {
     c.binding("shop", "app-binding", "app-id", "app").await;
     c.pod("shop", "web", "n-0", json!({"aadpodidbinding": "app"}))
         .await;
-    c.apply(&json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "reader", "namespace": "shop"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
-            {"apiGroups": ["aadpodidentity.k8s.io"], "resources": ["*"], "verbs": ["get", "list"]}
-        ]
-    }))
-    .await;
-    c.apply(&json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "reader", "namespace": "shop"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]
-    }))
-    .await;
+    c.shop_reader("User", "dev").await;
     // The admin's kubeconfig, with a context acting as `dev` in namespace `shop`.
     let mut kc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(c.server.kubeconfig()).unwrap()).unwrap();

@@ -15,23 +15,7 @@ async fn shop() -> Cluster {
     c.identity("shop", "app-id", 1).await;
     c.pod("shop", "web", "n-0", json!({"aadpodidbinding": "app"}))
         .await;
-    c.apply(&json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "reader", "namespace": "shop"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
-            {"apiGroups": ["aadpodidentity.k8s.io"], "resources": ["*"], "verbs": ["get", "list"]}
-        ]
-    }))
-    .await;
-    c.apply(&json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "reader", "namespace": "shop"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "shop-readers"}]
-    }))
-    .await;
+    c.shop_reader("Group", "shop-readers").await;
     c
 }
 

@@ -6,8 +6,8 @@ mod support;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::PostParams};
-use serde_json::{Value, json};
-use support::Cluster;
+use serde_json::json;
+use support::{Cluster, facts};
 
 /// An Event as NMI's publisher writes a refusal series (crates/events, crates/nmi/src/refusal/event.rs).
 fn refusal_event(name: &str, controller: &str, reason: &str, note: &str, count: i32) -> Event {
@@ -24,16 +24,6 @@ fn refusal_event(name: &str, controller: &str, reason: &str, note: &str, count: 
         "note": note,
     }))
     .unwrap()
-}
-
-fn facts(link: &Value) -> String {
-    link["facts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

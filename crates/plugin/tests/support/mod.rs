@@ -290,6 +290,28 @@ impl Cluster {
             .unwrap();
     }
 
+    /// A Role in namespace `shop` that may read what `explain` reads there (pods, Events, the
+    /// CRDs' objects), bound to `kind` (`User` or `Group`) `name`.
+    pub async fn shop_reader(&self, kind: &str, name: &str) {
+        self.apply(&json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "reader", "namespace": "shop"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
+                {"apiGroups": ["aadpodidentity.k8s.io"], "resources": ["*"], "verbs": ["get", "list"]}
+            ]
+        }))
+        .await;
+        self.apply(&json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "reader", "namespace": "shop"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}]
+        }))
+        .await;
+    }
+
     /// A Ready NMI on both nodes.
     pub async fn nmi_everywhere(&self) {
         self.nmi("n-0", true).await;
@@ -389,4 +411,20 @@ impl Cluster {
         let run = self.plugin(args).await;
         panic!("the plugin never got there:\n{}\n{}", run.stdout, run.stderr);
     }
+}
+
+/// A link's fix, as `-o json` gives it.
+pub fn fix(link: &Value) -> String {
+    link["fix"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A link's facts, one per line, as `-o json` gives them.
+pub fn facts(link: &Value) -> String {
+    link["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
