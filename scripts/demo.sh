@@ -121,10 +121,10 @@ else
   step 3 "apply the seed's YAML" FAIL "kubectl apply refused it"
 fi
 
-run_pod() { # run_pod NS NAME NODE LABEL|- SCRIPT
+run_pod() { # run_pod NS NAME NODE LABEL|- SCRIPT [--keep]
   local labels=()
   [ "$4" != - ] && labels=(--label "$4")
-  timeout 150 "$SB" pod run --namespace "$1" --name "$2" --node "$3" "${labels[@]}" -- "$PYTHON" "$ROOT/examples/sandbox/$5" 2>&1
+  timeout 150 "$SB" pod run --namespace "$1" --name "$2" --node "$3" "${labels[@]}" ${6:+"$6"} -- "$PYTHON" "$ROOT/examples/sandbox/$5" 2>&1
 }
 
 begin "Step 4: a pod labelled aadpodidbinding: $SELECTOR runs the seed's Python (ManagedIdentityCredential + BlobServiceClient)"
@@ -138,12 +138,23 @@ else
 fi
 
 begin "Step 5a: a rogue pod in another namespace reuses the label aadpodidbinding: $SELECTOR"
-out=$(run_pod rogue rogue a-1 "aadpodidbinding=$SELECTOR" whoami.py)
+out=$(run_pod rogue rogue a-1 "aadpodidbinding=$SELECTOR" whoami.py --keep)
 echo "$out"
-if echo "$out" | grep -q '^REFUSED'; then
-  step 5 "rogue pod with the same label in another namespace refused" PASS
+# NMI's refusal is a Warning Event on the pod, with its fix (published in the background).
+described=""
+for _ in $(seq 1 20); do
+  described=$(k describe pod -n rogue rogue 2>/dev/null | sed -n '/^Events:/,$p')
+  echo "$described" | grep -q 'aadpodidentity.k8s.io/nmi' && break
+  sleep 0.5
+done
+echo "kubectl describe pod -n rogue rogue:"
+echo "$described"
+k delete pod -n rogue rogue --grace-period=0 --force --wait=true >/dev/null 2>&1 || true
+if echo "$out" | grep -q '^REFUSED' && echo "$described" | grep -q 'aadpodidentity.k8s.io/nmi' &&
+  echo "$described" | grep -q 'fix:'; then
+  step 5 "rogue pod with the same label in another namespace refused; kubectl describe pod shows NMI's refusal and its fix" PASS
 else
-  step 5 "rogue pod refused" FAIL "it got a token: $(echo "$out" | tail -n 1)"
+  step 5 "rogue pod refused" FAIL "answer: $(echo "$out" | tail -n 1); NMI's Event in describe: $(echo "$described" | grep -c 'aadpodidentity.k8s.io/nmi')"
 fi
 
 # `kubectl pod-identity` (crates/plugin), found on the PATH as kubectl finds plugins. kubectl does

@@ -5,7 +5,7 @@
 #   scripts/sandbox.sh down      stop every process, remove every namespace and the state dir
 #   scripts/sandbox.sh status    what runs
 #   scripts/sandbox.sh kubectl … kubectl against the sandbox's kube-apiserver
-#   scripts/sandbox.sh pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] -- CMD…
+#   scripts/sandbox.sh pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] [--keep] -- CMD…
 #                                run CMD in a sandbox pod (see README "Run your own code")
 #   scripts/sandbox.sh demo      the seed walkthrough, step by step (make demo)
 #
@@ -451,13 +451,15 @@ status() {
 }
 
 # ---------------------------------------------------------------------------- pods
-# pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] -- CMD…
+# pod run [--namespace NS] --name NAME --node NODE [--label K=V]… [--service-account SA] [--keep] -- CMD…
+# --keep: the Pod object stays after CMD ends (for `kubectl describe pod`); its network goes.
 pod_run() {
   need_root
   load_env
-  local ns=default name="" node="" labels=() cmd=() sa=default
+  local ns=default name="" node="" labels=() cmd=() sa=default keep=no
   while [ $# -gt 0 ]; do
     case $1 in
+      --keep) keep=yes; shift ;;
       --namespace) ns=$2; shift 2 ;;
       --name) name=$2; shift 2 ;;
       --node) node=$2; shift 2 ;;
@@ -487,7 +489,7 @@ pod_run() {
   # The EXIT trap runs after this function has returned: it gets its values baked in.
   # shellcheck disable=SC2064
   trap "$(declare -f nsx kctl); \
-    kctl delete pod -n '$ns' '$name' --grace-period=0 --force --wait=false >/dev/null 2>&1 || true; \
+    [ '$keep' = yes ] || kctl delete pod -n '$ns' '$name' --grace-period=0 --force --wait=false >/dev/null 2>&1 || true; \
     nsx '$NETNS-node-$node' ip link del '$vh' 2>/dev/null || true; \
     ip netns delete '$pns' 2>/dev/null || true; \
     rmdir '$STATE/ipam/$node-$i' 2>/dev/null || true" EXIT
