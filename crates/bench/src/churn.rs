@@ -29,15 +29,18 @@ use anyhow::bail;
 use azure_emulator::World;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use serde_json::{Value, json};
 
 use crate::cluster::{self, Fleet, PodSpec};
 
 mod behind;
 mod lag;
 mod moments;
+mod plan;
+mod report;
 mod sdk;
 mod slow_watch;
+use plan::{Lifecycle, STABLE, plan, stable};
+pub use report::Report;
 use sdk::{Answer, ask, ask_as_sdk};
 
 const NS: &str = "churn";
@@ -73,70 +76,6 @@ pub struct Config {
     /// MIC's watch events arrive up to this late while its writes go through at once (see
     /// `slow_watch`); never when `None`.
     pub slow_watch: Option<Duration>,
-}
-
-/// What one run saw.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub pods: usize,
-    pub bound_pods: usize,
-    /// Bound pods that got no token for their identity, with the reason.
-    pub token_failures: Vec<String>,
-    /// Unbound pods that got a token.
-    pub unbound_tokens: Vec<String>,
-    /// From pod Running to the first token, per bound pod, in microseconds.
-    pub first_token_us: Vec<u32>,
-    pub arm_writes: u64,
-    /// Identities removed behind MIC's back during the run, as "id<n> from <target>".
-    pub removed_behind: Vec<String>,
-    /// How many times MIC was paused during the run.
-    pub mic_pauses: usize,
-    /// Watch events delivered late to MIC (see `slow_watch`).
-    pub late_watch_events: u64,
-    /// Targets whose identities differ from what is still needed at the end.
-    pub end_state: Vec<String>,
-}
-
-impl Report {
-    pub fn failures(&self) -> Vec<String> {
-        let mut all = self.token_failures.clone();
-        all.extend(
-            self.unbound_tokens
-                .iter()
-                .map(|p| format!("unbound pod got a token: {p}")),
-        );
-        all.extend(self.end_state.iter().cloned());
-        all
-    }
-
-    pub fn figures(&self) -> Vec<(&'static str, Value)> {
-        let mut times = self.first_token_us.clone();
-        times.sort_unstable();
-        let per_pod = if self.bound_pods == 0 {
-            0.0
-        } else {
-            self.arm_writes as f64 / self.bound_pods as f64
-        };
-        vec![
-            ("churn_pods", json!(self.pods)),
-            (
-                "churn_token_failures",
-                json!(self.token_failures.len() + self.unbound_tokens.len()),
-            ),
-            (
-                "churn_first_token_p50_ms",
-                json!(bench::load::percentile_ms(&times, 0.50).round()),
-            ),
-            (
-                "churn_first_token_p99_ms",
-                json!(bench::load::percentile_ms(&times, 0.99).round()),
-            ),
-            (
-                "churn_arm_writes_per_pod",
-                json!((per_pod * 100.0).round() / 100.0),
-            ),
-        ]
-    }
 }
 
 fn world(latency_ms: u64) -> anyhow::Result<World> {
@@ -178,67 +117,6 @@ fn provider_id(node: &str) -> String {
         Some(("c", _)) => format!("{base}/virtualMachines/vm-c"),
         Some((ss, n)) => format!("{base}/virtualMachineScaleSets/ss-{ss}/virtualMachines/{n}"),
         None => unreachable!("node names are <set>-<n>"),
-    }
-}
-
-/// One pod's part in the run, drawn from the seed before it starts.
-#[derive(Clone, Debug)]
-struct Lifecycle {
-    n: usize,
-    /// The pod's name: `pod-<n>`, or a StatefulSet replica's, the same each time.
-    name: String,
-    node: &'static str,
-    /// The identity the pod is bound to; `None` for a pod bound to nothing.
-    identity: Option<usize>,
-    extra_life: Duration,
-}
-
-/// The pods' plan: worker `w` runs `plan[w]` one after another. Workers 0 and 1 alternate
-/// between the instances of `ss-a` and `ss-b` with one identity each; the StatefulSet workers
-/// keep their name and identity and draw the node; the others draw node and identity.
-fn plan(seed: u64, pods: usize) -> Vec<Vec<Lifecycle>> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut plan = vec![Vec::new(); WORKERS];
-    for n in 0..pods {
-        let w = n % WORKERS;
-        let turn = n / WORKERS;
-        let stateful = STATEFUL_WORKERS.contains(&w);
-        let name = if stateful {
-            format!("sts-{w}")
-        } else {
-            format!("pod-{n}")
-        };
-        let (node, identity) = match w {
-            0 => (NODES[turn % 2], Some(0)),
-            1 => (NODES[2 + turn % 2], Some(1)),
-            _ if stateful => (NODES[rng.usize(..NODES.len())], Some(w % IDENTITIES)),
-            _ => (
-                NODES[rng.usize(..NODES.len())],
-                (rng.f64() >= UNBOUND_SHARE).then(|| rng.usize(..IDENTITIES)),
-            ),
-        };
-        plan[w].push(Lifecycle {
-            n,
-            name,
-            node,
-            identity,
-            extra_life: MAX_EXTRA_LIFE.mul_f64(rng.f64()),
-        });
-    }
-    plan
-}
-
-/// The long-lived pods, present all along: what the targets must still carry at the end.
-const STABLE: [(&str, usize); 3] = [("a-0", 2), ("b-1", 0), ("c-0", 1)];
-
-/// The `i`th long-lived pod.
-fn stable(i: usize, node: &'static str, identity: usize) -> Lifecycle {
-    Lifecycle {
-        n: 100_000 + i,
-        name: format!("stable-{i}"),
-        node,
-        identity: Some(identity),
-        extra_life: Duration::ZERO,
     }
 }
 
@@ -477,13 +355,4 @@ fn record(r: &mut Report, life: &Lifecycle, outcome: Outcome) {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn the_world_parses_with_every_node() {
-        let w = super::world(2000).unwrap();
-        assert_eq!(w.identities.len(), super::IDENTITIES);
-        assert_eq!(w.vms.len(), 1);
-        let instances: usize = w.vmss.iter().map(|s| s.instances.len()).sum();
-        assert_eq!(instances + w.vms.len(), super::NODES.len());
-    }
-}
+mod tests;

@@ -6,17 +6,19 @@
 //! the `azure_token` client that NMI uses too; this module only caches the one token.
 
 mod body;
+mod error;
+mod retry;
 
 pub use azure_token::{Credential, retry_after};
 pub use body::{
     ArmError, IdentityState, MAX_IDENTITIES_PER_REQUEST, UserIdentity, identity_ids_in, patch_bodies,
 };
+pub use error::CallError;
+pub use retry::RetryPolicy;
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use retry::{backoff, hinted};
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use azure_token::{EntraVersion, Token, TokenRequest};
 use matching::ComputeTarget;
@@ -35,44 +37,6 @@ pub const MANAGEMENT_RESOURCE: &str = "https://management.azure.com/";
 /// A token this close to its expiry is replaced before it is used.
 const TOKEN_MARGIN_SECS: u64 = 300;
 
-/// Why an ARM call failed, once retries are spent.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// ARM answered with an error (after retries, for retryable ones).
-    #[error("{operation} {status}: {} {}", .error.code, .error.message)]
-    Arm {
-        operation: &'static str,
-        status: u16,
-        error: ArmError,
-    },
-    /// The long-running operation ended in `Failed` or `Canceled`.
-    #[error("{operation}: the operation ended {status}: {} {}", .error.code, .error.message)]
-    Operation {
-        operation: &'static str,
-        status: String,
-        error: ArmError,
-    },
-    /// No answer at all.
-    #[error("{operation}: {message}")]
-    Transport {
-        operation: &'static str,
-        message: String,
-    },
-    /// No token for ARM (whether it is worth asking again: [`azure_token::Error::is_retryable`]).
-    #[error("getting a token for ARM: {0}")]
-    Token(#[source] azure_token::Error),
-}
-
-impl CallError {
-    /// The ARM error, when ARM gave one.
-    pub fn arm_error(&self) -> Option<&ArmError> {
-        match self {
-            Self::Arm { error, .. } | Self::Operation { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
-
 /// Where ARM is and how MIC gets its tokens: what the cloud config selects.
 #[derive(Clone, Debug)]
 pub struct Connection {
@@ -81,28 +45,6 @@ pub struct Connection {
     /// The audience of ARM tokens (the cloud's; Azure Stack Hub's own).
     pub resource: String,
     pub credential: Credential,
-}
-
-/// Retry limits; the defaults suit production, tests shorten them.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-    pub poll_interval: Duration,
-    pub operation_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 6,
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            poll_interval: Duration::from_secs(5),
-            operation_timeout: Duration::from_secs(20 * 60),
-        }
-    }
 }
 
 /// The ARM client. Cheap to clone.
@@ -370,33 +312,5 @@ impl ArmClient {
     }
 }
 
-fn hinted(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    retry_after(headers.get("retry-after")?.to_str().ok()?, SystemTime::now())
-}
-
-/// Exponential backoff with full jitter: a random wait up to `base * 2^(attempt-1)`, capped.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let ceiling = policy
-        .base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(policy.max);
-    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy::default();
-        for attempt in 1..10 {
-            let d = backoff(&p, attempt);
-            let ceiling = p.base.saturating_mul(1 << (attempt - 1)).min(p.max);
-            assert!(
-                d <= ceiling && d >= ceiling / 2,
-                "attempt {attempt}: {d:?} vs {ceiling:?}"
-            );
-        }
-    }
-}
+mod tests;

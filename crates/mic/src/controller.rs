@@ -22,12 +22,17 @@
 //! The caches keep compact facts ([`PodFacts`], [`AssignedFacts`]), not whole objects, so
 //! memory grows by a few hundred bytes per pod.
 
+mod assigned;
 mod consent;
 mod missing;
+mod planner;
 mod refusals;
 mod worker;
 
 pub use consent::{Schedule as ConsentSchedule, read_identity};
+
+use assigned::{delete_assigned, set_state};
+use planner::plan_forever;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -35,30 +40,17 @@ use std::{
     time::Duration,
 };
 
-use api::{AssignmentState, AzureIdentity, AzureIdentityBinding, v1::BINDING_LABEL};
-use futures_util::{StreamExt, stream};
+use api::{AzureIdentity, AzureIdentityBinding, v1::BINDING_LABEL};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::{
-    Api, Client, Resource,
-    api::{DeleteParams, Patch, Preconditions},
-    runtime::watcher,
-};
+use kube::{Api, Client, Resource, runtime::watcher};
 use matching::{AssignedFacts, ComputeTarget, PodFacts, Policy};
-use mirror::{Key, Mirror};
-use serde_json::json;
+use mirror::Mirror;
 use tokio::{
     sync::{Notify, Semaphore, watch},
     task::JoinHandle,
-    time::Instant,
 };
 
-use crate::{
-    Error,
-    arm::ArmClient,
-    events::Events,
-    metrics::Metrics,
-    plan::{self, NodeTarget, Snapshot, TargetWork, ToRelease},
-};
+use crate::{Error, arm::ArmClient, events::Events, metrics::Metrics, plan::NodeTarget};
 
 /// What the controller decides with.
 #[derive(Clone, Debug)]
@@ -255,269 +247,5 @@ fn pruned<K: Resource>(mut obj: K) -> K {
     obj
 }
 
-async fn plan_forever(
-    shared: Arc<Shared>,
-    caches: Arc<Caches>,
-    ready: watch::Sender<bool>,
-) -> Result<(), Error> {
-    while !caches.is_ready() {
-        caches.wake.notified().await;
-    }
-    let _ = ready.send(true);
-    tracing::info!("caches synced; planning");
-    let consent = planner_consent(&shared, &caches);
-    let mut planner = Planner {
-        consent,
-        refused_ids: BTreeSet::new(),
-        refusals: refusals::Written::default(),
-        shared,
-        workers: HashMap::new(),
-        seen: HashMap::new(),
-        refresh: 0,
-        findings: missing::Findings::default(),
-        reported_missing: HashMap::new(),
-    };
-    let mut drift = tokio::time::interval(planner.shared.settings.drift_interval);
-    drift.tick().await;
-    loop {
-        planner.plan(&caches).await;
-        tokio::select! {
-            () = caches.wake.notified() => {}
-            _ = drift.tick() => planner.refresh += 1,
-        }
-        // Let a burst of events (a deployment scaling up) land before planning once for all of it.
-        tokio::time::sleep(planner.shared.settings.debounce).await;
-    }
-}
-
-fn planner_consent(shared: &Shared, caches: &Arc<Caches>) -> Option<Arc<consent::Reader>> {
-    let schedule = shared.settings.consent?;
-    Some(consent::Reader::new(shared.arm.clone(), caches.clone(), schedule))
-}
-
-struct Planner {
-    shared: Arc<Shared>,
-    /// Identities' consent as read from ARM; `None` when not checked.
-    consent: Option<Arc<consent::Reader>>,
-    /// Identities some assignment was refused for in the last plan: re-read sooner.
-    refused_ids: BTreeSet<String>,
-    /// Refusals written, so that each is written once.
-    refusals: refusals::Written,
-    workers: HashMap<ComputeTarget, watch::Sender<TargetWork>>,
-    /// When each pending assignment was first seen, for the latency metric.
-    seen: HashMap<Key, Instant>,
-    /// Drift read-backs asked by the timer so far.
-    refresh: u64,
-    /// NMI's findings of identities missing, and what was done about them.
-    findings: missing::Findings,
-    /// Per target, findings acted on (read-backs asked).
-    reported_missing: HashMap<ComputeTarget, u64>,
-}
-
-impl Planner {
-    async fn plan(&mut self, caches: &Caches) {
-        let mut snapshot = snapshot(caches);
-        if let Some(reader) = &self.consent {
-            let ids = user_assigned_ids(&snapshot);
-            snapshot.consent = plan::ConsentView::Reads(reader.reads(&ids, &self.refused_ids));
-        }
-        let settings = &self.shared.settings;
-        let mut planned = plan::plan(
-            &snapshot,
-            &settings.policy,
-            &settings.protected_client_ids,
-            &self.seen,
-            Instant::now(),
-        );
-        self.seen = std::mem::take(&mut planned.seen);
-        self.refused_ids = std::mem::take(&mut planned.refused_ids);
-        refusals::record(
-            &self.shared,
-            std::mem::take(&mut planned.refused),
-            &mut self.refusals,
-        )
-        .await;
-        // NMI found an identity missing from a VM or scale set: that target is read back now.
-        for a in self.findings.fresh(snapshot.assigned.iter().map(AsRef::as_ref)) {
-            if let Some(target) = snapshot.target_of(&a.node) {
-                tracing::info!(
-                    namespace = %a.namespace, name = %a.name, target = %target.arm_id(),
-                    "NMI reports the identity missing from the VM or scale set; reading it back"
-                );
-                *self.reported_missing.entry(target.clone()).or_default() += 1;
-            }
-        }
-        // Left-behind identities stay in the set shared with the workers until their target's
-        // worker has dealt with them.
-        let stale = {
-            let mut stale = lock(&self.shared.stale);
-            for (target, ids) in std::mem::take(&mut planned.left_behind) {
-                tracing::debug!(target = %target.arm_id(), ?ids, "identities left behind by rewritten objects");
-                stale.entry(target).or_default().extend(ids);
-            }
-            stale.clone()
-        };
-        planned.complete(&plan::Memory {
-            stale: &stale,
-            periodic: self.refresh,
-            reported_missing: &self.reported_missing,
-            workers: self.workers.keys().collect(),
-        });
-        for (target, w) in planned.work {
-            match self.workers.get(&target) {
-                Some(tx) => {
-                    tx.send_if_modified(|old| {
-                        let changed = *old != w;
-                        *old = w;
-                        changed
-                    });
-                }
-                None => {
-                    let (tx, rx) = watch::channel(w);
-                    tokio::spawn(worker::run(self.shared.clone(), target.clone(), rx));
-                    self.workers.insert(target, tx);
-                }
-            }
-        }
-        self.shared.metrics.set_queue_depth(
-            self.workers
-                .values()
-                .filter(|w| !w.borrow().assign.is_empty() || !w.borrow().release.is_empty())
-                .count(),
-        );
-        let shared = &self.shared;
-        stream::iter(planned.orphans)
-            .for_each_concurrent(shared.settings.write_concurrency, |release| async move {
-                delete_assigned(shared, &release).await;
-            })
-            .await;
-    }
-}
-
-/// The lower-cased resource ids of the user-assigned identities the cluster names.
-fn user_assigned_ids(snapshot: &Snapshot) -> BTreeSet<String> {
-    snapshot
-        .identities
-        .values()
-        .filter(|i| i.spec.identity_type() == Ok(api::IdentityType::UserAssignedMsi))
-        .filter_map(|i| i.spec.resource_id())
-        .filter(|id| matching::is_user_assigned_identity_id(id))
-        .map(str::to_ascii_lowercase)
-        .collect()
-}
-
-/// What the caches hold now, for one plan.
-fn snapshot(caches: &Caches) -> Snapshot {
-    Snapshot {
-        pods: caches.pods.snapshot(),
-        identities: caches.identities.with(HashMap::clone),
-        bindings: caches.bindings.with(HashMap::clone),
-        assigned: caches.assigned.snapshot(),
-        nodes: caches
-            .nodes
-            .with(|m| m.iter().map(|((_, n), t)| (n.clone(), t.clone())).collect()),
-        consent: plan::ConsentView::NotChecked,
-    }
-}
-
-/// Writes an `AzureAssignedIdentity`'s status.
-async fn set_state(
-    shared: &Shared,
-    (namespace, name): &Key,
-    state: AssignmentState,
-) -> Result<(), kube::Error> {
-    let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
-    let status = crate::failure::state_patch(state);
-    let _permit = shared.writes.acquire().await;
-    api.patch(name, &crate::patch_params(), &Patch::Merge(&status))
-        .await
-        .map(drop)
-}
-
-/// Marks the object `Unassigned`, drops the finalizer and deletes it. Each step is conditional
-/// on the version the planner saw, then on the one the step before left (see
-/// `ToRelease::version`): an object that changed since the plan is the next plan's to decide.
-async fn delete_assigned(shared: &Shared, release: &ToRelease) {
-    let (namespace, name) = &release.key;
-    let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
-    let outcome = async {
-        let _permit = shared.writes.acquire().await;
-        let unassigned = crate::at_version(
-            crate::failure::state_patch(AssignmentState::Unassigned),
-            release.version.as_deref(),
-        );
-        let marked = api
-            .patch(name, &crate::patch_params(), &Patch::Merge(&unassigned))
-            .await?;
-        let unfinalize = crate::at_version(
-            json!({"metadata": {"finalizers": null}}),
-            marked.metadata.resource_version.as_deref(),
-        );
-        let unfinalized = api
-            .patch(name, &crate::patch_params(), &Patch::Merge(&unfinalize))
-            .await?;
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: unfinalized.metadata.resource_version,
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        api.delete(name, &params).await?;
-        Ok::<_, kube::Error>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => shared.metrics.deleted(),
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::info!(%namespace, %name, "{}", crate::CACHE_BEHIND)
-        }
-        Err(e) => {
-            tracing::warn!(%namespace, %name, error = %e, "deleting an AzureAssignedIdentity failed; the next plan retries")
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_node_without_an_azure_provider_id_has_no_target() {
-        let mut node = Node::default();
-        assert_eq!(node_target(&node), Err("the node has no providerID".to_owned()));
-        node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
-            provider_id: Some("kind://docker/kind/kind-control-plane".into()),
-            ..Default::default()
-        });
-        assert!(node_target(&node).unwrap_err().contains("kind://"));
-        node.spec.as_mut().unwrap().provider_id = Some(
-            "azure:///subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-1"
-                .into(),
-        );
-        assert_eq!(node_target(&node).unwrap().name, "vm-1");
-    }
-
-    #[test]
-    fn copies_of_identities_leave_managed_fields_and_last_applied_behind() {
-        let mut id = AzureIdentity::new("x", Default::default());
-        id.metadata.managed_fields = Some(vec![Default::default()]);
-        id.metadata.annotations = Some(
-            [
-                (
-                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
-                    "{}".to_owned(),
-                ),
-                ("team".to_owned(), "a".to_owned()),
-            ]
-            .into(),
-        );
-        let id = pruned(id);
-        assert_eq!(id.metadata.managed_fields, None);
-        assert_eq!(
-            id.metadata.annotations.unwrap().keys().collect::<Vec<_>>(),
-            ["team"]
-        );
-    }
-}
+mod tests;

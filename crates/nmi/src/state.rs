@@ -15,17 +15,16 @@ use std::{
 use api::{
     AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
-use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, runtime::watcher};
 use matching::{AssignedFacts, IdentityRequest, NotChosen, PodFacts, Policy};
-#[cfg(test)]
-use mirror::Sink;
 use mirror::key_of;
 use mirror::sync;
 pub use mirror::{Key, Mirror};
 use tokio::sync::watch;
 
 mod pods;
+#[cfg(test)]
+mod test_support;
+mod watches;
 pub use pods::{PodIndex, PodLookup, WatchedPod};
 
 /// Where NMI gets identities from.
@@ -133,28 +132,6 @@ impl State {
             && self
                 .unproven_for()
                 .is_some_and(|d| d.as_millis() > u128::from(max))
-    }
-
-    fn watch_proven(&self, kind: &'static str) {
-        if !self.any_failing.load(Ordering::Acquire) {
-            return;
-        }
-        let mut failing = sync::lock(&self.failing_since);
-        let was = failing.remove(kind).is_some();
-        self.any_failing.store(!failing.is_empty(), Ordering::Release);
-        drop(failing);
-        if was {
-            tracing::info!(kind, "watch proven again");
-        }
-    }
-
-    /// Records a watch's failure; true when it was proven until now.
-    fn watch_failed(&self, kind: &'static str) -> bool {
-        let mut failing = sync::lock(&self.failing_since);
-        let first = !failing.contains_key(kind);
-        failing.entry(kind).or_insert_with(Instant::now);
-        self.any_failing.store(true, Ordering::Release);
-        first
     }
 
     /// A receiver that sees every later change of any mirrored kind.
@@ -313,156 +290,14 @@ impl State {
             aais.iter().find(|(_, a)| matches(a)).map(|(k, _)| k.clone())
         })
     }
-
-    /// The Kubernetes client of the watches, once they are spawned: NMI also writes its findings
-    /// about AzureAssignedIdentities with it.
-    pub fn client(&self) -> Option<&kube::Client> {
-        self.client.get()
-    }
-
-    /// Spawns the watches that keep this state current. They run until the runtime stops.
-    pub fn spawn_watches(self: &Arc<Self>, client: kube::Client) {
-        let _ = self.client.set(client.clone());
-        let node = self.node.clone();
-        let pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        mirror::spawn(
-            self.clone(),
-            Api::<Pod>::all(client.clone()),
-            pods,
-            |s| &s.pods,
-            |p: Pod| WatchedPod::from(&p),
-        );
-        let all = watcher::Config::default;
-        mirror::spawn(
-            self.clone(),
-            Api::all(client.clone()),
-            all(),
-            |s| &s.bindings,
-            |b: AzureIdentityBinding| b,
-        );
-        mirror::spawn(
-            self.clone(),
-            Api::all(client.clone()),
-            all(),
-            |s| &s.identities,
-            |i: AzureIdentity| i,
-        );
-        mirror::spawn(
-            self.clone(),
-            Api::all(client.clone()),
-            all(),
-            |s| &s.exceptions,
-            |e: AzurePodIdentityException| e,
-        );
-        if self.mode == Mode::Standard {
-            let by_node = all().labels(&format!("{}={node}", api::v1::NODE_NAME_LABEL));
-            mirror::spawn(
-                self.clone(),
-                Api::all(client),
-                by_node,
-                |s| &s.assigned,
-                |a: AzureAssignedIdentity| AssignedFacts::from(&a),
-            );
-        }
-    }
-
-    /// Applies one pod as its watch would.
-    #[cfg(test)]
-    pub fn apply_pod(&self, pod: &Pod) {
-        self.pods.apply(key_of(pod), WatchedPod::from(pod));
-        self.changed();
-    }
 }
 
 fn find_arc(map: &HashMap<Key, Arc<AzureIdentity>>, identity: &AzureIdentity) -> Option<Arc<AzureIdentity>> {
     map.get(&key_of(identity)).cloned()
 }
 
-impl mirror::Observer for State {
-    fn changed(&self, kind: &'static str) {
-        self.watch_proven(kind);
-        self.changed();
-    }
-    fn failed(&self, kind: &'static str, error: &watcher::Error) {
-        if self.watch_failed(kind) {
-            tracing::warn!(kind, %error, "watch failed; listing again");
-        } else {
-            tracing::debug!(kind, %error, "watch still failing; listing again");
-        }
-    }
-}
-
-/// Test support: builds state from plain objects, as if the watches had listed them.
-#[cfg(test)]
-impl State {
-    pub fn replace_all(
-        &self,
-        pods: Vec<Pod>,
-        bindings: Vec<AzureIdentityBinding>,
-        identities: Vec<AzureIdentity>,
-        exceptions: Vec<AzurePodIdentityException>,
-        assigned: Vec<AzureAssignedIdentity>,
-    ) {
-        self.pods
-            .replace(pods.iter().map(|p| (key_of(p), WatchedPod::from(p))).collect());
-        self.bindings
-            .replace(bindings.into_iter().map(|o| (key_of(&o), o)).collect());
-        self.identities
-            .replace(identities.into_iter().map(|o| (key_of(&o), o)).collect());
-        self.exceptions
-            .replace(exceptions.into_iter().map(|o| (key_of(&o), o)).collect());
-        self.assigned.replace(
-            assigned
-                .iter()
-                .map(|o| (key_of(o), AssignedFacts::from(o)))
-                .collect(),
-        );
-        self.changed();
-    }
-
-    /// Removes a pod as a watch would.
-    pub fn delete_pod(&self, namespace: &str, name: &str) {
-        self.pods.delete(&(namespace.to_owned(), name.to_owned()));
-        self.changed();
-    }
-
-    /// Adds or replaces an AzureAssignedIdentity as a watch would.
-    pub fn apply_assigned(&self, aai: AzureAssignedIdentity) {
-        self.assigned.apply(key_of(&aai), AssignedFacts::from(&aai));
-        self.changed();
-    }
-}
-
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
-mod staleness_tests {
-    use super::*;
-
-    #[test]
-    fn stale_only_after_a_watch_fails_for_longer_than_allowed() {
-        let s = State::new("n", Mode::Managed, Policy::default());
-        assert_eq!(s.unproven_for(), None);
-        assert!(!s.is_stale());
-        s.set_max_staleness(Duration::from_millis(50));
-        assert!(s.watch_failed("Pod"));
-        assert!(
-            !s.watch_failed("Pod"),
-            "a second failure keeps the first one's time"
-        );
-        assert!(!s.is_stale(), "within the allowance");
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(s.is_stale());
-        // 0: never stale (upstream's behaviour).
-        s.set_max_staleness(Duration::ZERO);
-        assert!(!s.is_stale());
-        s.set_max_staleness(Duration::from_millis(50));
-        // Another watch proven does not prove the failing one.
-        s.watch_proven("AzureIdentity");
-        assert!(s.is_stale());
-        s.watch_proven("Pod");
-        assert!(!s.is_stale());
-        assert_eq!(s.unproven_for(), None);
-    }
-}
+mod staleness_tests;

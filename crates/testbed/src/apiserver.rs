@@ -1,5 +1,4 @@
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -22,6 +21,11 @@ use kube::{
 };
 
 use crate::{Error, Result, Supervised, binaries, io_err, pki::Pki};
+
+mod port;
+mod wait;
+pub use port::free_port;
+use wait::{block_on, http_ok, ready, wait_until};
 
 /// A real etcd + kube-apiserver pair on loopback, with the aadpodidentity.k8s.io CRDs installed.
 ///
@@ -327,111 +331,6 @@ impl Drop for ApiServer {
     }
 }
 
-/// A loopback port nothing listens on right now, for a process started next to bind.
-///
-/// Drawn below the kernel's range of ports for outgoing connections when there is room there.
-/// A port from that range (what binding port 0 gives) can be taken by any outgoing connection
-/// before the process it was drawn for binds it, which then fails with "Address already in use";
-/// a CI run of the NMI benchmark failed so. Ports below the range are only ever taken by
-/// listeners, which the trial bind sees.
-pub fn free_port() -> Result<u16> {
-    const LOWEST: u16 = 20_000;
-    static DRAWN: AtomicU32 = AtomicU32::new(0);
-    let low = ephemeral_low().unwrap_or(32_768);
-    if low > LOWEST + 1_000 {
-        let span = u64::from(low - LOWEST);
-        // Another process drawing at the same time starts elsewhere; threads of this one take
-        // turns.
-        let start = u64::from(std::process::id()) * 2_654_435_761;
-        for _ in 0..256 {
-            let n = u64::from(DRAWN.fetch_add(1, Ordering::Relaxed)) * 7_919;
-            let port = LOWEST + ((start + n) % span) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free loopback port"))?;
-    Ok(l.local_addr().map_err(io_err("reading a bound address"))?.port())
-}
-
-/// The first port of the kernel's range for outgoing connections.
-fn ephemeral_low() -> Option<u16> {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn wait_until(proc: &mut Supervised, limit: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if ready()? {
-            return Ok(());
-        }
-        if !proc.is_running() || Instant::now() > deadline {
-            let name = if proc.name() == "etcd" {
-                "etcd"
-            } else {
-                "kube-apiserver"
-            };
-            return Err(Error::NotReady(name, proc.log_tail()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A minimal blocking HTTP GET, so readiness checks need no runtime.
-fn http_ok(url: &str) -> bool {
-    use std::io::{Read, Write};
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let Ok(mut s) = std::net::TcpStream::connect(host) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
-}
-
-/// Runs a future to completion on a runtime of its own, in a thread of its own,
-/// so that the blocking constructors work from plain and async tests alike.
-fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
-where
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime always builds")
-                .block_on(f)
-        })
-        .join()
-        .expect("testbed helper thread panicked")
-    })
-}
-
-async fn ready(client: &Client) -> bool {
-    let req = http::Request::get("/readyz")
-        .body(Vec::new())
-        .expect("a static request is valid");
-    tokio::time::timeout(Duration::from_secs(2), client.request_text(req))
-        .await
-        .is_ok_and(|r| r.is_ok_and(|body| body.trim() == "ok"))
-}
-
 fn write_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
     let body = serde_json::json!({
         "apiVersion": "v1",
@@ -452,25 +351,4 @@ fn write_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_bindable_distinct_and_out_of_reach_of_outgoing_connections() {
-        let low = ephemeral_low().expect("Linux shows its range of outgoing ports");
-        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
-        for p in &ports {
-            assert!(
-                *p < low,
-                "port {p} is in the range outgoing connections draw from"
-            );
-            TcpListener::bind(("127.0.0.1", *p)).expect("a drawn port can be bound");
-        }
-        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            ports.len(),
-            "the same port was drawn twice: {ports:?}"
-        );
-    }
-}
+mod tests;
