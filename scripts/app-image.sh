@@ -25,7 +25,7 @@ PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]
 
 if [ ! -s "$ROOTFS" ]; then
   command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is missing (make deps installs it)"
-  log "making a Debian $SUITE root filesystem with python3 (mmdebstrap, first time only)..."
+  log "making a Debian $SUITE root filesystem with python3 (mmdebstrap, first time only; about 2 minutes)..."
   mkdir -p "$(dirname "$ROOTFS")"
   mmdebstrap --quiet --variant=minbase --include=python3,ca-certificates \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \

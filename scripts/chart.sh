@@ -83,10 +83,19 @@ EOF
 # NMI Ready: the DaemonSet's pod on the real node passes its readiness probe (/readyz: the rules
 # are in place and every watch has synced).
 nmi_ready() {
-  k -n "$RELEASE_NS" rollout status "daemonset/$RELEASE-nmi" --timeout=120s >&2 &&
-    k -n "$RELEASE_NS" get pods -l app.kubernetes.io/component=nmi \
-      -o 'jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
-    grep -qx "$REAL_NODE True"
+  k -n "$RELEASE_NS" rollout status "daemonset/$RELEASE-nmi" --timeout=120s >&2 || return 1
+  # With maxSurge, `rollout status` returns once the new pod is scheduled while the old one still
+  # counts as available, so it can return before the new NMI is Ready. Wait until the node has one
+  # NMI pod, Ready (the old one has drained and gone; its grace is 60 s).
+  local i
+  for i in $(seq 120); do
+    [ "$(k -n "$RELEASE_NS" get pods -l app.kubernetes.io/component=nmi \
+      -o 'jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type=="Ready")].status};{end}')" = "$REAL_NODE True;" ] &&
+      return 0
+    [ "$i" = 1 ] && log "waiting for the node's one NMI pod to be Ready..."
+    sleep 1
+  done
+  return 1
 }
 
 install() {

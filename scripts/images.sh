@@ -34,7 +34,7 @@ case $PROFILE in
 esac
 log "building mic, nmi, azure-emulator and pause ($PROFILE profile)..."
 (cd "$ROOT" && cargo build --locked -q --profile "$PROFILE" \
-  -p mic -p nmi -p azure-emulator -p node --bin mic --bin nmi --bin azure-emulator --bin pause >&2)
+  -p mic -p nmi -p azure-emulator -p pause --bin mic --bin nmi --bin azure-emulator --bin pause >&2)
 # The CNI plugin runs on the node, not in the image (the container runtime executes it from the
 # node's CNI bin directory, where NMI copies it), so it is linked statically: glibc `+crt-static`,
 # as deploy/docker/nmi.Dockerfile builds it, in a target directory of its own.

@@ -4,7 +4,7 @@
 # shellcheck disable=SC2034  # each user reads its own part
 
 # The network namespaces' prefix: pi-hub, pi-cp, pi-node-<node>, pi-p-<pod>. The chart's end-to-end
-# test (crates/node) lays out a sandbox of its own under another prefix, beside a user's `make up`.
+# test (crates/testbed/tests/chart_e2e.rs) lays out a sandbox of its own under another prefix, beside a user's `make up`.
 NETNS=${POD_IDENTITY_NETNS:-pi}
 HUB=$NETNS-hub
 CP=$NETNS-cp

@@ -26,10 +26,13 @@ need_go() {
 
 # What a first build takes on 2 cores: on a fresh machine of the project's kind the seven binaries
 # the sandbox needs took 16 minutes, kube-apiserver alone 7.5 (it compiles most of the packages the
-# others share through Go's build cache), and upstream's NMI and MIC 2.3 together.
+# others share through Go's build cache), helm 3.3 (BENCHMARKS.md, "Cold make demo"), and upstream's
+# NMI and MIC 2.3 together.
 expected() {
   case $1 in
     kube-apiserver) echo "about 7 minutes" ;;
+    helm) echo "about 3 minutes" ;;
+    kube-scheduler) echo "seconds once kube-controller-manager is built" ;;
     upstream-nmi | upstream-mic) echo "about 1 minute" ;;
     *) echo "a minute or two once kube-apiserver is built" ;;
   esac

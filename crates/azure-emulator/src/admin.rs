@@ -13,15 +13,17 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{
-    Error, Result, ids,
-    state::{Identity, Shared},
-    sync::lock,
-    token,
-};
 pub use crate::{
     calls::{CallRecord, CounterSnapshot},
     faults::{EndpointKind, Fault, FaultAction},
+};
+use crate::{
+    error::{Error, Result},
+    ids,
+    model::Identity,
+    state::Shared,
+    sync::lock,
+    token,
 };
 
 /// A request to create a user-assigned identity at run time.

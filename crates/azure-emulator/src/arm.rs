@@ -29,7 +29,7 @@ use self::{
     auth::{authenticate, throttle},
     compute::{get_compute, operation_status, write_compute},
     identities::{get_identity, put_identity},
-    reply::{arm_error, header},
+    reply::{arm_error, header, read_body},
 };
 use crate::{
     ids::{self, ArmPath, PathError},
@@ -87,7 +87,7 @@ async fn handle_inner(
     };
     let query = match parse_query(parts.uri.query()) {
         Ok(q) => q,
-        Err(e) => return arm_error(StatusCode::BAD_REQUEST, "InvalidQueryParameter", &e),
+        Err(e) => return arm_error(StatusCode::BAD_REQUEST, "InvalidQueryParameter", &e.to_string()),
     };
     let api = query
         .iter()
@@ -165,7 +165,7 @@ async fn handle_inner(
                 parts.method == Method::PUT,
                 &caller,
                 &api,
-                parts.extensions.get::<crate::server::FailOperation>().cloned(),
+                parts.extensions.get::<crate::faults::FailOperation>().cloned(),
             )
         }
     };
@@ -173,17 +173,6 @@ async fn handle_inner(
         header(&mut resp, name, left);
     }
     resp
-}
-
-async fn read_body(shared: &Shared, body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
-    let limit = shared.world.arm.max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        arm_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!("The request content size exceeds the maximum allowed size of {limit} bytes."),
-        )
-    })
 }
 
 /// What an ARM request path (query included or not) addresses, as the call log and the

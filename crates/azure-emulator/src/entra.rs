@@ -7,8 +7,9 @@
 mod credentials;
 mod discovery;
 mod federated;
-pub mod oidc;
+mod oidc;
 mod reply;
+mod subject;
 
 use std::sync::Arc;
 

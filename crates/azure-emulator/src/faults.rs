@@ -1,8 +1,11 @@
 //! Injected faults: which calls fail, and how (set through the admin API or [`crate::Admin`]).
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +78,22 @@ pub struct Fault {
     pub count: Option<u64>,
     #[serde(default)]
     pub rate: Option<f64>,
+}
+
+// What the fault middleware (server.rs) puts in a request's extensions for the handler to act
+// on. They live here, beside the faults they come from, rather than in server.rs: the handlers
+// (arm, imds) read them, and the middleware names ARM's handlers (`arm::call_label`), so
+// defining them in server.rs would make arm and server import each other.
+
+/// A delay an injected latency fault asks the handler to add.
+#[derive(Clone, Copy)]
+pub struct InjectedDelay(pub Duration);
+
+/// Set on an ARM write whose long-running operation must end `Failed` with this error.
+#[derive(Clone, Debug)]
+pub struct FailOperation {
+    pub code: String,
+    pub message: String,
 }
 
 struct Rule {

@@ -13,8 +13,10 @@ use axum::{
 use serde_json::{Value, json};
 
 use crate::{
+    error::Error,
     ids,
-    state::{CachedToken, ComputeKind, Shared, TokenSubject},
+    model::{CachedToken, ComputeKind, Identity},
+    state::{Shared, TokenSubject},
     sync::lock,
     time,
 };
@@ -80,11 +82,11 @@ fn api_version_error() -> Response {
 }
 
 /// Splits a raw query, refusing repeated names as IMDS does.
-pub fn parse_query(raw: Option<&str>) -> Result<Vec<(String, String)>, String> {
+pub fn parse_query(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if out.iter().any(|(x, _)| x.eq_ignore_ascii_case(&k)) {
-            return Err(format!("Duplicate query parameter '{k}' in request"));
+            return Err(Error::DuplicateQueryParameter(k.into_owned()));
         }
         out.push((k.into_owned(), v.into_owned()));
     }
@@ -120,7 +122,7 @@ async fn handle(State(ctx): State<ImdsCtx>, req: Request) -> Response {
     }
     let query = match parse_query(req.uri().query()) {
         Ok(q) => q,
-        Err(e) => return bad(&e),
+        Err(e) => return bad(&e.to_string()),
     };
     match path {
         "/metadata/identity/oauth2/token" => {
@@ -140,7 +142,7 @@ async fn handle(State(ctx): State<ImdsCtx>, req: Request) -> Response {
                     return r;
                 }
             };
-            if let Some(d) = req.extensions().get::<crate::server::InjectedDelay>() {
+            if let Some(d) = req.extensions().get::<crate::faults::InjectedDelay>() {
                 tokio::time::sleep(d.0).await;
             }
             token(&ctx, &query)
@@ -152,7 +154,7 @@ async fn handle(State(ctx): State<ImdsCtx>, req: Request) -> Response {
             if !api_version_ok(q(&query, "api-version"), INSTANCE_SINCE) {
                 return api_version_error();
             }
-            if let Some(d) = req.extensions().get::<crate::server::InjectedDelay>() {
+            if let Some(d) = req.extensions().get::<crate::faults::InjectedDelay>() {
                 tokio::time::sleep(d.0).await;
             }
             instance(&ctx, path.ends_with("/compute"))
@@ -210,7 +212,7 @@ fn token(ctx: &ImdsCtx, query: &[(String, String)]) -> Response {
         let Some(c) = inner.computes.get(&ctx.compute_key) else {
             return bad("Identity not found");
         };
-        let user = |pred: &dyn Fn(&crate::state::Identity) -> bool| {
+        let user = |pred: &dyn Fn(&Identity) -> bool| {
             c.effective
                 .user
                 .keys()

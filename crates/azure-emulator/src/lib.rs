@@ -12,9 +12,11 @@ pub mod arm;
 pub mod ca;
 pub mod calls;
 pub mod entra;
+mod error;
 pub mod faults;
 pub mod ids;
 pub mod imds;
+pub mod model;
 mod server;
 pub mod state;
 mod sync;
@@ -36,6 +38,7 @@ use tokio::task::JoinHandle;
 pub use admin::{
     Admin, CallRecord, CounterSnapshot, EndpointKind, Fault, FaultAction, NewIdentity, NodeIdentities,
 };
+pub use error::{Error, Result};
 pub use world::World;
 
 use crate::{
@@ -44,27 +47,6 @@ use crate::{
     sync::lock,
     tls::{Tls, issue},
 };
-
-/// The crate's error type.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("{0}: {1}")]
-    Io(String, #[source] std::io::Error),
-    #[error("crypto failure: {0}")]
-    Crypto(String),
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
-    #[error("certificate generation failed: {0}")]
-    Cert(#[from] rcgen::Error),
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("bad request: {0}")]
-    BadRequest(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Entry point: `Emulator::start(world).await` serves everything on loopback.
 pub struct Emulator;

@@ -16,9 +16,9 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 use tower::ServiceExt;
 
 use crate::{
-    Error, Result,
     calls::CallRecord,
-    faults::{EndpointKind, FaultAction},
+    error::{Error, Result},
+    faults::{EndpointKind, FailOperation, FaultAction, InjectedDelay},
     state::Shared,
     time, token,
 };
@@ -90,10 +90,6 @@ async fn serve_conn(stream: tokio::net::TcpStream, router: Router, tls: Option<t
     }
 }
 
-/// A delay an injected latency fault asks the handler to add.
-#[derive(Clone, Copy)]
-pub struct InjectedDelay(pub Duration);
-
 /// Per-request context for the fault/log middleware.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -124,13 +120,6 @@ pub fn fault_body(kind: EndpointKind, status: StatusCode) -> serde_json::Value {
             "error_codes": [90033], "timestamp": crate::time::entra_timestamp(),
             "trace_id": token::guid(), "correlation_id": token::guid()}),
     }
-}
-
-/// Set on an ARM write whose long-running operation must end `Failed` with this error.
-#[derive(Clone, Debug)]
-pub struct FailOperation {
-    pub code: String,
-    pub message: String,
 }
 
 pub async fn middleware(

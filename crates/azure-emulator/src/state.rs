@@ -1,186 +1,25 @@
-//! The emulated cloud's mutable state, shared by every server of one emulator.
+//! The emulated cloud's mutable state, shared by every server of one emulator. The records it
+//! holds (identities, VMs, operations...) are defined in `model`.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-    time::Instant,
+    sync::Mutex,
 };
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
-    Error, Result,
     calls::{CallLog, Counters},
+    error::{Error, Result},
     faults::Faults,
-    ids, time,
+    ids,
+    model::{CachedToken, Compute, Identity, KeyCache, Operation, Principal, StoredCredential, TokenBucket},
+    time,
     token::{self, SigningKey},
-    world::{FederatedCredentialSpec, World},
+    world::World,
 };
 
 mod seed;
-
-/// A user-assigned identity as ARM knows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Identity {
-    pub id: String,
-    pub name: String,
-    pub subscription: String,
-    pub resource_group: String,
-    pub client_id: String,
-    pub principal_id: String,
-    pub location: String,
-    #[serde(skip)]
-    pub federated: Vec<FederatedCredentialSpec>,
-    /// Its ARM tags; the identity's owner writes them (`az identity update --tags`, `az tag`).
-    pub tags: crate::tags::Tags,
-}
-
-impl Identity {
-    /// The body `az identity create` prints, plus the `properties` block real ARM sends.
-    pub fn arm_body(&self, tenant: &str) -> Value {
-        json!({
-            "clientId": self.client_id,
-            "id": self.id,
-            "location": self.location,
-            "name": self.name,
-            "principalId": self.principal_id,
-            "resourceGroup": self.resource_group,
-            "tags": self.tags,
-            "tenantId": tenant,
-            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-            "properties": {"tenantId": tenant, "principalId": self.principal_id, "clientId": self.client_id},
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ComputeKind {
-    VirtualMachine,
-    ScaleSet,
-}
-
-/// The system-assigned identity of a VM or scale set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SystemIdentity {
-    pub principal_id: String,
-    pub client_id: String,
-}
-
-/// Which identities a VM or scale set has: the system one and user-assigned ones keyed by
-/// lower-cased id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct IdentityState {
-    pub system: Option<SystemIdentity>,
-    pub user: BTreeMap<String, String>,
-}
-
-impl IdentityState {
-    pub fn type_str(&self) -> &'static str {
-        match (self.system.is_some(), !self.user.is_empty()) {
-            (false, false) => "None",
-            (true, false) => "SystemAssigned",
-            (false, true) => "UserAssigned",
-            (true, true) => "SystemAssigned, UserAssigned",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Instance {
-    pub name: String,
-    pub node: String,
-    pub vm_id: String,
-}
-
-/// A VM or a scale set.
-#[derive(Debug, Clone)]
-pub struct Compute {
-    pub kind: ComputeKind,
-    pub id: String,
-    pub name: String,
-    pub subscription: String,
-    pub resource_group: String,
-    pub unique_id: String,
-    /// What ARM GET shows: the last accepted write.
-    pub model: IdentityState,
-    /// What IMDS serves: the last completed write.
-    pub effective: IdentityState,
-    pub provisioning_state: &'static str,
-    pub write_seq: u64,
-    pub applied_seq: u64,
-    pub latency_ms: Option<u64>,
-    pub instances: Vec<Instance>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Operation {
-    pub id: String,
-    pub resource: String,
-    pub status: &'static str,
-    pub start_time: String,
-    pub end_time: Option<String>,
-    #[serde(skip)]
-    pub due: Instant,
-    #[serde(skip)]
-    pub seq: u64,
-    #[serde(skip)]
-    pub snapshot: IdentityState,
-    /// The identities before this write, restored when the operation fails.
-    #[serde(skip)]
-    pub previous: IdentityState,
-    /// Set when the operation must end `Failed`: `(code, message)`.
-    #[serde(skip)]
-    pub fail: Option<(String, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub name: String,
-    pub client_id: String,
-    pub object_id: String,
-    pub secret: Option<String>,
-    /// (DER, x5t, x5t#S256) of each certificate.
-    pub certs: Vec<(Vec<u8>, String, String)>,
-    pub federated: Vec<FederatedCredentialSpec>,
-}
-
-pub struct TokenBucket {
-    pub tokens: f64,
-    pub size: f64,
-    pub refill: f64,
-    pub last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket at `now` (the emulator's clock).
-    pub fn new(size: u32, refill: f64, now: Instant) -> Self {
-        Self {
-            tokens: f64::from(size),
-            size: f64::from(size),
-            refill,
-            last: now,
-        }
-    }
-
-    /// Takes one token at `now`; on failure returns the whole seconds until one is back.
-    pub fn take(&mut self, now: Instant) -> std::result::Result<u64, u64> {
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.refill).min(self.size);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(self.tokens as u64)
-        } else {
-            let wait = if self.refill > 0.0 {
-                (1.0 - self.tokens) / self.refill
-            } else {
-                3600.0
-            };
-            Err(wait.ceil().max(1.0) as u64)
-        }
-    }
-}
 
 #[derive(Default)]
 pub struct Inner {
@@ -193,7 +32,7 @@ pub struct Inner {
     pub buckets: HashMap<(String, bool), TokenBucket>,
     pub op_latency_ms: u64,
     /// Federated identity credentials created through ARM, by lower-cased resource id.
-    pub federated_credentials: BTreeMap<String, crate::arm::federated::StoredCredential>,
+    pub federated_credentials: BTreeMap<String, StoredCredential>,
 }
 
 impl Inner {
@@ -255,15 +94,6 @@ impl Inner {
     }
 }
 
-/// A cached IMDS token: IMDS hands the same token out until close to expiry, so `expires_in`
-/// counts down between calls.
-#[derive(Clone)]
-pub struct CachedToken {
-    pub access_token: Arc<str>,
-    pub not_before: u64,
-    pub expires_on: u64,
-}
-
 pub struct Shared {
     pub tenant: String,
     pub location: String,
@@ -277,7 +107,7 @@ pub struct Shared {
     pub arm_url: Mutex<String>,
     pub entra_url: Mutex<String>,
     /// Signing keys fetched from external OIDC issuers' discovery, as Entra caches them.
-    pub oidc_keys: crate::entra::oidc::KeyCache,
+    pub oidc_keys: KeyCache,
     /// The clock IMDS's rate limit reads: the system's unless a test froze it.
     pub clock: time::Clock,
 }

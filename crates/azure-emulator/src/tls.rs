@@ -10,8 +10,8 @@ use std::{
 use rcgen::{CertificateParams, DnType, SanType};
 
 use crate::{
-    Error, Result,
     ca::{Issued, TestCa},
+    error::{Error, Result},
     world,
 };
 

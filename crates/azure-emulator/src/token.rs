@@ -11,7 +11,7 @@ use aws_lc_rs::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 pub fn b64(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(data)

@@ -4,9 +4,13 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, ids};
+use crate::{
+    error::{Error, Result},
+    ids,
+};
 
 mod settings;
+use settings::default_listen;
 pub use settings::{AdminSettings, ArmSettings, Bucket, EntraSettings, ImdsSettings, TlsSettings};
 
 /// Everything the emulator serves, as read from the world YAML.
@@ -129,10 +133,6 @@ pub struct VmssInstanceSpec {
     pub node: String,
     #[serde(default = "default_listen")]
     pub imds: SocketAddr,
-}
-
-pub(crate) fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -52,14 +52,16 @@ pub fn read_answer(
             body: String::from_utf8_lossy(body).chars().take(BODY_KEPT).collect(),
         });
     }
-    parse_token(body, epoch_secs(now)).map_err(|detail| Error::BadAnswer { service, detail })
+    parse_token(service, body, epoch_secs(now))
 }
 
 /// Reads an IMDS or Entra (v1 or v2) token answer, whose numbers may be strings or numbers.
 /// `expires_on` wins over `expires_in` (relative to `now`, epoch seconds) when both are given, so
-/// a pod handed the token sees the service's own expiry.
-pub fn parse_token(body: &[u8], now: u64) -> Result<Token, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+/// a pod handed the token sees the service's own expiry. A body that is not a token is
+/// [`Error::BadAnswer`] from `service`, the service that answered it.
+pub fn parse_token(service: Service, body: &[u8], now: u64) -> Result<Token, Error> {
+    let bad = |detail: String| Error::BadAnswer { service, detail };
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let num = |key: &str| -> Option<u64> {
         match v.get(key)? {
             Value::Number(n) => n.as_u64(),
@@ -71,12 +73,12 @@ pub fn parse_token(body: &[u8], now: u64) -> Result<Token, String> {
         .get("access_token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or("no access_token")?
+        .ok_or_else(|| bad("no access_token".into()))?
         .to_owned();
     let expires_on = match (num("expires_on"), num("expires_in")) {
         (Some(on), _) => on,
         (None, Some(r#in)) => now + r#in,
-        (None, None) => return Err("neither expires_on nor expires_in".into()),
+        (None, None) => return Err(bad("neither expires_on nor expires_in".into())),
     };
     let principal_id = jwt_claim(&access_token, "oid");
     Ok(Token {

@@ -35,7 +35,7 @@ pub fn identity_resource_id(n: usize) -> String {
 }
 
 /// World YAML lines for identities `id0..id<count>`, each allowing every namespace to use it
-/// (MIC's consent check: `mic::consent`).
+/// (MIC's consent check: `arm::consent`).
 pub fn identities_yaml(count: usize) -> String {
     (0..count)
         .map(|n| {

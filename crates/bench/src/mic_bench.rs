@@ -92,7 +92,7 @@ pub async fn run(pods_large: usize, summary: &Path) -> anyhow::Result<Vec<(&'sta
     let mic = cluster::start_mic(k8s.server.kubeconfig(), &emulator, &ca, &logs.join("mic.log")).await?;
     let rss_idle = mic.rss_mib()?;
     let admin = emulator.admin();
-    // The consent reads of MIC's start (`mic::consent`), before the counters restart.
+    // The consent reads of MIC's start (`arm::consent`), before the counters restart.
     let identity_reads_at_start = identity_reads(&admin.counters());
     admin.reset_counters();
 

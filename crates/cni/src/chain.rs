@@ -61,13 +61,9 @@ pub enum Chained {
 /// Puts `entry` into the conflist `list`: appended after the network's own plugins, or, when one
 /// is there already, left where it is (another chained plugin may have been appended after it)
 /// and made equal to `entry`.
-pub fn insert(list: &mut Value, entry: &Value) -> Result<Chained, String> {
+pub fn insert(list: &mut Value, entry: &Value) -> Result<Chained> {
     let Some(plugins) = list.get_mut("plugins").and_then(Value::as_array_mut) else {
-        return Err(
-            "not a network configuration list (no \"plugins\"): pod-identity-cni can only be chained into a \
-             .conflist; convert this single-plugin configuration, or set nmi.cni.enabled=false"
-                .into(),
-        );
+        return Err(Error::NotAList);
     };
     let Some(first) = plugins.iter().position(ours) else {
         plugins.push(entry.clone());
@@ -118,9 +114,9 @@ pub fn install(conf_dir: &Path, ready_file: &Path) -> Result<(Chained, Option<Pa
         return Ok((Chained::NoNetwork, None));
     };
     let mut list = read_json(&path)?;
-    let done = insert(&mut list, &entry(ready_file)).map_err(|detail| Error::Config {
+    let done = insert(&mut list, &entry(ready_file)).map_err(|e| Error::Config {
         path: path.clone(),
-        detail,
+        detail: e.to_string(),
     })?;
     if done != Chained::Already {
         write_json(&path, &list)?;

@@ -33,6 +33,14 @@ pub enum Error {
     /// A network configuration the plugin cannot be chained into (not JSON, not a list).
     #[error("{}: {detail}", path.display())]
     Config { path: PathBuf, detail: String },
+    /// A single-plugin network configuration, which the plugin cannot be chained into
+    /// ([`chain::insert`] works on the JSON alone; [`chain::install`] reports it as
+    /// [`Error::Config`] with the file's path).
+    #[error(
+        "not a network configuration list (no \"plugins\"): pod-identity-cni can only be chained into a \
+         .conflist; convert this single-plugin configuration, or set nmi.cni.enabled=false"
+    )]
+    NotAList,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,3 +31,15 @@ pub mod world;
 
 pub use cluster::Cluster;
 pub use peers::Version;
+
+/// What a pod's program ended with instead of an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The walkthrough's `pod.py` failed: its exit status and standard error, where Python prints
+    /// the Azure SDK's exception.
+    #[error("pod.py exited with {status}: {stderr}")]
+    Pod {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}

@@ -10,6 +10,8 @@ use std::{
 use serde_json::Value;
 use testbed::{Supervised, netns::Netns};
 
+use crate::Error;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -55,16 +57,19 @@ fn pod_py(python: &Path, pod: &PodNs, ca: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn result(out: Output) -> Result<String, String> {
+fn result(out: Output) -> Result<String, Error> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(Error::Pod {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 }
 
 /// `ManagedIdentityCredential().get_token(...)`: the token's `oid`, or the SDK's error.
-pub fn token_oid(python: &Path, pod: &PodNs, ca: &Path) -> Result<String, String> {
+pub fn token_oid(python: &Path, pod: &PodNs, ca: &Path) -> Result<String, Error> {
     let out = pod_py(python, pod, ca, &["token"])
         .output()
         .expect("running python");
@@ -72,7 +77,7 @@ pub fn token_oid(python: &Path, pod: &PodNs, ca: &Path) -> Result<String, String
 }
 
 /// The walkthrough: the blob's text as the pod reads it from Azurite, or the SDK's error.
-pub fn read_blob(python: &Path, pod: &PodNs, ca: &Path, account_url: &str) -> Result<String, String> {
+pub fn read_blob(python: &Path, pod: &PodNs, ca: &Path, account_url: &str) -> Result<String, Error> {
     let out = pod_py(python, pod, ca, &["blob", account_url])
         .output()
         .expect("running python");

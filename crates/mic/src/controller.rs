@@ -1,8 +1,9 @@
 //! The controller: watches pods, nodes and the CRDs, plans the `AzureAssignedIdentity`
 //! objects, and keeps one worker per VM or scale set that writes those objects and applies
-//! identity changes through ARM. What to do is decided by pure functions (`crate::plan` for
-//! the planner; [`crate::target_state`] and `crate::writes` for each worker); this module feeds
-//! them snapshots and answers, and carries out their output.
+//! identity changes through ARM (the workers are `crate::worker`'s). What to do is decided by
+//! pure functions (`crate::plan` for the planner; [`crate::worker::target_state`] and
+//! `crate::worker::writes` for each worker); this module feeds them snapshots and answers, and
+//! carries out their output.
 //!
 //! Unlike upstream's single loop that waited for every scale set's operation, each VM or
 //! scale set has a worker of its own: a slow scale set never delays another. The planner
@@ -11,7 +12,7 @@
 //! one delta PATCH per target per batch. The worker writes a batch's new objects while its
 //! PATCH runs, and objects whose identity is already on the target go straight to `Assigned`:
 //! "on the target" meaning that ARM's last answer has it and no change in flight removes it
-//! (the rule of [`crate::target_state`], which decides for each worker).
+//! (the rule of [`crate::worker::target_state`], which decides for each worker).
 //!
 //! Drift (identities removed behind MIC's back) is repaired two ways: every target MIC works
 //! on is read back from ARM every [`Settings::drift_interval`]; and when NMI reports that IMDS
@@ -27,11 +28,10 @@ mod consent;
 mod missing;
 mod planner;
 mod refusals;
-mod worker;
 
-pub use consent::{Schedule as ConsentSchedule, read_identity};
+pub use consent::Schedule as ConsentSchedule;
 
-use assigned::{delete_assigned, set_state};
+pub(crate) use assigned::{delete_assigned, set_state};
 use planner::plan_forever;
 
 use std::{
@@ -50,7 +50,9 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{Error, arm::ArmClient, events::Events, metrics::Metrics, plan::NodeTarget};
+use arm::ArmClient;
+
+use crate::{Error, events::Events, metrics::Metrics, plan::NodeTarget};
 
 /// What the controller decides with.
 #[derive(Clone, Debug)]
@@ -67,9 +69,9 @@ pub struct Settings {
     /// Wait before retrying a target whose ARM call failed.
     pub failure_retry: Duration,
     /// How long an identity no pod on a target needs any more stays there before it is removed
-    /// (`--identity-removal-grace`; see `crate::target_state`). Zero removes at once.
+    /// (`--identity-removal-grace`; see `crate::worker::target_state`). Zero removes at once.
     pub removal_grace: Duration,
-    /// When to read identities' consent from ARM (`crate::consent`); `None` assigns every
+    /// When to read identities' consent from ARM (`arm::consent`); `None` assigns every
     /// identity a namespace names, as upstream did (`--identity-consent=false`).
     pub consent: Option<consent::Schedule>,
     /// The series of MIC's warning Events (see [`::events::SeriesBook`]); tests shorten its
@@ -139,20 +141,20 @@ impl Drop for Watches {
     }
 }
 
-/// Shared by the planner and the workers.
-struct Shared {
-    client: Client,
-    arm: ArmClient,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    events: Events,
+/// Shared by the planner and the workers (`crate::worker`).
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) arm: ArmClient,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) events: Events,
     /// Bounds Kubernetes writes across all workers.
-    writes: Arc<Semaphore>,
+    pub(crate) writes: Arc<Semaphore>,
     /// Per target, identities left behind by updated objects, until the target's worker has removed them.
-    stale: std::sync::Mutex<HashMap<ComputeTarget, BTreeSet<String>>>,
+    pub(crate) stale: std::sync::Mutex<HashMap<ComputeTarget, BTreeSet<String>>>,
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The shared policy: a poisoned lock is used anyway (`mirror::sync` says why).
     mirror::sync::lock(m)
 }
@@ -229,11 +231,7 @@ pub async fn run(
 }
 
 fn node_target(node: &Node) -> NodeTarget {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .ok_or_else(|| "the node has no providerID".to_owned())
-        .and_then(|p| ComputeTarget::from_provider_id(p).map_err(|e| e.to_string()))
+    NodeTarget::of(node.spec.as_ref().and_then(|s| s.provider_id.as_deref()))
 }
 
 /// Identities and bindings are copied into each `AzureAssignedIdentity`: without the managed

@@ -2,11 +2,13 @@
 //! `message` of its status, decided here from the error MIC met, with no I/O. The same error
 //! goes out as an `IdentityAssignmentFailed` Event, but Events expire after an hour and are
 //! written to the pod and the binding, not the object `kubectl get azureassignedidentity` shows;
-//! the status keeps the latest one where users look first.
+//! the status keeps the latest one where users look first. The `reason` is the ARM error code as
+//! [`arm::reason_of`] reads it, the rule `kubectl pod-identity` reads MIC's Events with.
 
 use serde_json::{Value, json};
 
 use api::AssignmentState;
+use arm::reason_of;
 
 /// The reason when the error carries no ARM error code (no answer, no token, ...).
 pub const GENERIC_REASON: &str = "IdentityAssignmentFailed";
@@ -22,7 +24,7 @@ pub struct FailureStatus {
 
 impl FailureStatus {
     /// From what MIC knows of a failure: the identity, the VM or scale set, and the error as
-    /// `arm::CallError` prints it (`vmss_update 403: LinkedAuthorizationFailed The client ...`,
+    /// `arm::Error` prints it (`vmss_update 403: LinkedAuthorizationFailed The client ...`,
     /// `vmss_update: the operation ended Failed: <code> <message>`, or a transport or token
     /// error without a code).
     pub fn of(arm_id: &str, target: &str, why: &str) -> Self {
@@ -53,33 +55,6 @@ pub fn state_patch(state: AssignmentState) -> Value {
     }
 }
 
-/// The ARM error code in an error text, when there is one: the first word after the operation
-/// (and after "the operation ended <state>:" for a long-running operation), if it is spelled
-/// like ARM's codes (`LinkedAuthorizationFailed`, `HTTP503`).
-pub fn reason_of(why: &str) -> Option<&str> {
-    let (head, rest) = why.split_once(": ")?;
-    // `vmss_update 403` or `vm_update`: an ARM operation, not the prose of another error.
-    let mut head = head.split(' ');
-    let is_operation = head
-        .next()
-        .is_some_and(|op| !op.is_empty() && op.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-    let status_ok = head
-        .next()
-        .is_none_or(|s| s.len() == 3 && s.chars().all(|c| c.is_ascii_digit()));
-    if !(is_operation && status_ok && head.next().is_none()) {
-        return None;
-    }
-    let rest = match rest.strip_prefix("the operation ended ") {
-        Some(r) => r.split_once(": ")?.1,
-        None => rest,
-    };
-    let word = rest.split_whitespace().next()?;
-    let code_like = word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && word.chars().all(|c| c.is_ascii_alphanumeric())
-        && word.len() <= 128;
-    code_like.then_some(word)
-}
-
 /// At most `max` bytes, cut at a character boundary (as Event notes are).
 pub use events::note::truncate;
 
@@ -107,12 +82,6 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_operation_gives_the_operation_s_code() {
-        let why = "vm_update: the operation ended Failed: FailedIdentityOperation Identity operation failed";
-        assert_eq!(reason_of(why), Some("FailedIdentityOperation"));
-    }
-
-    #[test]
     fn errors_without_a_code_get_the_generic_reason() {
         for why in [
             "vmss_get: error sending request: connection refused",
@@ -122,7 +91,10 @@ mod tests {
         ] {
             assert_eq!(FailureStatus::of(ID, VMSS, why).reason, GENERIC_REASON, "{why}");
         }
-        assert_eq!(reason_of("vmss_get 503: HTTP503 <html>"), Some("HTTP503"));
+        assert_eq!(
+            FailureStatus::of(ID, VMSS, "vmss_get 503: HTTP503 <html>").reason,
+            "HTTP503"
+        );
     }
 
     #[test]

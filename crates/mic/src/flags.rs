@@ -12,7 +12,9 @@ use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
 
 pub use upstream::Upstream;
 
-use crate::{cloud::CloudConfig, controller::Settings};
+use arm::cloud::CloudConfig;
+
+use crate::{Error, controller::Settings};
 
 /// MIC, the Managed Identity Controller of pod-identity: puts the identities pods are
 /// bound to on their nodes' VMs and scale sets, and records each as an AzureAssignedIdentity.
@@ -119,10 +121,11 @@ pub struct Flags {
 
 impl Flags {
     /// Settings that cannot work together.
-    pub fn check(&self, env: &Environment) -> Result<(), String> {
+    pub fn check(&self, env: &Environment) -> Result<(), Error> {
         UpstreamNamespacing::from_upstream(self.force_namespaced, env)
             .reconcile(self.allow_cross_namespace, "MIC")
             .map(|_| ())
+            .map_err(|e| Error::Flags(e.to_string()))
     }
 
     /// Upstream flags given and not honoured as upstream did, each with what replaced it; logged

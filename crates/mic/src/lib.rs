@@ -2,22 +2,20 @@
 //! `aadpodidbinding` to `AzureIdentityBinding`s and `AzureIdentity`s (with the
 //! shared rules of the `matching` crate), records each (pod, identity) as an
 //! `AzureAssignedIdentity`, and puts user-assigned identities on the VM or
-//! scale set behind each pod's node through ARM, removing them when no pod
-//! there needs them any more. NMI serves a pod's token only once MIC has
+//! scale set behind each pod's node through ARM (the `arm` crate's client), removing them
+//! when no pod there needs them any more. NMI serves a pod's token only once MIC has
 //! marked its assignment `Assigned`.
 //!
 //! The decisions are pure functions, unit-tested on plain values: `matching` (which
-//! assignments should exist), [`consent`] (whether an identity's owner lets a namespace use it), `plan` (from a snapshot of the caches to each VM's or
-//! scale set's work, and the objects to delete at once), [`target_state`] (when an
-//! assignment may be marked `Assigned`, what each VM or scale set needs from ARM
-//! next), `writes` (what to write for each `AzureAssignedIdentity` at each stage
-//! of a batch) and [`arm::patch_bodies`]; this crate is otherwise the I/O around them:
+//! assignments should exist), [`arm::consent`] (whether an identity's owner lets a namespace use
+//! it), `plan` (from a snapshot of the caches to each VM's or scale set's work, and the objects
+//! to delete at once), [`worker::target_state`] (when an assignment may be marked `Assigned`,
+//! what each VM or scale set needs from ARM next), `worker::writes` (what to write for each
+//! `AzureAssignedIdentity` at each stage of a batch), [`failure`] (what a failed assignment's
+//! status says) and [`arm::patch_bodies`]; this crate is otherwise the I/O around them:
 //! watches, Kubernetes writes, ARM calls, leader election, metrics.
 #![forbid(unsafe_code)]
 
-pub mod arm;
-pub mod cloud;
-pub mod consent;
 pub mod controller;
 pub mod events;
 pub mod failure;
@@ -25,9 +23,8 @@ pub mod flags;
 pub mod leader;
 pub mod metrics;
 mod plan;
-pub mod target_state;
 pub mod webhook;
-mod writes;
+pub mod worker;
 
 /// The field manager MIC writes as (see [`api::v1::MIC_FIELD_MANAGER`]).
 pub use api::v1::MIC_FIELD_MANAGER as FIELD_MANAGER;
@@ -66,10 +63,16 @@ const CACHE_BEHIND: &str = "the AzureAssignedIdentity is not as the plan saw it 
 pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
+    /// The cloud config cannot be used (unreadable, an unknown cloud, no credentials). Not a
+    /// `#[source]`: its whole message is already in this one's.
+    #[error("configuration: {0}")]
+    Cloud(arm::Error),
+    /// Flags that contradict one another ([`flags::Flags::check`]), in `upstream_flags`' words
+    /// (its namespacing rule is shared with NMI and answers with a message).
+    #[error("{0}")]
+    Flags(String),
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    #[error("ARM: {0}")]
-    Arm(#[from] arm::CallError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }

@@ -3,15 +3,12 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, http::StatusCode, routing::get};
-use mic::{
-    arm::{ArmClient, RetryPolicy},
-    cloud::CloudConfig,
-    controller,
-    flags::Flags,
-    leader::Elector,
-    metrics::Metrics,
+use arm::{
+    ArmClient, RetryPolicy,
+    cloud::{CloudConfig, EndpointOverrides},
 };
+use axum::{Router, http::StatusCode, routing::get};
+use mic::{controller, flags::Flags, leader::Elector, metrics::Metrics};
 use tokio::sync::watch;
 use upstream_flags::{Environment, ParseGo};
 
@@ -36,22 +33,24 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_go();
     let env = Environment::from_process();
     upstream_flags::init_logging(flags.log_format == "json", &env, &flags.common.log_filter("mic"));
-    flags.check(&env).map_err(anyhow::Error::msg)?;
+    flags.check(&env)?;
     upstream_flags::warn(&flags.notes(&env));
     let user_agent = flags.common.user_agent("MIC", env!("CARGO_PKG_VERSION"));
     let cloud = match &flags.cloudconfig {
-        Some(path) => CloudConfig::from_file(path)?,
+        Some(path) => CloudConfig::from_file(path).map_err(mic::Error::Cloud)?,
         None => CloudConfig::from_env(|k| std::env::var(k).ok()),
     };
     // The cloud name picks ARM, Entra and the token audience; our endpoint flags override them.
-    let connection = cloud.connection(
-        &mic::cloud::EndpointOverrides {
-            arm: flags.arm_endpoint.clone(),
-            aad: flags.aad_endpoint.clone(),
-        },
-        &flags.imds_endpoint,
-        |k| std::env::var(k).ok(),
-    )?;
+    let connection = cloud
+        .connection(
+            &EndpointOverrides {
+                arm: flags.arm_endpoint.clone(),
+                aad: flags.aad_endpoint.clone(),
+            },
+            &flags.imds_endpoint,
+            |k| std::env::var(k).ok(),
+        )
+        .map_err(mic::Error::Cloud)?;
     let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .user_agent(&user_agent);

@@ -233,6 +233,21 @@ impl Metrics {
     }
 }
 
+/// MIC's ARM client reports each request here (`cloud_provider_operations_*`, `mic_arm_*`).
+impl arm::CallObserver for Metrics {
+    fn duration(&self, operation: &'static str, elapsed: Duration) {
+        self.arm_duration(operation, elapsed);
+    }
+
+    fn result(&self, operation: &'static str, result: arm::CallResult) {
+        self.arm_call(operation, result.as_str());
+    }
+
+    fn retry(&self, operation: &'static str) {
+        self.arm_retry(operation);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

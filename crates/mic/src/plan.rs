@@ -17,16 +17,43 @@ use std::{
 };
 
 use api::{AzureIdentity, AzureIdentityBinding};
-use matching::{AssignedFacts, ComputeTarget, Desired, PodFacts, Policy};
+use matching::{AssignedFacts, BadProviderId, ComputeTarget, Desired, PodFacts, Policy};
 use mirror::Key;
 use tokio::time::Instant;
 
 pub use work::{ObjectWrite, Refresh, TargetWork, ToAssign, ToRefuse, ToRelease};
 
-use crate::consent::{self, Claim, Read, Verdict};
+use arm::consent::{self, Claim, Read, Verdict};
 
-/// The VM or scale set behind a node, or why there is none.
-pub type NodeTarget = Result<ComputeTarget, String>;
+/// The VM or scale set behind a node, or why there is none (a node without one gets no
+/// identities: its pods wait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeTarget {
+    /// The VM or scale set its providerID names.
+    Compute(ComputeTarget),
+    /// No providerID (yet: the cloud provider sets it once it knows the node).
+    NoProviderId,
+    /// A providerID that names no Azure VM or scale set (a kind node, another cloud).
+    NotAzure(BadProviderId),
+}
+
+impl NodeTarget {
+    /// What a node's providerID names.
+    pub fn of(provider_id: Option<&str>) -> Self {
+        match provider_id.map(ComputeTarget::from_provider_id) {
+            None => Self::NoProviderId,
+            Some(Ok(target)) => Self::Compute(target),
+            Some(Err(bad)) => Self::NotAzure(bad),
+        }
+    }
+
+    pub fn target(&self) -> Option<&ComputeTarget> {
+        match self {
+            Self::Compute(target) => Some(target),
+            Self::NoProviderId | Self::NotAzure(_) => None,
+        }
+    }
+}
 
 /// The cluster as MIC's caches held it at one moment.
 #[derive(Clone, Debug, Default)]
@@ -71,7 +98,7 @@ impl ConsentView {
 impl Snapshot {
     /// The VM or scale set behind a node, when the node is known and names one.
     pub fn target_of(&self, node: &str) -> Option<&ComputeTarget> {
-        self.nodes.get(node).and_then(|t| t.as_ref().as_ref().ok())
+        self.nodes.get(node).and_then(|t| t.target())
     }
 }
 
@@ -167,7 +194,7 @@ pub fn plan(
     })
     .collect();
 
-    // The owner's consent (see `crate::consent`): a refused assignment is recorded as such and
+    // The owner's consent (see `arm::consent`): a refused assignment is recorded as such and
     // its identity is not needed; one not decided yet is left as it is. Either way its object
     // is kept out of the comparison below, which would otherwise delete it.
     // Namespace → object names: probed for every AzureAssignedIdentity below without allocating.

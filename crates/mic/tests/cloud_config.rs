@@ -10,16 +10,15 @@ mod support;
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use api::AssignmentState::Assigned;
+use arm::{
+    ArmClient, RetryPolicy,
+    cloud::{CloudConfig, ENVIRONMENT_FILEPATH, EndpointOverrides},
+};
 use azure_emulator::{
     EndpointKind, World,
     world::{IdentitySpec, ServicePrincipalSpec},
 };
-use mic::{
-    arm::{ArmClient, RetryPolicy},
-    cloud::{CloudConfig, ENVIRONMENT_FILEPATH, EndpointOverrides},
-    controller,
-    metrics::Metrics,
-};
+use mic::{controller, metrics::Metrics};
 use serde_json::{Value, json};
 use support::{Cluster, SUB, TENANT, resource_id, settings, world};
 

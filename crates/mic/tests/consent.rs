@@ -1,6 +1,6 @@
 //! Hostile tenants against MIC, with a real kube-apiserver and the Azure emulator: a namespace
 //! that may write AzureIdentity objects names identities it does not own. MIC assigns an
-//! identity only where its owner allowed it in Azure (`mic::consent`), and the victim keeps
+//! identity only where its owner allowed it in Azure (`arm::consent`), and the victim keeps
 //! being served throughout.
 //!
 //! In the test world, id6's owner allows only namespace `victim`, id7's only `evil`.
@@ -83,7 +83,7 @@ async fn naming_another_teams_identity_gets_nothing_until_its_owner_consents() {
     c.pod("evil", "thief", "a-1", Some("app")).await;
 
     let (reason, message) = refusal(&c, "evil", "thief-evil-id6").await;
-    assert_eq!(reason, mic::consent::REASON_CONSENT_MISSING);
+    assert_eq!(reason, arm::consent::REASON_CONSENT_MISSING);
     let grant = format!(
         "az tag update --resource-id {} --operation Merge --tags pod-identity-namespaces=evil,victim",
         written_id(6)
@@ -144,7 +144,7 @@ async fn a_client_id_that_is_not_the_resource_ids_is_refused() {
     c.pod("evil", "thief", "c-0", Some("app")).await;
 
     let (reason, message) = refusal(&c, "evil", "thief-evil-mine").await;
-    assert_eq!(reason, mic::consent::REASON_CLIENT_ID_MISMATCH);
+    assert_eq!(reason, arm::consent::REASON_CLIENT_ID_MISMATCH);
     assert!(
         message.contains(&format!("set clientID to {}", client_id(7))),
         "{message}"
@@ -178,7 +178,7 @@ async fn a_revoked_grant_takes_the_identity_away() {
     c.wait_assigned(&[("web-victim-id6", Assigned)], LIMIT).await;
     c.azure.admin().set_identity_tags("id6", BTreeMap::new()).unwrap();
     let (reason, _) = refusal(&c, "victim", "web-victim-id6").await;
-    assert_eq!(reason, mic::consent::REASON_CONSENT_MISSING);
+    assert_eq!(reason, arm::consent::REASON_CONSENT_MISSING);
     let deadline = tokio::time::Instant::now() + LIMIT;
     while !c.on_node("c-0").is_empty() {
         assert!(

@@ -14,7 +14,7 @@ use upstream_flags::{Common, Environment, Note, UpstreamNamespacing, go};
 pub use gate::{CniGate, DEFAULT_PLUGIN_BINARY};
 pub use upstream::{DEFAULT_KUBELET_CONFIG, KubenetCheck, KubenetVerdict, Upstream, kubenet_verdict};
 
-use crate::state::Mode;
+use crate::{Error, state::Mode};
 
 /// How long a request is held for MIC when neither --identity-wait nor upstream's retry flags say.
 pub const DEFAULT_IDENTITY_WAIT: Duration = Duration::from_secs(20);
@@ -194,13 +194,15 @@ pub enum Command {
     TestTokenPath(crate::token_path_check::TokenPathCheck),
 }
 
-pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+/// A number of seconds, `2`, `2.5` or `2.5s`. (clap takes any error type from a value parser,
+/// and shows its text after the flag's name.)
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, Error> {
     s.trim_end_matches('s')
         .parse::<f64>()
         .ok()
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("`{s}` is not a number of seconds"))
+        .ok_or_else(|| Error::Flags(format!("`{s}` is not a number of seconds")))
 }
 
 impl Flags {
@@ -251,16 +253,20 @@ impl Flags {
     }
 
     /// Settings that cannot work together.
-    pub fn check(&self, env: &Environment) -> Result<(), String> {
+    pub fn check(&self, env: &Environment) -> Result<(), Error> {
         if self.command.is_none() && self.node.is_empty() {
-            return Err("--node (or NODE_NAME) is required".into());
+            return Err(Error::Flags("--node (or NODE_NAME) is required".into()));
         }
         if self.mode == Mode::Managed && self.allow_cross_namespace {
-            return Err("managed mode is namespaced: --allow-cross-namespace cannot be used with it".into());
+            return Err(Error::Flags(
+                "managed mode is namespaced: --allow-cross-namespace cannot be used with it".into(),
+            ));
         }
+        // `upstream_flags` (shared with MIC) says why; NMI's error carries its words as they are.
         UpstreamNamespacing::from_upstream(self.force_namespaced, env)
             .reconcile(self.allow_cross_namespace, "NMI")
             .map(|_| ())
+            .map_err(|e| Error::Flags(e.to_string()))
     }
 }
 

@@ -11,13 +11,13 @@ use std::{
 
 use anyhow::Context;
 use nmi::{
-    cache::{CachePolicy, TokenCache},
     flags::{Command, Flags, KubenetVerdict, LogFormat, kubenet_verdict},
     iptables,
     metrics::Metrics,
     server::{self, Nmi},
     state::State,
     token::{Azure, AzureConfig},
+    token_cache::{CachePolicy, TokenCache},
 };
 use upstream_flags::{Environment, ParseGo};
 
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         &env,
         &flags.common.log_filter("nmi"),
     );
-    flags.check(&env).map_err(anyhow::Error::msg)?;
+    flags.check(&env)?;
     upstream_flags::warn(&flags.notes(&env));
     if let Some(Command::TestTokenPath(check)) = &flags.command {
         let verdict = nmi::token_path_check::run(check).await?;
@@ -138,7 +138,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .configure(flags.pod_rate_limit, flags.pod_rate_burst);
     if flags.refusal_events {
         let dropped = metrics.events_dropped.clone();
-        nmi.enable_refusal_events(nmi::refusal::event::RefusalEvents::start(
+        nmi.enable_refusal_events(server::RefusalEvents::start(
             readiness_client.clone(),
             &flags.node,
             events::SeriesPolicy::default(),
@@ -148,20 +148,21 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ));
     }
     if let Some(tenant) = flags.federated_tenant_id.clone().filter(|t| !t.is_empty()) {
-        nmi.enable_federation(nmi::federated::Federation::start(
-            state.clone(),
-            nmi.cache.clone(),
-            federation_client,
-            nmi.http.clone(),
-            nmi::federated::FederationConfig {
-                authority: flags.entra_endpoint.clone(),
-                tenant,
-            },
-        ));
+        nmi.authorizer
+            .enable_federation(nmi::federation::Federation::start(
+                state.clone(),
+                nmi.authorizer.cache.clone(),
+                federation_client,
+                nmi.http.clone(),
+                nmi::federation::FederationConfig {
+                    authority: flags.entra_endpoint.clone(),
+                    tenant,
+                },
+            ));
     }
     tokio::spawn(server::track_staleness(state.clone(), metrics.clone()));
     if flags.identity_ready_condition {
-        nmi::readiness::spawn(nmi.clone(), readiness_client, Default::default());
+        nmi::readiness::spawn(nmi.authorizer.clone(), readiness_client, Default::default());
     }
 
     let rules_in_place = Arc::new(AtomicBool::new(!flags.manage_iptables));

@@ -49,11 +49,11 @@ use self::{
     writer::{Job, Writer},
 };
 use crate::{
-    cache::CacheKey,
-    federated::decide::{PodMode, USE_LABEL},
-    server::Nmi,
+    authorizer::Authorizer,
+    federation::decide::{PodMode, USE_LABEL},
     state::Decision,
     token::TokenSource,
+    token_cache::CacheKey,
 };
 
 /// What the writer needs of a pod besides its facts: its IdentityReady condition now, and the
@@ -126,12 +126,12 @@ impl Default for Config {
 /// Bursts of changes (a deployment's pods starting) make one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Starts keeping the condition of this node's pods (and their first tokens warm). Runs until
-/// the runtime stops.
-pub fn spawn<S: TokenSource>(nmi: Arc<Nmi<S>>, client: kube::Client, config: Config) {
-    let writer = Writer::start(nmi.state.clone(), client, nmi.metrics.clone());
+/// Starts keeping the condition of this node's pods (and their first tokens warm), with the
+/// authorizer's state, token cache and federated mode. Runs until the runtime stops.
+pub fn spawn<S: TokenSource>(authorizer: Arc<Authorizer<S>>, client: kube::Client, config: Config) {
+    let writer = Writer::start(authorizer.state.clone(), client, authorizer.metrics.clone());
     let worker = Worker {
-        nmi,
+        authorizer,
         prefetcher: Prefetcher::default(),
         writer,
         config,
@@ -140,7 +140,7 @@ pub fn spawn<S: TokenSource>(nmi: Arc<Nmi<S>>, client: kube::Client, config: Con
 }
 
 struct Worker<S> {
-    nmi: Arc<Nmi<S>>,
+    authorizer: Arc<Authorizer<S>>,
     prefetcher: Prefetcher,
     writer: Arc<Writer>,
     config: Config,
@@ -158,7 +158,7 @@ struct Plan {
 
 impl<S: TokenSource> Worker<S> {
     async fn run(self) {
-        let mut changes = self.nmi.state.subscribe();
+        let mut changes = self.authorizer.state.subscribe();
         loop {
             let next = self.pass().await;
             let resync = Instant::now() + self.config.resync;
@@ -174,7 +174,7 @@ impl<S: TokenSource> Worker<S> {
 
     /// One pass over this node's pods; the time the next should run at the latest.
     async fn pass(&self) -> Option<Instant> {
-        let state = &self.nmi.state;
+        let state = &self.authorizer.state;
         if !state.is_synced() || state.is_stale() {
             return None;
         }
@@ -194,13 +194,13 @@ impl<S: TokenSource> Worker<S> {
         let fetched = self
             .prefetcher
             .run(
-                &self.nmi.cache,
-                self.nmi.federation(),
+                &self.authorizer.cache,
+                self.authorizer.federation(),
                 wanted,
                 self.config.max_fetches_per_pass,
             )
             .await;
-        let metrics = &self.nmi.metrics;
+        let metrics = &self.authorizer.metrics;
         metrics.prefetched("fetched", fetched.obtained);
         metrics.prefetched("cached", fetched.cached);
         metrics.prefetched("failed", fetched.failed);
@@ -229,7 +229,7 @@ impl<S: TokenSource> Worker<S> {
 
     /// What a pod needs, or `None` for a pod that uses no identity (or not yet decidable).
     fn plan(&self, pod: &Arc<PodFacts>, readiness: &PodReadiness) -> Option<Plan> {
-        let state = &self.nmi.state;
+        let state = &self.authorizer.state;
         if pod.node.as_deref() != Some(state.node.as_str()) {
             return None;
         }
@@ -240,7 +240,7 @@ impl<S: TokenSource> Worker<S> {
             verdict,
             wanted,
         };
-        if let Some(federation) = self.nmi.federation()
+        if let Some(federation) = self.authorizer.federation()
             && pod.labels.contains_key(USE_LABEL)
         {
             if !federation.is_synced() {
@@ -310,7 +310,7 @@ impl<S: TokenSource> Worker<S> {
 
     fn resources(&self, readiness: &PodReadiness, identity_key: &str) -> Vec<String> {
         let recent = if readiness.token_resources.resources.is_empty() {
-            self.nmi.cache.resources_of(identity_key, MAX_RESOURCES)
+            self.authorizer.cache.resources_of(identity_key, MAX_RESOURCES)
         } else {
             vec![]
         };

@@ -1,25 +1,20 @@
-//! Refusals: a token request NMI answers without a token. Each one is counted in
-//! `aadpodidentity_nmi_refusals_total` by [`Reason`] and logged at `info` on the `nmi::refusal`
-//! target, with who asked, for what, and what would fix it. The lines are rate-limited per
-//! (pod, reason) by [`RefusalLog`], so that a pod retrying in a tight loop cannot fill the log:
-//! one line per window, the next one saying how many were left out.
+//! Refusals: a token request NMI answers without a token, and why. The authorizer decides most
+//! of them (no pod, not bound, not yet assigned, ...), the server the rest (rate limit, malformed
+//! request); both say here which [`Reason`], which IMDS-style status and error code, and what
+//! the pod is told. The server renders the answer (`server::response`), counts it in
+//! `aadpodidentity_nmi_refusals_total` by [`Reason`], logs it at `info` on the `nmi::refusal`
+//! target ([`Refusal::log`], at most a line per pod and reason per window) and publishes it as
+//! an Event on the pod. `nmi test-token-path` reads the texts of [`unbound_detail`] back.
+//!
+//! Kept apart from the server so that the authorizer, below it, gives refusals without knowing
+//! how they are written to the wire.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Duration};
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::http::StatusCode;
 use matching::{IdentityRequest, PodFacts};
 
-use mirror::sync;
-
-use crate::{Error, response};
+use crate::Error;
 
 /// Why a token request was refused: the `reason` label of `aadpodidentity_nmi_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,7 +168,8 @@ pub const UNBOUND: &str = "is not bound to any AzureIdentity";
 pub struct PodName {
     pub namespace: String,
     pub name: String,
-    /// For the pod's Event ([`event`]): `kubectl describe pod` lists those carrying its uid.
+    /// For the pod's Event (`server::refusal_events`): `kubectl describe pod` lists those
+    /// carrying its uid.
     pub uid: Option<String>,
 }
 
@@ -191,9 +187,14 @@ impl From<&PodFacts> for PodName {
 #[derive(Debug)]
 pub struct Refusal {
     pub reason: Reason,
-    pub response: Response,
-    /// The `error_description` the pod gets.
+    /// The answer's status.
+    pub status: StatusCode,
+    /// The answer's `error` (IMDS's codes: `forbidden`, `not_found`, ...).
+    pub error: &'static str,
+    /// The answer's `error_description`: what the pod is told.
     pub detail: String,
+    /// The answer's `Retry-After`, when the SDKs' retry will be answered.
+    pub retry_after: Option<Duration>,
     /// The pod the request was attributed to, once known.
     pub pod: Option<PodName>,
     /// What the request asked for, once its query was read.
@@ -204,16 +205,13 @@ pub struct Refusal {
 
 impl Refusal {
     /// An IMDS-style error answer.
-    pub fn new(reason: Reason, status: StatusCode, error: &str, detail: String) -> Self {
-        Self::with_response(reason, response::error(status, error, &detail), detail)
-    }
-
-    /// A prepared answer (one that passes on upstream's status and `Retry-After`).
-    pub fn with_response(reason: Reason, response: Response, detail: String) -> Self {
+    pub fn new(reason: Reason, status: StatusCode, error: &'static str, detail: String) -> Self {
         Self {
             reason,
-            response,
+            status,
+            error,
             detail,
+            retry_after: None,
             pod: None,
             requested: None,
             identity: None,
@@ -222,14 +220,13 @@ impl Refusal {
 
     /// 503 + `Retry-After`: NMI cannot decide now, and the SDKs' retry will be answered.
     pub fn unavailable(reason: Reason, detail: String, retry_after: Duration) -> Self {
-        let mut r = Self::new(
+        Self::new(
             reason,
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             detail,
-        );
-        r.response = response::with_retry_after(r.response, retry_after);
-        r
+        )
+        .retry_after(retry_after)
     }
 
     /// 400: the request itself is malformed.
@@ -242,10 +239,42 @@ impl Refusal {
         )
     }
 
-    /// IMDS or Entra failed, or the identity cannot be used as configured: upstream's answer as
-    /// [`response::upstream_error`] maps it.
+    /// IMDS or Entra failed, or the identity cannot be used as configured: transient failures
+    /// stay retryable for the SDKs (429, 5xx, IMDS's 404/410 "updating"), with `Retry-After`
+    /// when upstream gave one; a refusal by Azure is a 403, never a 400 (which SDKs read as "no
+    /// identity here, stop"). The description is the error's text.
     pub fn upstream(e: &Error) -> Self {
-        Self::with_response(Reason::Upstream, response::upstream_error(e), e.to_string())
+        let (status, error) = match e {
+            Error::Upstream { status, .. } => match *status {
+                429 => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+                404 | 410 => (
+                    StatusCode::from_u16(*status).expect("a valid status"),
+                    "service_unavailable",
+                ),
+                s if s >= 500 => (
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "service_unavailable",
+                ),
+                _ => (StatusCode::FORBIDDEN, "forbidden"),
+            },
+            Error::Http { .. } | Error::Kube(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            Error::BadUpstreamBody { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            _ => (StatusCode::FORBIDDEN, "forbidden"),
+        };
+        let refusal = Self::new(Reason::Upstream, status, error, e.to_string());
+        match e {
+            Error::Upstream {
+                retry_after: Some(after),
+                ..
+            } => refusal.retry_after(*after),
+            _ => refusal,
+        }
+    }
+
+    /// Adds `Retry-After` to the answer.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     pub fn for_pod(mut self, pod: &PodFacts) -> Self {
@@ -278,7 +307,7 @@ impl Refusal {
             reason = self.reason.label(),
             identity = self.requested.as_deref().unwrap_or(""),
             azure_identity = self.identity.as_deref().unwrap_or(""),
-            status = self.response.status().as_u16(),
+            status = self.status.as_u16(),
             // Quoted (a `&str`, not `%`): the detail holds text the pod sent (a parameter's name),
             // and a quoted value is read back as one field whatever it holds (plugin's `nmi_log`).
             detail = self.detail.as_str(),
@@ -289,98 +318,5 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        self.response
-    }
-}
-
-/// How long the refusals of one (pod, reason) share one log line.
-pub const LOG_WINDOW: Duration = Duration::from_secs(15);
-/// Windows kept before the expired ones are dropped (each is a few dozen bytes).
-const PRUNE_ABOVE: usize = 4096;
-
-/// Who a refusal is about, for rate limiting: the pod when known, else the source IP.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Subject {
-    Pod(String, String),
-    Ip(IpAddr),
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Window {
-    opened: Instant,
-    suppressed: u64,
-}
-
-/// Which refusal lines are written: the first of each (pod, reason) in a [`LOG_WINDOW`], the
-/// others counted and reported by the next line written.
-pub struct RefusalLog {
-    window: Duration,
-    windows: Mutex<HashMap<(Subject, Reason), Window>>,
-}
-
-impl Default for RefusalLog {
-    fn default() -> Self {
-        Self::new(LOG_WINDOW)
-    }
-}
-
-impl RefusalLog {
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            windows: Mutex::default(),
-        }
-    }
-
-    /// Whether to write the line of a refusal at `now`: `Some(n)` when it opens a new window, `n`
-    /// lines of the same pod and reason having been left out since the last one written.
-    pub fn admit(&self, pod: Option<&PodName>, source: IpAddr, reason: Reason, now: Instant) -> Option<u64> {
-        let subject = match pod {
-            Some(p) => Subject::Pod(p.namespace.clone(), p.name.clone()),
-            None => Subject::Ip(source),
-        };
-        let mut windows = sync::lock(&self.windows);
-        if windows.len() > PRUNE_ABOVE {
-            // A dropped window's unreported count is lost; only windows long past go.
-            let window = self.window;
-            windows.retain(|_, w| now.saturating_duration_since(w.opened) < window * 4);
-        }
-        match windows.get_mut(&(subject.clone(), reason)) {
-            Some(w) if now.saturating_duration_since(w.opened) < self.window => {
-                w.suppressed += 1;
-                None
-            }
-            Some(w) => {
-                let suppressed = w.suppressed;
-                *w = Window {
-                    opened: now,
-                    suppressed: 0,
-                };
-                Some(suppressed)
-            }
-            None => {
-                windows.insert(
-                    (subject, reason),
-                    Window {
-                        opened: now,
-                        suppressed: 0,
-                    },
-                );
-                Some(0)
-            }
-        }
-    }
-
-    /// Logs `refusal` from `source` if its window allows.
-    pub fn record(&self, refusal: &Refusal, source: IpAddr, now: Instant) {
-        if let Some(suppressed) = self.admit(refusal.pod.as_ref(), source, refusal.reason, now) {
-            refusal.log(source, suppressed);
-        }
-    }
-}
-
-pub mod event;
 #[cfg(test)]
 mod tests;

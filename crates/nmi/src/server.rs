@@ -1,23 +1,27 @@
 //! The HTTP side: the pod-facing server (token endpoint, `/host/token`, instance-metadata
-//! blocking, pass-through to IMDS), and the probe and metrics servers.
+//! blocking, pass-through to IMDS), and the probe and metrics servers. Everything about HTTP is
+//! here; who may have which token is the authorizer's ([`crate::authorizer`]), asked once per
+//! token request.
 //!
 //! One module per concern, each calling only the ones below it. A token request goes down:
 //! - `accept`: the accept loop, one HTTP/1.1 connection per pod connection, graceful shutdown,
-//!   and the limits a hostile pod meets there (head timeout and size, `connections` per IP);
+//!   and the limits a hostile pod meets there (head timeout and size, connections per IP);
 //!   [`listener`] binds the listeners that the old and the new NMI share during an update;
-//! - `route`: rate limit, `Metadata` header, which answer the path gets; refusals counted
-//!   and logged;
-//! - `pod_token` (or `host_token`): the endpoint, with the memo's replay of unchanged
-//!   answers, and the rendering of the token answer;
-//! - `authorize`: the caller's pod, the decision against the watched state with its waits,
-//!   the token from the cache ([`crate::cache`], [`crate::token`]), held while IMDS lacks an
-//!   identity MIC reports assigned (`hold`);
-//! - [`crate::response`] and [`crate::refusal`]: the bytes of answers and refusals.
+//! - `route`: which route the path takes, the per-pod `rate_limit`, the `Metadata` header;
+//!   refusals counted, logged (`refusal_log`) and published (`refusal_events`);
+//! - `pod_token` (or `host_token`): the endpoint. An answer the pod got for this very query is
+//!   replayed from the `answer_memo` while the watched state is unchanged; otherwise the query
+//!   is read (`token_query`, with IMDS's api-version rule), the authorizer grants a token or refuses, and the
+//!   answer is rendered and kept;
+//! - `response`: the bytes of answers and refusals.
 //!
-//! `passthrough` forwards other paths to IMDS; `probes` serves `/healthz`, `/readyz` and
-//! `/metrics` on their own ports and tracks staleness.
+//! `passthrough` forwards other paths (and excepted pods' token requests) to IMDS; `probes`
+//! serves `/healthz`, `/readyz` and `/metrics` on their own ports and tracks staleness.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 pub use accept::{
     ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_POD, MAX_HEAD_BYTES, serve,
@@ -25,27 +29,36 @@ pub use accept::{
 };
 pub use listener::{bind_pod_facing, bind_retrying};
 pub use probes::{is_ready, metrics_router, probe_router, track_staleness};
-pub use route::handle;
+pub use refusal_events::RefusalEvents;
+pub use route::{Route, classify, decode_path, handle};
 
 use crate::{
-    cache::TokenCache, memo::AnswerMemo, metrics::Metrics, missing::MissingReports,
-    ratelimit::PodRateLimiter, refusal::RefusalLog, state::State, token::TokenSource,
+    authorizer::{self, Authorizer},
+    metrics::Metrics,
+    state::State,
+    token::TokenSource,
+    token_cache::TokenCache,
 };
+use answer_memo::AnswerMemo;
+use rate_limit::PodRateLimiter;
+use refusal_log::RefusalLog;
 
 mod accept;
-mod authorize;
-mod connections;
-mod federated;
-mod hold;
+mod answer_memo;
 mod host_token;
 pub mod listener;
 mod passthrough;
 mod pod_token;
-mod principals;
 mod probes;
+pub mod rate_limit;
+pub mod refusal_events;
+mod refusal_log;
+pub(crate) mod response;
 mod route;
+pub mod token_query;
 
-/// How the pod-facing server behaves.
+/// How the pod-facing server behaves. The waits are the authorizer's, handed to it by
+/// [`Nmi::new`].
 #[derive(Clone, Debug)]
 pub struct Config {
     pub metadata_header_required: bool,
@@ -60,26 +73,20 @@ pub struct Config {
 
 /// What the handlers share.
 pub struct Nmi<S> {
-    pub state: Arc<State>,
-    pub cache: Arc<TokenCache<S>>,
+    /// Who may have which token: the decision, with the state and token cache it uses.
+    pub authorizer: Arc<Authorizer<S>>,
     pub config: Config,
     pub metrics: Metrics,
     /// For pass-through requests; has the upstream timeout and no proxy.
     pub http: reqwest::Client,
     /// Per-source-IP token buckets (`--pod-rate-limit`); off until configured.
     pub rate_limit: PodRateLimiter,
-    /// Principal (object) ids learned from tokens.
-    principals: principals::Principals,
     /// Token answers authorized at the current state version, for pods asking the same again.
     memo: AnswerMemo,
     /// Which refusals are logged (one line per pod and reason per window).
     refusals: RefusalLog,
-    /// Which findings of identities missing on the VM are written for MIC.
-    missing: MissingReports,
-    /// Federated mode, when enabled ([`Nmi::enable_federation`]).
-    federation: std::sync::OnceLock<Arc<crate::federated::Federation<S>>>,
     /// Refusals as Events on their pods, when enabled ([`Nmi::enable_refusal_events`]).
-    refusal_events: std::sync::OnceLock<crate::refusal::event::RefusalEvents>,
+    refusal_events: OnceLock<RefusalEvents>,
 }
 
 impl<S: TokenSource> Nmi<S> {
@@ -90,36 +97,26 @@ impl<S: TokenSource> Nmi<S> {
         metrics: Metrics,
         http: reqwest::Client,
     ) -> Arc<Self> {
+        let waits = authorizer::Config {
+            set_retry_after_header: config.set_retry_after_header,
+            identity_wait: config.identity_wait,
+            pod_wait: config.pod_wait,
+        };
         Arc::new(Self {
-            state,
-            cache,
+            authorizer: Arc::new(Authorizer::new(state, cache, waits, metrics.clone())),
             config,
             metrics,
             http,
             rate_limit: PodRateLimiter::default(),
-            principals: principals::Principals::default(),
             memo: AnswerMemo::default(),
             refusals: RefusalLog::default(),
-            missing: MissingReports::default(),
-            federation: std::sync::OnceLock::new(),
-            refusal_events: std::sync::OnceLock::new(),
+            refusal_events: OnceLock::new(),
         })
     }
 
-    /// Serves pods labelled for federation with their service account's identity (see
-    /// [`crate::federated`]). Once only; later calls are ignored.
-    pub fn enable_federation(&self, federation: Arc<crate::federated::Federation<S>>) {
-        let _ = self.federation.set(federation);
-    }
-
     /// Publishes refusals of known pods as Events on them (`--refusal-events`). Once only.
-    pub fn enable_refusal_events(&self, events: crate::refusal::event::RefusalEvents) {
+    pub fn enable_refusal_events(&self, events: RefusalEvents) {
         let _ = self.refusal_events.set(events);
-    }
-
-    /// Federated mode, when enabled: [`crate::readiness`] fetches its pods' tokens ahead.
-    pub fn federation(&self) -> Option<&Arc<crate::federated::Federation<S>>> {
-        self.federation.get()
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{Error, Result};
 
 pub use authority::{Authorities, CLOUD_AUTHORITIES};
 
+pub mod assertion;
 mod authority;
 
 pub use azure_token::{Token, jwt_claim, now};
@@ -85,7 +86,7 @@ impl Azure {
             what: "building the HTTP client",
             source,
         })?;
-        let authorities = Authorities::new(&config.entra, &[]).map_err(Error::Config)?;
+        let authorities = Authorities::new(&config.entra, &[])?;
         Ok(Self {
             http,
             config,
@@ -98,7 +99,7 @@ impl Azure {
 
     /// Also trusts these authorities for `adEndpoint` (`--allowed-ad-endpoint`; https only).
     pub fn allow_ad_endpoints(mut self, allowed: &[String]) -> Result<Self> {
-        self.authorities = Authorities::new(&self.config.entra, allowed).map_err(Error::Config)?;
+        self.authorities = Authorities::new(&self.config.entra, allowed)?;
         Ok(self)
     }
 
@@ -194,10 +195,7 @@ impl Azure {
         // Checked before the secret is even read: nothing is asked of anyone for an identity
         // whose credential would go astray.
         let authority = match spec.ad_endpoint.as_deref().filter(|e| !e.is_empty()) {
-            Some(endpoint) => self
-                .authorities
-                .check(endpoint, &format!("{ns}/{name}"))
-                .map_err(Error::Identity)?,
+            Some(endpoint) => self.authorities.check(endpoint, &format!("{ns}/{name}"))?,
             None => self.config.entra.clone(),
         };
         if !authority::is_tenant(tenant) {
@@ -207,20 +205,19 @@ impl Azure {
         }
         let (secret_name, secret) = self.secret(identity).await?;
         let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
-        let unusable = |e: String| Error::Identity(format!("secret {secret_name}: {e}"));
         let credential = if spec.identity_type() == Ok(IdentityType::ServicePrincipalCertificate) {
             Credential::ClientCertificate {
                 authority,
                 tenant,
                 client_id,
-                certificate: Arc::new(crate::assertion::from_secret(&secret).map_err(unusable)?),
+                certificate: Arc::new(assertion::from_secret(&secret, &secret_name)?),
             }
         } else {
             Credential::ClientSecret {
                 authority,
                 tenant,
                 client_id,
-                secret: client_secret_of(&secret).map_err(unusable)?,
+                secret: client_secret_of(&secret, &secret_name)?,
             }
         };
         self.ask(&credential, resource)
@@ -304,9 +301,14 @@ impl TokenSource for Azure {
     }
 }
 
-/// The client secret in a service principal's secret: the key `clientSecret`, or the only key
-/// when there is exactly one (upstream took the first of any number, in random order).
-pub fn client_secret_of(secret: &Secret) -> std::result::Result<String, String> {
+/// The client secret in a service principal's secret `name` (`<namespace>/<name>`): the key
+/// `clientSecret`, or the only key when there is exactly one (upstream took the first of any
+/// number, in random order).
+pub fn client_secret_of(secret: &Secret, name: &str) -> Result<String> {
+    let unusable = |problem: String| Error::UnusableSecret {
+        secret: name.to_owned(),
+        problem,
+    };
     let mut data: Vec<(String, Vec<u8>)> = secret
         .data
         .iter()
@@ -323,14 +325,14 @@ pub fn client_secret_of(secret: &Secret) -> std::result::Result<String, String> 
     let value = match data.iter().find(|(k, _)| k == CLIENT_SECRET_KEY) {
         Some((_, v)) => v.clone(),
         None if data.len() == 1 => data[0].1.clone(),
-        None if data.is_empty() => return Err("the secret is empty".into()),
+        None if data.is_empty() => return Err(unusable("the secret is empty".into())),
         None => {
-            return Err(format!(
+            return Err(unusable(format!(
                 "the secret has several keys and none is `{CLIENT_SECRET_KEY}`; put the client secret under `{CLIENT_SECRET_KEY}`"
-            ));
+            )));
         }
     };
-    String::from_utf8(value).map_err(|_| format!("`{CLIENT_SECRET_KEY}` is not UTF-8 text"))
+    String::from_utf8(value).map_err(|_| unusable(format!("`{CLIENT_SECRET_KEY}` is not UTF-8 text")))
 }
 
 /// The token client's errors as NMI's: a service's answer keeps its status, `Retry-After` and body

@@ -21,12 +21,11 @@ use std::{
 
 use axum::{body::Body, http::Request};
 use nmi::{
-    cache::{CachePolicy, TokenCache},
     metrics::Metrics,
-    request::{self, Route},
-    server::{self, Nmi},
+    server::{self, Nmi, Route},
     state::{Mode, State},
     token::{Azure, AzureConfig},
+    token_cache::{CachePolicy, TokenCache},
 };
 use proptest::prelude::*;
 
@@ -263,7 +262,7 @@ proptest! {
         };
         let metadata_ok = req.headers().get("metadata").is_some_and(|v| v.as_bytes() == b"true");
         let sent_pq = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-        let route = request::classify(req.uri().path());
+        let route = server::classify(req.uri().path());
         let before = h.seen.lock().unwrap().requests.len();
 
         let (status, from_imds, body) = h.rt.block_on(async {
@@ -304,8 +303,8 @@ proptest! {
                     prop_assert!(
                         received == &sent_pq
                             || (route == Route::Instance
-                                && request::classify(received_path) != Route::Token
-                                && !resolve(&request::decode_path(received_path))
+                                && server::classify(received_path) != Route::Token
+                                && !resolve(&server::decode_path(received_path))
                                     .starts_with("/metadata/identity/oauth2")),
                         "{} sent, {} received",
                         sent_pq,

@@ -24,7 +24,7 @@ pub fn assignment_fix(reason: &str, message: &str, identity_id: &str) -> String 
                  (MIC retries on its own; nothing else to do)"
             )
         }
-        mic::consent::REASON_CONSENT_MISSING => {
+        arm::consent::REASON_CONSENT_MISSING => {
             let command = message
                 .split_once("the owner grants it with: ")
                 .map_or("az tag update --resource-id <id> --operation Merge --tags pod-identity-namespaces=<namespaces>", |(_, c)| c);
@@ -33,13 +33,13 @@ pub fn assignment_fix(reason: &str, message: &str, identity_id: &str) -> String 
                  (MIC reads it again within --identity-consent-recheck; nothing else to do)"
             )
         }
-        mic::consent::REASON_CLIENT_ID_MISMATCH => format!(
+        arm::consent::REASON_CLIENT_ID_MISMATCH => format!(
             "the AzureIdentity's clientID must be the identity's own: az identity show --ids {identity_id} --query clientId"
         ),
-        mic::consent::REASON_NOT_FOUND => format!(
+        arm::consent::REASON_NOT_FOUND => format!(
             "no such identity in Azure: check resourceID (az identity show --ids {identity_id})"
         ),
-        mic::consent::REASON_READ_FAILED => format!(
+        arm::consent::REASON_READ_FAILED => format!(
             "MIC could not read the identity to check its owner's consent: grant MIC's identity \"{OPERATOR_ROLE}\" \
              (which reads identities) on {identity_id}, and read the message above"
         ),
@@ -105,7 +105,7 @@ fn quoted_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 /// LinkedAuthorizationFailed The client ...`): the same rule MIC uses for the status `reason`.
 pub fn reason_in(note: &str) -> Option<&str> {
     let (_, why) = note.split_once(" failed: ")?;
-    mic::failure::reason_of(why)
+    arm::reason_of(why)
 }
 
 #[cfg(test)]

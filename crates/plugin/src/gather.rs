@@ -6,6 +6,7 @@ mod nmi;
 use std::collections::BTreeSet;
 
 use api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException};
+use arm::ArmClient;
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
@@ -17,7 +18,6 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, Resource, api::ListParams};
 use matching::{ComputeTarget, PodFacts, Policy};
-use mic::arm::ArmClient;
 use serde::de::DeserializeOwned;
 
 use self::nmi::{nmi_on, nmi_pods, read_staleness};
@@ -218,7 +218,7 @@ async fn consent_reads(
         .collect();
     let mut reads = std::collections::BTreeMap::new();
     for id in ids {
-        let read = mic::controller::read_identity(arm, &id).await;
+        let read = arm.read_identity(&id).await;
         reads.insert(id, read);
     }
     check::ConsentReads::Read(reads)

@@ -54,7 +54,8 @@ pub struct KubeFlags {
 pub struct RequestTimeout(pub Option<Duration>);
 
 impl RequestTimeout {
-    fn parse(value: &str) -> Result<Self, String> {
+    /// clap's value parser: clap shows the error's message after its own "invalid value".
+    fn parse(value: &str) -> Result<Self, Error> {
         parse_request_timeout(value).map(Self)
     }
 }

@@ -21,7 +21,8 @@ pub mod nmi_log;
 pub mod output;
 pub mod report;
 
-/// Everything that keeps the plugin from answering (exit code 2).
+/// Everything that keeps the plugin from answering (exit code 2), and what keeps it from reading
+/// ARM (which `check` reports as its `cloud-config` link, and `explain` as unasked).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubeconfig: {0}")]
@@ -40,6 +41,27 @@ pub enum Error {
     Forbidden { what: String, message: String },
     #[error("{0}")]
     Usage(String),
+    /// `--request-timeout` in no spelling kubectl takes.
+    #[error("--request-timeout {value:?}: {}", kube_flags::TIMEOUT_HINT)]
+    RequestTimeout { value: String },
+    /// `--cloud-config` cannot be used (unreadable, an unknown cloud, no credentials), in the
+    /// words MIC uses for the same file. Not a `#[source]`: its message is already in this one's.
+    #[error("configuration: {0}")]
+    CloudConfig(arm::Error),
+    #[error("reading --ca-file {}: {source}", .path.display())]
+    ReadCaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// `--ca-file` holds no PEM certificate.
+    #[error("--ca-file {}: {source}", .path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        source: reqwest::Error,
+    },
+    /// The HTTP client for ARM cannot be built.
+    #[error(transparent)]
+    Http(reqwest::Error),
 }
 
 impl Error {

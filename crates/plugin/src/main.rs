@@ -3,15 +3,15 @@
 //! Exit codes: 0 every link holds; 1 at least one is broken (✘); 2 bad usage or the cluster
 //! (or the kubeconfig) could not be read, or the API server refused (403).
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode, sync::Arc, time::Duration};
 
+use arm::{
+    ArmClient, RetryPolicy, Unobserved,
+    cloud::{CloudConfig, EndpointOverrides},
+};
 use clap::{CommandFactory, Parser};
 use kube::Client;
 use matching::Policy;
-use mic::{
-    arm::{ArmClient, RetryPolicy},
-    cloud::{CloudConfig, EndpointOverrides},
-};
 use plugin::{
     Error,
     check::CloudConfigState,
@@ -74,7 +74,7 @@ fn options(args: &Args) -> Result<Options, Error> {
         None => (None, CloudConfigState::NotGiven),
         Some(path) => match arm_client(args, path) {
             Ok((arm, summary)) => (Some(arm), CloudConfigState::Readable(summary)),
-            Err(e) => (None, CloudConfigState::Unreadable(e)),
+            Err(e) => (None, CloudConfigState::Unreadable(e.to_string())),
         },
     };
     if args.nmi_log_since <= 0 {
@@ -94,21 +94,26 @@ fn options(args: &Args) -> Result<Options, Error> {
 }
 
 /// An ARM client from the cloud config, as MIC builds its own, and a summary of what it selects.
-fn arm_client(args: &Args, path: &std::path::Path) -> Result<(ArmClient, String), String> {
+fn arm_client(args: &Args, path: &std::path::Path) -> Result<(ArmClient, String), Error> {
     let env = |k: &str| std::env::var(k).ok();
-    let cloud = CloudConfig::from_file(path).map_err(|e| e.to_string())?;
+    let cloud = CloudConfig::from_file(path).map_err(Error::CloudConfig)?;
     let overrides = EndpointOverrides {
         arm: args.arm_endpoint.clone(),
         aad: args.aad_endpoint.clone(),
     };
     let connection = cloud
         .connection(&overrides, "http://169.254.169.254", env)
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::CloudConfig)?;
     let mut http = reqwest::Client::builder().timeout(Duration::from_secs(20));
     if let Some(ca) = &args.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("reading --ca-file {}: {e}", ca.display()))?;
-        let cert =
-            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("--ca-file {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|source| Error::ReadCaFile {
+            path: ca.clone(),
+            source,
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| Error::CaFile {
+            path: ca.clone(),
+            source,
+        })?;
         http = http.add_root_certificate(cert);
     }
     let summary = format!(
@@ -130,9 +135,10 @@ fn arm_client(args: &Args, path: &std::path::Path) -> Result<(ArmClient, String)
         max: Duration::from_secs(2),
         ..RetryPolicy::default()
     };
-    let http = http.build().map_err(|e| e.to_string())?;
+    let http = http.build().map_err(Error::Http)?;
+    // The plugin counts no ARM calls: it exports no metrics.
     Ok((
-        ArmClient::connect(http, connection, retry, Default::default()),
+        ArmClient::connect(http, connection, retry, Arc::new(Unobserved)),
         summary,
     ))
 }

@@ -8,7 +8,7 @@ use kube::{Api, Client, api::ListParams};
 
 use crate::nmi_log::Refusal;
 
-/// `reportingController` of NMI's Events (`nmi::refusal::event::CONTROLLER`).
+/// `reportingController` of NMI's Events (`nmi::server::refusal_events::CONTROLLER`).
 pub const NMI_CONTROLLER: &str = "aadpodidentity.k8s.io/nmi";
 /// What NMI's notes put between what happened and the fix.
 const FIX: &str = "; fix: ";

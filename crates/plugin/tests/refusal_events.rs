@@ -9,7 +9,7 @@ use kube::{Api, api::PostParams};
 use serde_json::json;
 use support::{Cluster, facts};
 
-/// An Event as NMI's publisher writes a refusal series (crates/events, crates/nmi/src/refusal/event.rs).
+/// An Event as NMI's publisher writes a refusal series (crates/events, crates/nmi/src/server/refusal_events.rs).
 fn refusal_event(name: &str, controller: &str, reason: &str, note: &str, count: i32) -> Event {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "shop"},

@@ -51,6 +51,8 @@ impl ApiServer {
     /// Panics, failing the test loudly, when the server cannot start.
     pub fn shared() -> &'static ApiServer {
         // The outcome is kept, failure included, so that every test fails at once with the same message.
+        // The failure is kept as text: `Error` holds io and kube errors, which are not Clone, and
+        // all a later test does with it is panic with it.
         static SHARED: OnceLock<Result<ApiServer, String>> = OnceLock::new();
         match SHARED.get_or_init(|| ApiServer::start().map_err(|e| e.to_string())) {
             Ok(server) => server,

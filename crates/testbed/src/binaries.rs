@@ -28,6 +28,9 @@ pub struct UpstreamPodIdentity {
 /// Builds (first time) or finds (cached under `~/.cache/pod-identity/bin/`) the
 /// binaries, by running `scripts/testbin.sh`, the one place that pins their versions.
 pub fn binaries() -> Result<&'static Binaries> {
+    // The outcome is cached, failure included, and handed to every caller, so it must be Clone:
+    // the failure is kept as its text (`Error` holds io and kube errors, which are not) and each
+    // caller gets its own `Error::Binaries` of it. `testbin` and `Reported::path` make that text.
     static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
     BINARIES
         .get_or_init(|| {
@@ -46,6 +49,7 @@ pub fn binaries() -> Result<&'static Binaries> {
 /// Builds (first time) or finds upstream's NMI and MIC, as [`binaries`] does the others. Kept
 /// apart so that tests which do not run them never wait for their build.
 pub fn upstream_pod_identity() -> Result<&'static UpstreamPodIdentity> {
+    // Text, as in `binaries`: a cached failure is cloned for every caller.
     static UPSTREAM: OnceLock<Result<UpstreamPodIdentity, String>> = OnceLock::new();
     UPSTREAM
         .get_or_init(|| {
@@ -66,6 +70,7 @@ struct Reported {
 }
 
 impl Reported {
+    /// The error is the text the caches of [`binaries`] keep.
     fn path(&self, name: &str) -> Result<PathBuf, String> {
         self.stdout
             .lines()
@@ -74,6 +79,8 @@ impl Reported {
     }
 }
 
+/// Runs `scripts/testbin.sh` for `names`. The error is the text the caches of [`binaries`] and
+/// [`upstream_pod_identity`] keep (see there).
 fn testbin(names: &[&str]) -> Result<Reported, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbin.sh");
     let out = Command::new("bash")

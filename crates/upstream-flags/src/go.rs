@@ -15,6 +15,8 @@ use std::{ffi::OsString, time::Duration};
 
 use clap::{Arg, Command};
 
+use crate::Error;
+
 /// Rewrites `-name[=value]` (one dash, a name of two or more characters) to `--name[=value]`, and
 /// joins a flag and its separate value into `--name=value`, so that a value starting with a dash
 /// is taken as Go takes it rather than as a flag. Single-character names (`-v`, `-h`) stay clap
@@ -99,22 +101,22 @@ fn takes_separate_value(arg: &Arg) -> bool {
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it: `1 t T TRUE true True`, `0 f F FALSE false False`.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub fn parse_bool(s: &str) -> Result<bool, Error> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("`{s}` is not a boolean (true or false)")),
+        _ => Err(Error::NotBool(s.to_owned())),
     }
 }
 
 /// A duration as Go's `time.ParseDuration` reads it (`1h30m`, `1.5s`, `300ms`, `2us`), and a bare
 /// number as seconds (our own flags always took that). Negative durations are refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     let text = s.trim();
-    let bad = || format!("`{s}` is not a duration like 500ms, 15s, 3m, 1h30m");
+    let bad = || Error::NotDuration(s.to_owned());
     let body = text.strip_prefix('+').unwrap_or(text);
     if body.starts_with('-') {
-        return Err(format!("`{s}`: a negative duration makes no sense here"));
+        return Err(Error::NegativeDuration(s.to_owned()));
     }
     if !body.is_empty() && body.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return seconds(body, 1.0).ok_or_else(bad);
@@ -138,9 +140,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             _ => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)"
-                ));
+                return Err(Error::UnknownUnit {
+                    value: s.to_owned(),
+                    unit: unit.to_owned(),
+                });
             }
         };
         total += seconds(number, scale).ok_or_else(bad)?.as_secs_f64();
@@ -255,18 +258,21 @@ mod tests {
     #[test]
     fn go_booleans() {
         for yes in ["1", "t", "T", "TRUE", "true", "True"] {
-            assert_eq!(parse_bool(yes), Ok(true));
+            assert!(parse_bool(yes).unwrap(), "{yes}");
         }
         for no in ["0", "f", "F", "FALSE", "false", "False"] {
-            assert_eq!(parse_bool(no), Ok(false));
+            assert!(!parse_bool(no).unwrap(), "{no}");
         }
-        assert!(parse_bool("yes").is_err());
+        assert!(matches!(parse_bool("yes"), Err(Error::NotBool(v)) if v == "yes"));
         assert!(parse_bool("").is_err());
+        // clap prints the parser's error after its own words.
+        let err = parse(&["t", "--forceNamespaced=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("`maybe` is not a boolean (true or false)"), "{err}");
     }
 
     #[test]
     fn go_durations_and_bare_seconds() {
-        let d = |s| parse_duration(s);
+        let d = |s| parse_duration(s).map_err(|e| e.to_string());
         assert_eq!(d("3600s"), Ok(Duration::from_secs(3600)));
         assert_eq!(d("3m"), Ok(Duration::from_secs(180)));
         assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
@@ -279,5 +285,10 @@ mod tests {
         for bad in ["", "s", "3 weeks", "1d", "-1s", "1.2.3s", "ms5"] {
             assert!(d(bad).is_err(), "{bad:?}");
         }
+        assert!(matches!(parse_duration("-1s"), Err(Error::NegativeDuration(_))));
+        assert_eq!(
+            d("1d").unwrap_err(),
+            "`1d`: unknown unit `d` (use ns, us, ms, s, m or h)"
+        );
     }
 }

@@ -146,3 +146,25 @@ impl std::fmt::Display for Note {
         write!(f, "upstream flag {}: {}", self.flag, self.message)
     }
 }
+
+/// Why a flag's value, or a command line, is refused. [`go::parse_bool`] and [`go::parse_duration`]
+/// are clap value parsers: clap takes any error type that converts into a boxed
+/// `std::error::Error` and prints it after its own "invalid value ... for ...", so a typed error
+/// reads exactly as the text did.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("`{0}` is not a boolean (true or false)")]
+    NotBool(String),
+    #[error("`{0}` is not a duration like 500ms, 15s, 3m, 1h30m")]
+    NotDuration(String),
+    #[error("`{0}`: a negative duration makes no sense here")]
+    NegativeDuration(String),
+    #[error("`{value}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)")]
+    UnknownUnit { value: String, unit: String },
+    /// One of Go's spellings of a flag, as [`parse_each`] gave it, and clap's refusal.
+    #[error("{spelling:?}: {source}")]
+    Refused {
+        spelling: Vec<String>,
+        source: clap::Error,
+    },
+}

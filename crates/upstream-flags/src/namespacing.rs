@@ -35,6 +35,8 @@ impl UpstreamNamespacing {
     /// Checks upstream's setting against ours (`--allow-cross-namespace`): a contradiction is an
     /// error; asking for upstream's cross-namespace matching without our flag is a note, since we
     /// stay namespaced.
+    // The error stays text: NMI's flag check hands it to its own `Error::Flags(String)` as it is
+    // (`.map_err(Error::Flags)`), and MIC's does the same through `to_string`.
     pub fn reconcile(self, allow_cross_namespace: bool, component: &str) -> Result<Option<Note>, String> {
         match (self, allow_cross_namespace) {
             (Self::Namespaced, true) => Err(

@@ -1,7 +1,7 @@
 //! The list of flags both upstream binaries had besides their own, and Go's spellings of a flag,
 //! for tests that check every upstream flag is accepted.
 
-use crate::ParseGo;
+use crate::{Error, ParseGo};
 
 /// A flag of upstream's command line and a sample value (`None`: a boolean), so that tests can
 /// check every one is accepted in each of Go's spellings ([`UpstreamFlag::spellings`]).
@@ -66,7 +66,7 @@ pub const COMMON_FLAGS: &[UpstreamFlag] = &[
 
 /// Parses `base` (the program name and any required flags) followed by each spelling of each of
 /// `flags`; the first refusal names the spelling and clap's message.
-pub fn parse_each<P: ParseGo>(flags: &[UpstreamFlag], base: &[&str]) -> Result<Vec<P>, String> {
+pub fn parse_each<P: ParseGo>(flags: &[UpstreamFlag], base: &[&str]) -> Result<Vec<P>, Error> {
     let mut parsed = Vec::new();
     for flag in flags {
         for spelling in flag.spellings() {
@@ -74,7 +74,7 @@ pub fn parse_each<P: ParseGo>(flags: &[UpstreamFlag], base: &[&str]) -> Result<V
                 .iter()
                 .map(|s| (*s).to_owned())
                 .chain(spelling.iter().cloned());
-            parsed.push(P::try_parse_go(argv).map_err(|e| format!("{spelling:?}: {e}"))?);
+            parsed.push(P::try_parse_go(argv).map_err(|source| Error::Refused { spelling, source })?);
         }
     }
     Ok(parsed)

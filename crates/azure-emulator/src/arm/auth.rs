@@ -7,11 +7,7 @@ use axum::{http::StatusCode, response::Response};
 use serde_json::Value;
 
 use super::reply::{arm_error, header};
-use crate::{
-    state::{Shared, TokenBucket},
-    sync::lock,
-    time,
-};
+use crate::{model::TokenBucket, state::Shared, sync::lock, time};
 
 /// The audiences public Azure's ARM accepts.
 const AUDS: [&str; 4] = [

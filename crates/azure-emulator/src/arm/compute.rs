@@ -16,7 +16,8 @@ use super::{
 };
 use crate::{
     ids::{self, ArmPath},
-    state::{Compute, ComputeKind, IdentityState, Operation, Shared, SystemIdentity},
+    model::{Compute, ComputeKind, Identity, IdentityState, Operation, SystemIdentity},
+    state::Shared,
     sync::lock,
     time, token,
 };
@@ -25,7 +26,7 @@ use crate::{
 pub fn compute_body(
     shared: &Shared,
     c: &Compute,
-    identities: &std::collections::HashMap<String, crate::state::Identity>,
+    identities: &std::collections::HashMap<String, Identity>,
 ) -> Value {
     let mut identity = Map::new();
     identity.insert("type".into(), json!(c.model.type_str()));
@@ -93,7 +94,7 @@ pub(super) fn write_compute(
     replace: bool,
     caller: &str,
     api: &str,
-    fail: Option<crate::server::FailOperation>,
+    fail: Option<crate::faults::FailOperation>,
 ) -> Response {
     let update = match body::parse(bytes) {
         Ok(u) => u.unwrap_or_default(),

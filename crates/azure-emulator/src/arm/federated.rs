@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     ids::{self, ArmPath},
+    model::StoredCredential,
     state::Shared,
     sync::lock,
     world::FederatedCredentialSpec,
@@ -32,29 +33,18 @@ const MIN_API: &str = "2022-01-31-preview";
 pub const MAX_PER_IDENTITY: usize = 20;
 const TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
 
-/// A credential created through ARM.
-#[derive(Debug, Clone)]
-pub struct StoredCredential {
-    /// Lower-cased id of the identity it belongs to.
-    pub identity_key: String,
-    pub id: String,
-    pub name: String,
-    pub spec: FederatedCredentialSpec,
-}
-
-impl StoredCredential {
-    fn body(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "type": TYPE,
-            "properties": {
-                "issuer": self.spec.issuer,
-                "subject": self.spec.subject,
-                "audiences": [self.spec.audience],
-            },
-        })
-    }
+/// The credential as ARM shows it.
+fn credential_body(c: &StoredCredential) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "type": TYPE,
+        "properties": {
+            "issuer": c.spec.issuer,
+            "subject": c.spec.subject,
+            "audiences": [c.spec.audience],
+        },
+    })
 }
 
 /// A request path under `…/federatedIdentityCredentials`.
@@ -144,7 +134,7 @@ pub(super) async fn handle(
             let key = ids::key(&id);
             match parts.method {
                 Method::GET => match lock(&shared.inner).federated_credentials.get(&key) {
-                    Some(c) => Json(c.body()).into_response(),
+                    Some(c) => Json(credential_body(c)).into_response(),
                     None => arm_error(
                         StatusCode::NOT_FOUND,
                         "NotFound",
@@ -177,7 +167,7 @@ fn list(shared: &Shared, identity_key: &str) -> Response {
         .federated_credentials
         .values()
         .filter(|c| c.identity_key == identity_key)
-        .map(StoredCredential::body)
+        .map(credential_body)
         .collect();
     Json(json!({ "value": value })).into_response()
 }
@@ -241,7 +231,7 @@ fn put(shared: &Shared, identity_key: String, id: String, name: String, bytes: &
             audience: audience.clone(),
         },
     };
-    let body = stored.body();
+    let body = credential_body(&stored);
     inner.federated_credentials.insert(key, stored);
     let status = if existing {
         StatusCode::OK

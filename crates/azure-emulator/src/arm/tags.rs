@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    reply::{arm_error, header, not_found},
+    reply::{arm_error, header, not_found, read_body},
     sub_resource,
 };
 use crate::{
@@ -126,7 +126,7 @@ pub(super) async fn handle(
         Err(r) => return r,
     };
     let bytes = if matches!(parts.method, Method::PUT | Method::PATCH) {
-        match super::read_body(shared, body).await {
+        match read_body(shared, body).await {
             Ok(b) => b,
             Err(r) => return r,
         }

@@ -7,19 +7,11 @@
 use axum::response::Response;
 use serde_json::Value;
 
-use super::reply::{invalid_client, unknown_app};
+use super::{
+    reply::{invalid_client, unknown_app},
+    subject::{SKEW_SECS, Subject},
+};
 use crate::{state::Shared, sync::lock, time, token::Jwt};
-
-/// Clock skew Entra tolerates on assertion times.
-pub(super) const SKEW_SECS: u64 = 300;
-
-/// Who the token is for, once the client is authenticated.
-pub(super) struct Subject {
-    pub(super) client_id: String,
-    pub(super) object_id: String,
-    pub(super) appidacr: &'static str,
-    pub(super) mirid: Option<String>,
-}
 
 pub(super) fn secret_subject(shared: &Shared, client_id: &str, secret: &str) -> Result<Subject, Response> {
     let inner = lock(&shared.inner);

@@ -12,9 +12,9 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::{
-    credentials::{SKEW_SECS, Subject},
     oidc,
     reply::{bad_request, invalid_client, unknown_app},
+    subject::{SKEW_SECS, Subject},
 };
 use crate::{state::Shared, sync::lock, time, token::Jwt, world::FederatedCredentialSpec};
 

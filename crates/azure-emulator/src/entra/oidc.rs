@@ -4,29 +4,16 @@
 //! names a key the kept set lacks (the issuer rotated its key). Issuers the world gives a JWKS
 //! for directly are not fetched.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{state::Shared, sync::lock};
+use crate::{model::FetchedKeys, state::Shared, sync::lock};
 
 /// How long fetched keys are used before they are fetched again.
 const KEEP: Duration = Duration::from_secs(300);
 /// How long one discovery request may take (Entra gives up on slow issuers too).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Keys fetched per issuer.
-#[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<String, Fetched>>);
-
-struct Fetched {
-    at: Instant,
-    jwks: Value,
-}
 
 /// Why an issuer's keys could not be had: Entra's AADSTS50166 ("Request to External OIDC
 /// endpoint failed"), with our detail for the emulator's log.
@@ -69,7 +56,7 @@ pub(super) async fn issuer_keys(
     let jwks = fetch(issuer, ca).await?;
     lock(&shared.oidc_keys.0).insert(
         issuer.to_owned(),
-        Fetched {
+        FetchedKeys {
             at: Instant::now(),
             jwks: jwks.clone(),
         },

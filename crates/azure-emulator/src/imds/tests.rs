@@ -5,7 +5,8 @@ use super::*;
 #[test]
 fn duplicate_query_parameters_are_refused() {
     assert!(parse_query(Some("a=1&b=2")).is_ok());
-    assert!(parse_query(Some("resource=x&Resource=y")).is_err());
+    let e = parse_query(Some("resource=x&Resource=y")).unwrap_err();
+    assert_eq!(e.to_string(), "Duplicate query parameter 'Resource' in request");
     assert_eq!(
         parse_query(Some("resource=https%3A%2F%2Fx%2F")).unwrap()[0].1,
         "https://x/"

@@ -3,14 +3,14 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use super::{
-    Compute, ComputeKind, Identity, IdentityState, Inner, Instance, Principal, Shared, SystemIdentity,
-};
+use super::{Inner, Shared};
 use crate::{
-    Error, Result,
     calls::{CallLog, Counters},
+    error::{Error, Result},
     faults::Faults,
-    ids, time,
+    ids,
+    model::{Compute, ComputeKind, Identity, IdentityState, Instance, KeyCache, Principal, SystemIdentity},
+    time,
     token::{self, SigningKey},
     world::World,
 };
@@ -179,7 +179,7 @@ impl Shared {
             counters: Counters::default(),
             arm_url: Mutex::new(String::new()),
             entra_url: Mutex::new(String::new()),
-            oidc_keys: crate::entra::oidc::KeyCache::default(),
+            oidc_keys: KeyCache::default(),
             clock: time::Clock::default(),
             world,
         })

@@ -5,7 +5,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::default_listen;
+/// Where a server listens unless the world says: loopback, on a free port. Here rather than in
+/// `world` (whose VM entries use it too) so this module needs nothing from its parent.
+pub(super) fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -17,7 +17,7 @@ const IMDS: &[u8] = br#"{"access_token":"a","client_id":"c","expires_in":"86399"
 
 #[test]
 fn reads_imds_strings() {
-    let t = parse_token(IMDS, 1_700_000_000).unwrap();
+    let t = parse_token(Service::Imds, IMDS, 1_700_000_000).unwrap();
     assert_eq!(
         (
             t.access_token.as_str(),
@@ -32,6 +32,7 @@ fn reads_imds_strings() {
 #[test]
 fn reads_entra_v2_numbers_relative_to_now() {
     let t = parse_token(
+        Service::Entra,
         br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"b"}"#,
         1_000,
     )
@@ -46,6 +47,7 @@ fn reads_entra_v2_numbers_relative_to_now() {
 fn reads_entra_v1_strings_and_prefers_the_services_expiry() {
     // v1 carries expires_on (the service's clock) beside expires_in; expires_on is what a pod sees.
     let t = parse_token(
+        Service::Entra,
         br#"{"token_type":"Bearer","expires_in":"3599","ext_expires_in":"3599","expires_on":"5000","not_before":"1400","resource":"https://management.azure.com/","access_token":"c"}"#,
         1_000,
     )
@@ -55,7 +57,12 @@ fn reads_entra_v1_strings_and_prefers_the_services_expiry() {
         (5_000, 1_400, 3_599)
     );
     // Without ext_expires_in, the token's remaining life.
-    let t = parse_token(br#"{"access_token":"d","expires_on":1600}"#, 1_000).unwrap();
+    let t = parse_token(
+        Service::Entra,
+        br#"{"access_token":"d","expires_on":1600}"#,
+        1_000,
+    )
+    .unwrap();
     assert_eq!((t.ext_expires_in, t.token_type.as_str()), (600, "Bearer"));
 }
 
@@ -69,8 +76,11 @@ fn answers_without_a_token_are_refused() {
         (br#"{"access_token":7,"expires_in":1}"#, "no access_token"),
         (br#"{"access_token":"a","expires_in":"soon"}"#, "neither"),
     ] {
-        let e = parse_token(body, 0).unwrap_err();
-        assert!(e.contains(why), "{e}");
+        let e = parse_token(Service::Imds, body, 0).unwrap_err();
+        assert!(
+            matches!(&e, Error::BadAnswer { service: Service::Imds, detail } if detail.contains(why)),
+            "{e}"
+        );
     }
 }
 
@@ -80,7 +90,10 @@ fn learns_the_principal_id_from_the_oid_claim() {
     assert_eq!(jwt_claim(&token, "oid").as_deref(), Some("0b5c"));
     let body = format!(r#"{{"access_token":"{token}","expires_in":"10"}}"#);
     assert_eq!(
-        parse_token(body.as_bytes(), 0).unwrap().principal_id.as_deref(),
+        parse_token(Service::Imds, body.as_bytes(), 0)
+            .unwrap()
+            .principal_id
+            .as_deref(),
         Some("0b5c")
     );
     assert_eq!(jwt_claim("opaque", "oid"), None);

@@ -53,6 +53,9 @@ pub(super) async fn ask(nmi: SocketAddr, from: IpAddr, client_id: Option<&str>) 
 
 /// Asks as `ManagedIdentityCredential()` does (no client id: the pod's own identity) and checks
 /// the token names identity `identity`. Errors say why, as the application would see it.
+// The error stays text: it is only ever a line of the churn report, which keeps a refused pod's
+// reason as `Outcome::Refused(String)` (churn.rs), and the crate's one error type (`bench::Error`,
+// lib.rs) has no variant for an application's failed token request.
 pub(super) async fn ask_as_sdk(nmi: SocketAddr, from: IpAddr, identity: usize) -> Result<(), String> {
     let want = cluster::client_id(identity);
     for attempt in 0..=RETRIES {

@@ -19,16 +19,16 @@ fn types(list: &Value) -> Vec<&str> {
 fn inserted_after_the_networks_plugins_once_and_updated_in_place() {
     let mut list: Value = serde_json::from_str(BRIDGE).unwrap();
     let e = entry(Path::new("/run/pod-identity/interception-ready"));
-    assert_eq!(insert(&mut list, &e), Ok(Chained::Added));
+    assert_eq!(insert(&mut list, &e).unwrap(), Chained::Added);
     assert_eq!(types(&list), ["bridge", "portmap", "pod-identity-cni"]);
-    assert_eq!(insert(&mut list, &e), Ok(Chained::Already));
+    assert_eq!(insert(&mut list, &e).unwrap(), Chained::Already);
 
     // Another chained plugin appended after ours: ours stays where it is.
     list["plugins"]
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "bandwidth"}));
-    assert_eq!(insert(&mut list, &e), Ok(Chained::Already));
+    assert_eq!(insert(&mut list, &e).unwrap(), Chained::Already);
     assert_eq!(
         types(&list),
         ["bridge", "portmap", "pod-identity-cni", "bandwidth"]
@@ -37,7 +37,7 @@ fn inserted_after_the_networks_plugins_once_and_updated_in_place() {
     // A new ready file path, and a duplicate entry: one entry, updated, in the first one's place.
     list["plugins"].as_array_mut().unwrap().push(e.clone());
     let moved = entry(Path::new("/run/other/ready"));
-    assert_eq!(insert(&mut list, &moved), Ok(Chained::Updated));
+    assert_eq!(insert(&mut list, &moved).unwrap(), Chained::Updated);
     assert_eq!(
         types(&list),
         ["bridge", "portmap", "pod-identity-cni", "bandwidth"]
@@ -53,6 +53,8 @@ fn inserted_after_the_networks_plugins_once_and_updated_in_place() {
 fn a_single_plugin_configuration_is_refused_with_what_to_do() {
     let mut conf = json!({"cniVersion": "0.4.0", "name": "n", "type": "bridge"});
     let err = insert(&mut conf, &entry(Path::new("/r"))).unwrap_err();
+    assert!(matches!(err, Error::NotAList), "{err}");
+    let err = err.to_string();
     assert!(
         err.contains(".conflist") && err.contains("nmi.cni.enabled=false"),
         "{err}"

@@ -1,5 +1,5 @@
-//! The Kubernetes writes of `AzureAssignedIdentity` objects the planner and the workers share
-//! (status, release); apart so that neither owns them.
+//! The Kubernetes writes of `AzureAssignedIdentity` objects the planner and the workers
+//! (`crate::worker`) share (status, release); apart so that neither owns them.
 
 use api::AssignmentState;
 use kube::{
@@ -13,7 +13,7 @@ use super::Shared;
 use crate::plan::ToRelease;
 
 /// Writes an `AzureAssignedIdentity`'s status.
-pub(super) async fn set_state(
+pub(crate) async fn set_state(
     shared: &Shared,
     (namespace, name): &Key,
     state: AssignmentState,
@@ -29,7 +29,7 @@ pub(super) async fn set_state(
 /// Marks the object `Unassigned`, drops the finalizer and deletes it. Each step is conditional
 /// on the version the planner saw, then on the one the step before left (see
 /// `ToRelease::version`): an object that changed since the plan is the next plan's to decide.
-pub(super) async fn delete_assigned(shared: &Shared, release: &ToRelease) {
+pub(crate) async fn delete_assigned(shared: &Shared, release: &ToRelease) {
     let (namespace, name) = &release.key;
     let api = Api::<api::AzureAssignedIdentity>::namespaced(shared.client.clone(), namespace);
     let outcome = async {

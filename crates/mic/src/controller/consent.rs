@@ -1,4 +1,5 @@
-//! Reading identities' consent from ARM (see `crate::consent` for the decision): a cache of
+//! Reading identities' consent from ARM (see `arm::consent` for the decision, and
+//! `arm::ArmClient::read_identity` for one read): a cache of
 //! the latest read of each user-assigned identity the cluster's `AzureIdentity` objects name,
 //! read in the background and re-read on a schedule, so that planning never waits for ARM.
 //!
@@ -21,11 +22,9 @@ use std::{
 
 use tokio::{sync::Semaphore, task::JoinHandle, time::Instant};
 
+use arm::{ArmClient, consent::Read};
+
 use super::{Caches, lock};
-use crate::{
-    arm::{ArmClient, CallError},
-    consent::{IdentityFacts, Read},
-};
 
 /// Identity reads in flight at once.
 const READERS: usize = 4;
@@ -114,7 +113,7 @@ impl Reader {
     async fn read(self: Arc<Self>, id: String) {
         let answer = {
             let _slot = self.slots.acquire().await;
-            read_identity(&self.arm, &id).await
+            self.arm.read_identity(&id).await
         };
         {
             let mut entries = lock(&self.entries);
@@ -129,26 +128,5 @@ impl Reader {
             }
         }
         self.caches.wake.notify_one();
-    }
-}
-
-/// One identity's read, as the decision needs it (also `kubectl pod-identity check`'s).
-pub async fn read_identity(arm: &ArmClient, id: &str) -> Read {
-    // The id comes from a namespace's object: it goes into a URL path, so nothing but the
-    // characters ARM ids are made of (no `?`, `#`, `%` or `..` tricks).
-    let plain = id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/-_.()".contains(c))
-        && !id.contains("..");
-    if !plain {
-        return Read::Failed("the resource id has characters no ARM id has".into());
-    }
-    match arm.get_identity(id).await {
-        Ok(body) => IdentityFacts::from_arm(&body).map_or_else(
-            || Read::Failed("ARM's answer has no clientId".into()),
-            Read::Facts,
-        ),
-        Err(CallError::Arm { status: 404, .. }) => Read::NotFound,
-        Err(e) => Read::Failed(e.to_string()),
     }
 }

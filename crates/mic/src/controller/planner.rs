@@ -11,10 +11,11 @@ use matching::ComputeTarget;
 use mirror::Key;
 use tokio::{sync::watch, time::Instant};
 
-use super::{Caches, Shared, consent, delete_assigned, lock, missing, refusals, worker};
+use super::{Caches, Shared, consent, delete_assigned, lock, missing, refusals};
 use crate::{
     Error,
     plan::{self, Snapshot, TargetWork},
+    worker,
 };
 
 pub(super) async fn plan_forever(

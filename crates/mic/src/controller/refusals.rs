@@ -1,4 +1,4 @@
-//! Recording refused assignments (see `crate::consent`): each object is created when missing,
+//! Recording refused assignments (see `arm::consent`): each object is created when missing,
 //! then marked `Created` with the refusal as its `reason` and `message`, and a Warning Event
 //! goes to the pod and the binding, so `kubectl describe`, `kubectl get azureassignedidentity`
 //! and `kubectl pod-identity explain` all say why and how to fix it.
@@ -15,13 +15,14 @@ use mirror::Key;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Shared, worker::write_object};
+use arm::consent::Refusal;
+
+use super::Shared;
 use crate::{
-    consent::Refusal,
     events::{Kind, pod_ref_with_uid},
     failure::{MAX_MESSAGE, truncate},
     plan::{ObjectWrite, ToRefuse},
-    writes::WRITTEN_FOR,
+    worker::{write_object, writes::WRITTEN_FOR},
 };
 
 /// What was last written for each refused object.

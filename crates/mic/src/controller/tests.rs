@@ -3,16 +3,21 @@ use super::*;
 #[test]
 fn a_node_without_an_azure_provider_id_has_no_target() {
     let mut node = Node::default();
-    assert_eq!(node_target(&node), Err("the node has no providerID".to_owned()));
+    assert_eq!(node_target(&node), NodeTarget::NoProviderId);
     node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
         provider_id: Some("kind://docker/kind/kind-control-plane".into()),
         ..Default::default()
     });
-    assert!(node_target(&node).unwrap_err().contains("kind://"));
+    assert!(
+        matches!(node_target(&node), NodeTarget::NotAzure(bad) if bad.0.contains("kind://")),
+        "{:?}",
+        node_target(&node)
+    );
+    assert_eq!(node_target(&node).target(), None);
     node.spec.as_mut().unwrap().provider_id = Some(
         "azure:///subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-1".into(),
     );
-    assert_eq!(node_target(&node).unwrap().name, "vm-1");
+    assert_eq!(node_target(&node).target().unwrap().name, "vm-1");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use matching::ComputeKind;
 
 use super::*;
-use crate::target_state::{Next, TargetState};
+use crate::worker::target_state::{Next, TargetState};
 
 const NS: &str = "ns";
 const X: &str =
@@ -114,7 +114,7 @@ impl World {
             ("vm-1", provider("virtualMachines/vm-1")),
             ("kind-0", "kind://docker/kind/kind-0".to_owned()),
         ] {
-            let target = ComputeTarget::from_provider_id(&provider_id).map_err(|e| e.to_string());
+            let target = NodeTarget::of(Some(&provider_id));
             snapshot.nodes.insert(node.into(), Arc::new(target));
         }
         for name in ["x", "y", "sp"] {
@@ -213,10 +213,10 @@ impl World {
                 };
                 let tags = namespaces.map_or_else(
                     || serde_json::json!({}),
-                    |ns| serde_json::json!({crate::consent::NAMESPACES_TAG: ns}),
+                    |ns| serde_json::json!({arm::consent::NAMESPACES_TAG: ns}),
                 );
                 let facts = serde_json::json!({"tags": tags, "properties": {"clientId": client}});
-                let facts = crate::consent::IdentityFacts::from_arm(&facts).unwrap();
+                let facts = arm::consent::IdentityFacts::from_arm(&facts).unwrap();
                 (id.to_owned(), Read::Facts(facts))
             })
             .collect();
@@ -283,8 +283,8 @@ fn targets(p: &Planned) -> Vec<&str> {
 }
 
 /// ARM's answer: the target carries `ids`.
-fn carrying(ids: &[&str]) -> crate::arm::IdentityState {
-    crate::arm::IdentityState {
+fn carrying(ids: &[&str]) -> arm::IdentityState {
+    arm::IdentityState {
         system_assigned: false,
         user_assigned: ids
             .iter()
@@ -641,13 +641,13 @@ fn churn_a_pod_created_while_the_removal_is_in_flight_waits_for_the_identity_to_
     assert_eq!(assigns(w), [(name("p2", "x"), ObjectWrite::Create)]);
     state.want(w.wants());
     assert!(!state.may_mark_assigned(Some(X)), "the flight removes it");
-    state.landed(crate::target_state::Landing::Answered(carrying(&[])));
+    state.landed(crate::worker::target_state::Landing::Answered(carrying(&[])));
     assert_eq!(
         state.send().map(|c| c.add),
         Some(set(&[X])),
         "added back in the next batch"
     );
-    state.landed(crate::target_state::Landing::Answered(carrying(&[X])));
+    state.landed(crate::worker::target_state::Landing::Answered(carrying(&[X])));
     assert!(state.may_mark_assigned(Some(X)));
 }
 

@@ -9,7 +9,7 @@ use kube::Resource;
 use mirror::Key;
 use tokio::time::Instant;
 
-use crate::target_state::Wants;
+use crate::worker::target_state::Wants;
 
 /// Everything one target needs, recomputed from scratch by each plan.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -135,7 +135,7 @@ pub struct ToRelease {
     pub version: Option<String>,
 }
 
-/// An assignment whose identity's owner has not consented (see `crate::consent`): its object
+/// An assignment whose identity's owner has not consented (see `arm::consent`): its object
 /// is written (created when missing) as `Created`, with the refusal as its `reason` and
 /// `message`, and its identity is never put on the target.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,7 +149,7 @@ pub struct ToRefuse {
     pub binding: Arc<AzureIdentityBinding>,
     /// The object exists (the planner's cache has it).
     pub exists: bool,
-    pub refusal: crate::consent::Refusal,
+    pub refusal: arm::consent::Refusal,
 }
 
 impl ToRefuse {

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use api::{AssignmentState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding};
+use arm::{ArmClient, Credential, RetryPolicy};
 use azure_emulator::{Emulator, RunningEmulator, World};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
@@ -12,7 +13,6 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use mic::{
-    arm::{ArmClient, Credential, RetryPolicy},
     controller::{self, Settings},
     metrics::Metrics,
 };
@@ -49,7 +49,7 @@ pub fn world(latency_ms: &BTreeMap<&str, u64>) -> World {
                 "  - {{name: id{n}, resource_group: identity-rg, client_id: {}, principal_id: {}, tags: {{{}: \"{allowed}\"}}}}\n",
                 client_id(n),
                 fixtures::ids::principal_id(n),
-                mic::consent::NAMESPACES_TAG,
+                arm::consent::NAMESPACES_TAG,
             )
         })
         .collect();

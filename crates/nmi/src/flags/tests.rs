@@ -322,3 +322,17 @@ fn test_token_path_takes_the_charts_arguments_without_a_node() {
     );
     assert_eq!(check.timeout, Duration::from_secs(5));
 }
+
+/// The flags' errors are NMI's `Error`, worded as before: clap shows a value parser's text after
+/// the flag, and `main` prints a failed check's as it is.
+#[test]
+fn flag_errors_keep_their_words() {
+    let e = Flags::try_parse_from(["nmi", "--node=n", "--pod-wait=soon"]).unwrap_err();
+    assert!(e.to_string().contains("`soon` is not a number of seconds"), "{e}");
+    let e = Flags::try_parse_from(["nmi"])
+        .unwrap()
+        .check(&Environment::default())
+        .unwrap_err();
+    assert!(matches!(e, crate::Error::Flags(_)));
+    assert_eq!(e.to_string(), "--node (or NODE_NAME) is required");
+}

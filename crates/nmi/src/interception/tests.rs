@@ -1,6 +1,6 @@
 //! The rules loop's rounds against a fake nat table and a fake conntrack, with the CNI gate's real
 //! files in a temporary directory. The real binaries run in network namespaces in
-//! `tests/conntrack.rs`, and the gate on a real node in `crates/node/tests/chart_e2e.rs`.
+//! `tests/conntrack.rs`, and the gate on a real node in `crates/testbed/tests/chart_e2e.rs`.
 
 use std::{
     path::Path,

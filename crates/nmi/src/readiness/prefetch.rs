@@ -19,9 +19,10 @@ use tokio::time::Instant;
 
 use super::desired::{MAX_MESSAGE, Outcome, one_line};
 use crate::{
-    cache::{CacheKey, TokenCache},
-    federated::{Federation, Refused, decide::FederatedIdentity},
+    Error,
+    federation::{Federation, Refused, decide::FederatedIdentity},
     token::TokenSource,
+    token_cache::{CacheKey, TokenCache},
 };
 
 /// Most keys fetched at once.
@@ -113,7 +114,7 @@ impl Prefetcher {
             done.more = true;
             due.truncate(max);
         }
-        let results: Vec<(CacheKey, Result<bool, String>)> = stream::iter(due)
+        let results: Vec<(CacheKey, Result<bool, Arc<Error>>)> = stream::iter(due)
             .map(|w| async move {
                 let result = fetch(cache, federation, &w).await;
                 (w.key, result)
@@ -134,6 +135,9 @@ impl Prefetcher {
                 }
                 Err(error) => {
                     done.failed += 1;
+                    // The condition's message: errors come from IMDS, Entra or the apiserver and
+                    // may carry their bodies, so one short line.
+                    let error = one_line(&error.to_string(), MAX_MESSAGE / 2);
                     let backoff = match keys.get(&key) {
                         Some(KeyState::Failed { backoff, .. }) => (*backoff * 2).min(MAX_BACKOFF),
                         _ => FIRST_BACKOFF,
@@ -189,30 +193,26 @@ async fn fetch<S: TokenSource>(
     cache: &Arc<TokenCache<S>>,
     federation: Option<&Arc<Federation<S>>>,
     w: &Wanted,
-) -> Result<bool, String> {
-    // Errors come from IMDS, Entra or the apiserver and may carry their bodies: one short line.
-    let short = |e: &dyn std::fmt::Display| one_line(&e.to_string(), MAX_MESSAGE / 2);
+) -> Result<bool, Arc<Error>> {
     match &w.fetch {
-        Fetch::Identity(identity) => cache
-            .get(identity, &w.resource)
-            .await
-            .map(|c| c.hit)
-            .map_err(|e| short(&e)),
+        Fetch::Identity(identity) => cache.get(identity, &w.resource).await.map(|c| c.hit),
         Fetch::Federated { pod, identity } => {
+            // The reasons federated mode gives no token, as the condition says them.
+            let unusable = |why: &str| Arc::new(Error::Identity(why.to_owned()));
             let Some(federation) = federation else {
-                return Err("federated mode is off".into());
+                return Err(unusable("federated mode is off"));
             };
             match federation
                 .issue(pod, identity.clone(), &IdentityRequest::Default, &w.resource)
                 .await
             {
-                Ok(issued) => Ok(issued.cached.hit),
-                Err(Refused::Upstream(e)) => Err(short(&e)),
-                Err(Refused::NoUid) => Err("the pod has no UID to bind a service-account token to".into()),
-                Err(Refused::Changed) => {
-                    Err("the service account's identity changed during the fetch".into())
-                }
-                Err(Refused::OtherIdentity(_)) => Err("the service account names another identity".into()),
+                Ok(token) => Ok(token.cached.hit),
+                Err(Refused::Upstream(e)) => Err(e),
+                Err(Refused::NoUid) => Err(unusable("the pod has no UID to bind a service-account token to")),
+                Err(Refused::Changed) => Err(unusable(
+                    "the service account's identity changed during the fetch",
+                )),
+                Err(Refused::OtherIdentity(_)) => Err(unusable("the service account names another identity")),
             }
         }
     }

@@ -9,13 +9,19 @@
 //!
 //! At shutdown it drains: the connections the kernel has already queued are accepted and served
 //! (`listener::drain`), requests in progress finish, idle keep-alive connections close.
+//!
+//! Connections are counted per source IP ([`PerPodConnections`]): a pod is told apart by its IP,
+//! as the rate limiter does, and one that opens connections without end (slowloris: each
+//! holding a half-sent request head) gets only so many at once, so NMI's sockets and memory stay
+//! available to the other pods of the node.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     pin::pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -27,9 +33,11 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
+use mirror::sync;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Nmi, connections::PerPodConnections, listener, route::handle};
+use super::{Nmi, listener, route::handle};
 use crate::{metrics::Metrics, token::TokenSource};
 
 /// The largest request head (request line and headers) NMI reads. An SDK's token request is well
@@ -215,3 +223,66 @@ async fn accept_failed(e: &std::io::Error) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// The count of connections open per source IP, and the cap.
+pub struct PerPodConnections {
+    /// 0: no cap (the count is still kept, for the gauge).
+    max: usize,
+    /// Only IPs with a connection open: an entry goes with its last connection.
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// `aadpodidentity_nmi_pod_connections`: every connection open, all IPs together.
+    gauge: Gauge,
+}
+
+/// One admitted connection; dropping it (when the connection ends) frees its place.
+pub struct Admitted {
+    owner: Arc<PerPodConnections>,
+    ip: IpAddr,
+}
+
+impl PerPodConnections {
+    pub fn new(max: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::default(),
+            gauge,
+        })
+    }
+
+    /// A place for one more connection from `ip`, or `None` when it has `max` open already.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut open = sync::lock(&self.open);
+        let n = open.entry(ip).or_default();
+        if self.max > 0 && *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        self.gauge.inc();
+        Some(Admitted {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip` now.
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        sync::lock(&self.open).get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = sync::lock(&self.owner.open);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+        self.owner.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
 //! `/host/token`: a process on the node (loopback only) names a pod in the `podns` and
 //! `podname` headers and gets that pod's token, authorized exactly as the pod's own request
-//! would be (see [`authorize`](super::authorize)), with the client id beside it.
+//! would be (see [`crate::authorizer`]), with the client id beside it.
 
 use std::net::IpAddr;
 
@@ -11,11 +11,13 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{Nmi, authorize::Caller};
+use super::{
+    Nmi,
+    response::{self, TokenBody},
+    token_query,
+};
 use crate::{
     refusal::{Reason, Refusal},
-    request,
-    response::{self, TokenBody},
     token::{TokenSource, now},
 };
 
@@ -53,14 +55,9 @@ pub(super) async fn answer<S: TokenSource>(
             "request remote address is not from a host".into(),
         ));
     }
-    let query = request::parse_token_query(query_string.as_deref())
+    let query = token_query::parse_token_query(query_string.as_deref())
         .map_err(|e| Refusal::bad_request(e.to_string()))?;
-    let caller = Caller::Named { namespace, name };
-    let issued = match nmi.find_pod(&caller).await {
-        Ok(pod) => nmi.issue(&caller, pod, &query).await,
-        Err(r) => Err(r),
-    };
-    match issued {
+    match nmi.authorizer.grant_to_named(namespace, name, &query).await {
         Ok(issued) => Ok(response::json(
             StatusCode::OK,
             &HostTokenBody {

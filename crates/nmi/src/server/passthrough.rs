@@ -7,8 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::Nmi;
-use crate::response;
+use super::{Nmi, response};
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",

@@ -20,9 +20,9 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::{
-    cache::CachePolicy,
     state::Mode,
     testing::{self, *},
+    token_cache::CachePolicy,
 };
 
 const POD_IP: &str = "10.244.0.5";
@@ -110,7 +110,7 @@ const TOKEN: &str =
 
 impl Harness {
     fn state(&self) -> &State {
-        &self.nmi.state
+        &self.nmi.authorizer.state
     }
 
     /// Seed: one pod in `ns` labelled `app`, bound to identity `id` (client 1); AAI as given.
@@ -291,7 +291,7 @@ async fn a_pod_appearing_during_the_pod_wait_is_served() {
             ..config()
         },
     );
-    let state = h.nmi.state.clone();
+    let state = h.nmi.authorizer.state.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         state.replace_all(
@@ -363,7 +363,7 @@ async fn a_request_held_on_a_shared_ip_is_answered_for_the_new_pod_once_the_old_
         vec![],
         vec![],
     );
-    let state = h.nmi.state.clone();
+    let state = h.nmi.authorizer.state.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         state.delete_pod("ns", "old");
@@ -444,7 +444,7 @@ async fn retry_after_flag_gives_503_with_retry_after() {
 async fn a_held_request_succeeds_once_mic_assigns() {
     let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Created)));
-    let state = h.nmi.state.clone();
+    let state = h.nmi.authorizer.state.clone();
     let started = tokio::time::Instant::now();
     let assign = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1055,7 +1055,7 @@ async fn identity_missing_then_reassigned_by_mic_is_served() {
     let h = patient(Mode::Standard);
     let p = h.seed(Some(Some(Assigned)));
     sync::lock(&h.source.missing).insert(client_id(1));
-    let (state, source) = (h.nmi.state.clone(), h.source.clone());
+    let (state, source) = (h.nmi.authorizer.state.clone(), h.source.clone());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         state.apply_assigned(aai(&p, &identity("ns", "id", 1), Some(Created)));

@@ -12,12 +12,34 @@
 use reqwest::Url;
 use serde_json::Value;
 
+use crate::{Error, Result};
+
 /// Entra's authority in Azure's public, US Government and China clouds (Germany's closed in 2021).
 pub const CLOUD_AUTHORITIES: [&str; 3] = [
     "https://login.microsoftonline.com/",
     "https://login.microsoftonline.us/",
     "https://login.chinacloudapi.cn/",
 ];
+
+/// Why a URL is not an authority NMI posts credentials to. Private: the same reasons end in a
+/// flag's error ([`Error::Config`]) or an AzureIdentity's ([`Error::Identity`]), each worded
+/// around them.
+#[derive(Debug, thiserror::Error)]
+enum Unfit {
+    /// The URL parser's own reason.
+    #[error("not a URL ({0})")]
+    NotUrl(String),
+    #[error("a URL with credentials")]
+    Credentials,
+    #[error("a URL with a query or fragment")]
+    QueryOrFragment,
+    #[error("a URL without a host")]
+    NoHost,
+    #[error("not https")]
+    NotHttps,
+    #[error("not an Entra ID authority NMI trusts")]
+    NotTrusted,
+}
 
 /// An authority as compared: scheme, host, port and path, as the URL parser normalises them
 /// (lower-case host, default port dropped, no trailing `/`).
@@ -31,15 +53,15 @@ struct Authority {
 
 impl Authority {
     /// `text` as an authority: an absolute URL without credentials, query or fragment.
-    fn parse(text: &str) -> Result<(Self, Url), String> {
-        let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    fn parse(text: &str) -> std::result::Result<(Self, Url), Unfit> {
+        let url = Url::parse(text.trim()).map_err(|e| Unfit::NotUrl(e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("a URL with credentials".into());
+            return Err(Unfit::Credentials);
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err("a URL with a query or fragment".into());
+            return Err(Unfit::QueryOrFragment);
         }
-        let host = url.host_str().ok_or("a URL without a host")?.to_ascii_lowercase();
+        let host = url.host_str().ok_or(Unfit::NoHost)?.to_ascii_lowercase();
         let authority = Self {
             scheme: url.scheme().to_owned(),
             host,
@@ -60,24 +82,25 @@ pub struct Authorities {
 
 impl Authorities {
     /// `configured` is `--entra-endpoint` (trusted as the administrator gave it); `allowed` are
-    /// `--allowed-ad-endpoint`'s, which must be https like any `adEndpoint`.
-    pub fn new(configured: &str, allowed: &[String]) -> Result<Self, String> {
+    /// `--allowed-ad-endpoint`'s, which must be https like any `adEndpoint`. A flag that names no
+    /// authority is an [`Error::Config`].
+    pub fn new(configured: &str, allowed: &[String]) -> Result<Self> {
         let mut trusted = Vec::new();
         let mut listed = Vec::new();
         let configured = std::iter::once(configured).filter(|c| !c.is_empty());
         for text in configured.chain(CLOUD_AUTHORITIES) {
-            let (authority, _) =
-                Authority::parse(text).map_err(|e| format!("--entra-endpoint `{text}`: {e}"))?;
+            let (authority, _) = Authority::parse(text)
+                .map_err(|e| Error::Config(format!("--entra-endpoint `{text}`: {e}")))?;
             trusted.push(authority);
             listed.push(text.to_owned());
         }
         for text in allowed.iter().filter(|a| !a.is_empty()) {
-            let (authority, _) =
-                Authority::parse(text).map_err(|e| format!("--allowed-ad-endpoint `{text}`: {e}"))?;
+            let (authority, _) = Authority::parse(text)
+                .map_err(|e| Error::Config(format!("--allowed-ad-endpoint `{text}`: {e}")))?;
             if authority.scheme != "https" {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "--allowed-ad-endpoint `{text}`: Entra is reached over https only"
-                ));
+                )));
             }
             trusted.push(authority);
             listed.push(text.clone());
@@ -87,23 +110,23 @@ impl Authorities {
     }
 
     /// The authority to post to for `ad_endpoint` (as parsed: what was checked is what is used),
-    /// or why NMI refuses it; `who` names the AzureIdentity.
-    pub fn check(&self, ad_endpoint: &str, who: &str) -> Result<String, String> {
-        let refuse = |why: &str| {
-            format!(
+    /// or why NMI refuses it, an [`Error::Identity`]; `who` names the AzureIdentity.
+    pub fn check(&self, ad_endpoint: &str, who: &str) -> Result<String> {
+        let refuse = |why: Unfit| {
+            Error::Identity(format!(
                 "AzureIdentity {who}: adEndpoint `{ad_endpoint}` is {why}; NMI sends a service principal's \
                  credentials only over https to an Entra ID authority ({}). Remove adEndpoint to use \
                  NMI's --entra-endpoint, or have the cluster administrator allow it with NMI's \
                  --allowed-ad-endpoint",
                 self.listed.join(", ")
-            )
+            ))
         };
-        let (authority, url) = Authority::parse(ad_endpoint).map_err(|e| refuse(&e))?;
+        let (authority, url) = Authority::parse(ad_endpoint).map_err(refuse)?;
         if authority.scheme != "https" {
-            return Err(refuse("not https"));
+            return Err(refuse(Unfit::NotHttps));
         }
         if !self.trusted.contains(&authority) {
-            return Err(refuse("not an Entra ID authority NMI trusts"));
+            return Err(refuse(Unfit::NotTrusted));
         }
         Ok(url.to_string())
     }
@@ -201,7 +224,7 @@ mod tests {
                 "https://adfs.contoso.example/adfs",
             ),
         ] {
-            assert_eq!(a.check(given, "ns/id").as_deref(), Ok(used), "{given}");
+            assert_eq!(a.check(given, "ns/id").unwrap(), used, "{given}");
         }
     }
 
@@ -225,6 +248,8 @@ mod tests {
             "",
         ] {
             let e = a.check(bad, "evil/sp").unwrap_err();
+            assert!(matches!(e, Error::Identity(_)), "{bad}: {e}");
+            let e = e.to_string();
             assert!(
                 e.contains("AzureIdentity evil/sp: adEndpoint")
                     && e.contains("--allowed-ad-endpoint")
@@ -241,7 +266,8 @@ mod tests {
             &["http://adfs.local/".into()],
         )
         .unwrap_err();
-        assert!(e.contains("--allowed-ad-endpoint"), "{e}");
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(e.to_string().contains("--allowed-ad-endpoint"), "{e}");
         // The administrator's own --entra-endpoint is trusted as given (a test emulator's may be http).
         let a = Authorities::new("http://127.0.0.1:8444/", &[]).unwrap();
         assert!(

@@ -18,15 +18,16 @@ fn secret(pairs: &[(&str, &str)]) -> Secret {
 
 #[test]
 fn client_secret_key_rules() {
-    assert_eq!(
-        client_secret_of(&secret(&[("clientSecret", "s"), ("other", "o")])).unwrap(),
-        "s"
-    );
+    let of = |pairs: &[(&str, &str)]| client_secret_of(&secret(pairs), "ns/sp");
+    assert_eq!(of(&[("clientSecret", "s"), ("other", "o")]).unwrap(), "s");
     // One key of any name: upstream's usual layout.
-    assert_eq!(client_secret_of(&secret(&[("password", "p")])).unwrap(), "p");
-    let several = client_secret_of(&secret(&[("a", "1"), ("b", "2")])).unwrap_err();
-    assert!(several.contains("clientSecret"), "{several}");
-    assert!(client_secret_of(&secret(&[])).is_err());
+    assert_eq!(of(&[("password", "p")]).unwrap(), "p");
+    let several = of(&[("a", "1"), ("b", "2")]).unwrap_err().to_string();
+    assert!(
+        several.starts_with("secret ns/sp: ") && several.contains("clientSecret"),
+        "{several}"
+    );
+    assert!(matches!(of(&[]), Err(Error::UnusableSecret { .. })));
 }
 
 /// The client's errors keep, in NMI's, what the pod is told: a `Retry-After` that a service gave
@@ -46,7 +47,7 @@ fn upstream_answers_keep_status_and_retry_after_for_the_pod() {
             matches!(&e, Error::Upstream { what: "IMDS", status: 429, retry_after: Some(d), .. } if *d == Duration::from_secs(20)),
             "{e}"
         );
-        let refusal = crate::response::upstream_error(&e);
+        let refusal = crate::server::response::refusal(crate::refusal::Refusal::upstream(&e));
         assert_eq!(refusal.status(), 429);
         assert_eq!(refusal.headers()["retry-after"], "20", "{header}");
     }
@@ -57,7 +58,7 @@ fn upstream_answers_keep_status_and_retry_after_for_the_pod() {
         matches!(e, Error::BadUpstreamBody { what: "Entra ID", .. }),
         "{e}"
     );
-    assert_eq!(crate::response::upstream_error(&e).status(), 502);
+    assert_eq!(crate::refusal::Refusal::upstream(&e).status, 502);
     let e: Error = azure_token::Error::WrongPassword.into();
     assert!(matches!(e, Error::Identity(_)), "{e}");
 }
@@ -84,7 +85,7 @@ async fn unreachable_imds_is_a_transport_error_that_pods_see_as_503() {
     let id = crate::testing::identity("ns", "id", 1);
     let e = azure.fetch(&id, "https://vault.azure.net").await.unwrap_err();
     assert!(matches!(e, Error::Http { what: "IMDS", .. }), "{e}");
-    assert_eq!(crate::response::upstream_error(&e).status(), 503);
+    assert_eq!(crate::refusal::Refusal::upstream(&e).status, 503);
     // A service principal without a Kubernetes client to read its secret is a clear refusal.
     let mut sp = crate::testing::identity("ns", "sp", 2);
     sp.spec.type_ = Some(1);
@@ -94,7 +95,7 @@ async fn unreachable_imds_is_a_transport_error_that_pods_see_as_503() {
         namespace: None,
     });
     let e = azure.fetch(&sp, "r").await.unwrap_err();
-    assert_eq!(crate::response::upstream_error(&e).status(), 403, "{e}");
+    assert_eq!(crate::refusal::Refusal::upstream(&e).status, 403, "{e}");
 }
 
 /// A fake IMDS on loopback answering every token request with a token whose `xms_mirid` is
@@ -168,7 +169,7 @@ async fn managed_identities_are_asked_by_resource_id_and_checked_by_xms_mirid() 
         e.to_string().contains("not for the AzureIdentity's resourceID"),
         "{e}"
     );
-    assert_eq!(crate::response::upstream_error(&e).status(), 403);
+    assert_eq!(crate::refusal::Refusal::upstream(&e).status, 403);
 
     let calls = seen.lock().unwrap().len();
     id.spec.resource_id = None;
@@ -177,7 +178,7 @@ async fn managed_identities_are_asked_by_resource_id_and_checked_by_xms_mirid() 
         e.to_string().contains("without resourceID") && e.to_string().contains("spec.resourceID"),
         "{e}"
     );
-    assert_eq!(crate::response::upstream_error(&e).status(), 403);
+    assert_eq!(crate::refusal::Refusal::upstream(&e).status, 403);
     assert_eq!(seen.lock().unwrap().len(), calls, "nothing asked of IMDS");
 }
 
@@ -209,7 +210,7 @@ async fn a_service_principal_with_a_foreign_ad_endpoint_asks_nothing() {
             text.contains("AzureIdentity evil/sp: adEndpoint") && text.contains(&endpoint),
             "{text}"
         );
-        assert_eq!(crate::response::upstream_error(&e).status(), 403, "{e}");
+        assert_eq!(crate::refusal::Refusal::upstream(&e).status, 403, "{e}");
     }
     // Allowed by the administrator: past the check (to the secret, which cannot be read here).
     let azure = azure_at("http://127.0.0.1:9".into())

@@ -18,11 +18,11 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use nmi::{
-    cache::{CachePolicy, TokenCache},
     metrics::Metrics,
     server::{self, Nmi},
     state::{Mode, PodLookup, State},
     token::{Azure, AzureConfig},
+    token_cache::{CachePolicy, TokenCache},
 };
 use serde_json::{Value, json};
 
@@ -160,22 +160,23 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
         http,
     );
     if federated {
-        nmi.enable_federation(nmi::federated::Federation::start(
-            state.clone(),
-            nmi.cache.clone(),
-            client.clone(),
-            nmi.http.clone(),
-            nmi::federated::FederationConfig {
-                authority: emulator.entra_url(),
-                tenant: emulator.tenant_id().to_owned(),
-            },
-        ));
+        nmi.authorizer
+            .enable_federation(nmi::federation::Federation::start(
+                state.clone(),
+                nmi.authorizer.cache.clone(),
+                client.clone(),
+                nmi.http.clone(),
+                nmi::federation::FederationConfig {
+                    authority: emulator.entra_url(),
+                    tenant: emulator.tenant_id().to_owned(),
+                },
+            ));
     }
     if let Some((rate, burst)) = opts.rate_limit {
         nmi.rate_limit.configure(rate, burst);
     }
     if let Some(series) = opts.refusal_events {
-        nmi.enable_refusal_events(nmi::refusal::event::RefusalEvents::start(
+        nmi.enable_refusal_events(server::RefusalEvents::start(
             client.clone(),
             &node,
             series,
@@ -183,7 +184,7 @@ pub async fn env(client: Client, ns: String, opts: Opts) -> Env {
         ));
     }
     if let Some(config) = opts.readiness {
-        nmi::readiness::spawn(nmi.clone(), client.clone(), config);
+        nmi::readiness::spawn(nmi.authorizer.clone(), client.clone(), config);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,11 +1,12 @@
 //! The `consent` link: every identity in use that MIC would refuse because its owner has not
-//! allowed the namespaces using it (`mic::consent`), so that an upgrade from a MIC that did not
-//! check (upstream's, or ours with `--identity-consent=false`) breaks nobody by surprise.
+//! allowed the namespaces using it (`arm::consent`, the rule MIC applies), so that an upgrade
+//! from a MIC that did not check (upstream's, or ours with `--identity-consent=false`) breaks
+//! nobody by surprise.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, IdentityType};
-use mic::consent::{Claim, Read, Verdict, verdict};
+use arm::consent::{Claim, Read, Verdict, verdict};
 
 use crate::{explain::name_of, report::Link};
 

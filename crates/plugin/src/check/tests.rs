@@ -300,10 +300,10 @@ fn a_ready_nmi_with_a_stale_view_is_not_serving() {
 fn owner_allows(namespaces: &str) -> ConsentReads {
     let body = serde_json::json!({
         "properties": {"clientId": "00000000-0000-0000-0000-000000000001"},
-        "tags": {mic::consent::NAMESPACES_TAG: namespaces},
+        "tags": {arm::consent::NAMESPACES_TAG: namespaces},
     });
-    let facts = mic::consent::IdentityFacts::from_arm(&body).unwrap();
-    ConsentReads::Read([(RID.to_ascii_lowercase(), mic::consent::Read::Facts(facts))].into())
+    let facts = arm::consent::IdentityFacts::from_arm(&body).unwrap();
+    ConsentReads::Read([(RID.to_ascii_lowercase(), arm::consent::Read::Facts(facts))].into())
 }
 
 #[test]

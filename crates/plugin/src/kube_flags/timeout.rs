@@ -5,16 +5,20 @@
 
 use std::time::Duration;
 
+use crate::Error;
+
 /// What kubectl says of a value it cannot read, so the user sees the same hint from both.
 pub const TIMEOUT_HINT: &str = "a timeout must be a single integer in seconds, or an integer followed by a \
      corresponding time unit (e.g. 1s | 2m | 3h)";
 
 /// The timeout `value` asks for: `None` for zero (no timeout), as kubectl's default `0`.
-pub fn parse_request_timeout(value: &str) -> Result<Option<Duration>, String> {
+pub fn parse_request_timeout(value: &str) -> Result<Option<Duration>, Error> {
     let value = value.trim();
     let parsed = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => go_duration(value).ok_or_else(|| format!("--request-timeout {value:?}: {TIMEOUT_HINT}"))?,
+        Err(_) => go_duration(value).ok_or_else(|| Error::RequestTimeout {
+            value: value.to_owned(),
+        })?,
     };
     Ok((!parsed.is_zero()).then_some(parsed))
 }
@@ -113,7 +117,7 @@ mod tests {
         for bad in [
             "", "s", "1x", "-1", "-1s", "1.5", "m1", "1s2", "1..5s", ".s", "1 s", "abc",
         ] {
-            let e = parse_request_timeout(bad).expect_err(bad);
+            let e = parse_request_timeout(bad).expect_err(bad).to_string();
             assert!(e.contains(TIMEOUT_HINT), "{bad}: {e}");
         }
     }

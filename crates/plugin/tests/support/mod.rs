@@ -8,6 +8,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use api::{AssignmentState, AzureAssignedIdentity};
+use arm::{ArmClient, Credential, RetryPolicy};
 use azure_emulator::{Emulator, RunningEmulator, World};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
@@ -15,7 +16,6 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use mic::{
-    arm::{ArmClient, Credential, RetryPolicy},
     controller::{self, Settings},
     metrics::Metrics,
 };

@@ -1,4 +1,4 @@
-//! The owner's consent in the plan (`crate::consent`): a refused assignment is recorded, its
+//! The owner's consent in the plan (`arm::consent`): a refused assignment is recorded, its
 //! identity is not needed; an undecided one is left as it is.
 
 use super::*;
@@ -27,7 +27,7 @@ fn a_refused_identity_is_not_needed_and_its_object_is_recorded_as_refused() {
     let r = &p.refused[0];
     assert_eq!(r.key, key("p", "x"));
     assert!(!r.exists);
-    assert_eq!(r.refusal.reason, crate::consent::REASON_CONSENT_MISSING);
+    assert_eq!(r.refusal.reason, arm::consent::REASON_CONSENT_MISSING);
     assert!(
         r.refusal
             .message
