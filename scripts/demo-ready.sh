@@ -88,7 +88,11 @@ k delete pod token-poller --wait=false >/dev/null 2>&1 || true
 asks=$(echo "$log" | grep -c '^ASK' || true)
 bad=$(echo "$log" | grep '^ASK' | grep -v ' OK retries=0 ' || true)
 echo "NMI pod after: $new_nmi; the poller asked $((asks - before)) times during the upgrade, $asks in all"
-[ -n "$bad" ] && echo "asks that failed or needed a retry:" && echo "$bad"
+if [ -n "$bad" ]; then
+  echo "asks that failed or needed a retry, and why:"
+  echo "$bad"
+  echo "$log" | grep '^RETRY' || true
+fi
 if [ "$upgraded" = yes ] && [ "$old_nmi" != "$new_nmi" ] && [ -n "$new_nmi" ] && [ "$asks" -gt "$before" ] && [ -z "$bad" ]; then
   step 14 "NMI rolled ($old_nmi → $new_nmi) with 0 failed or retried asks out of $asks" PASS
 else
