@@ -98,6 +98,20 @@ async fn a_pod_cannot_forge_a_line_of_nmi_s_text_log() {
         running_pod(&client, &ns, name, &node, ip, labels, false).await;
     }
 
+    // NMI binds its port only once its rules are in place and its watches have synced (README
+    // "Upgrading NMI without a gap"); on a loaded machine that can come after the pods above.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "NMI never listened on {port}\n{}",
+            nmi.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let victim = pod_http(VICTIM);
     let token_query = "api-version=2018-02-01&resource=https://vault.azure.net";
     let deadline = Instant::now() + Duration::from_secs(60);
