@@ -203,17 +203,26 @@ def resolve(path, seen=None):
 
 edges = defaultdict(set)
 why = defaultdict(set)  # (A, B) -> names A uses from B
+
+
+def edge(mod, a, text):
+    """Records that `mod` uses the item at absolute path `a` (spelled `text`); the module it
+    resolves to, unless `a` is None or inside `mod` itself."""
+    if a is None:
+        return None
+    t = resolve(a)
+    if t != mod:
+        edges[mod].add(t)
+        why[mod, t].add(text)
+    return t
+
+
 for mod in modules:
     aliases = {}
     for _, path, name in uses[mod]:
         a = absolute(mod, path)
-        if a is None:
-            continue
-        t = resolve(a)
-        if t != mod:
-            edges[mod].add(t)
-            why[mod, t].add('::'.join(path))
-        if name and name != '*' and t == a:  # imported a module: track `name::...` in code
+        t = edge(mod, a, '::'.join(path))
+        if t is not None and name and name != '*' and t == a:  # imported a module: track `name::...` in code
             aliases[name] = a
     for child in (m for m in modules if len(m) == len(mod) + 1 and m[:-1] == mod):
         aliases.setdefault(child[-1], child)
@@ -224,12 +233,7 @@ for mod in modules:
             a = aliases[segs[0]] + segs[1:]
         else:
             a = absolute(mod, segs)
-        if a is None:
-            continue
-        t = resolve(a)
-        if t != mod:
-            edges[mod].add(t)
-            why[mod, t].add(m.group(1))
+        edge(mod, a, m.group(1))
 
 
 def name(m):

@@ -119,19 +119,8 @@ where
     Some(k)
 }
 
-fn test_config() -> ProptestConfig {
-    // PROPTEST_CASES overrides this default (the long run).
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(256),
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(test_config())]
+    // proptest's default config: 256 cases, or PROPTEST_CASES (the long run).
 
     #[test]
     fn fuzz_identity_decoding(v in object("AzureIdentity", fields(IDENTITY_FIELDS))) {

@@ -42,14 +42,8 @@ mod tests {
         }
     }
 
-    /// `PROPTEST_CASES` sets the number of cases, as for every fuzz target.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok());
-        ProptestConfig::with_cases(cases.unwrap_or(256))
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        // proptest's default config: 256 cases, or PROPTEST_CASES (the long run).
 
         /// Whatever a service (or a proxy in front of it) sends, no panic, and what is there is found.
         #[test]

@@ -1,6 +1,7 @@
-//! What the build scripts of MIC and NMI record for their `aadpodidentity_*_build_info` metrics:
-//! the git commit (`git rev-parse --short HEAD`) and rustc's version, as compile-time variables
-//! (`POD_IDENTITY_GIT_COMMIT`, `POD_IDENTITY_RUSTC`). Never fails the build: without git or a
+//! MIC's and NMI's `aadpodidentity_*_build_info` metrics. Their build scripts call [`emit`] to
+//! record the git commit (`git rev-parse --short HEAD`) and rustc's version as compile-time
+//! variables (`POD_IDENTITY_GIT_COMMIT`, `POD_IDENTITY_RUSTC`); with the `metric` feature, their
+//! metrics call [`register`] with [`labels!`]. Never fails the build: without git or a
 //! repository (a Docker build, whose context leaves `.git/` out) the commit is "unknown", unless
 //! the environment variable POD_IDENTITY_GIT_COMMIT names it.
 //!
@@ -8,6 +9,11 @@
 //! and on the file of the branch it points to), not on every source change.
 
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "metric")]
+mod metric;
+#[cfg(feature = "metric")]
+pub use metric::{BuildInfoLabels, register};
 
 use std::{path::PathBuf, process::Command};
 

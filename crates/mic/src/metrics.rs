@@ -25,25 +25,6 @@ pub struct CallLabels {
     pub result: String,
 }
 
-/// The labels of `aadpodidentity_mic_build_info`: which MIC this is.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildInfoLabels {
-    pub version: String,
-    pub git_commit: String,
-    pub rustc: String,
-}
-
-impl BuildInfoLabels {
-    /// This binary's: the crate's version, and the commit and rustc build.rs found.
-    pub fn current() -> Self {
-        Self {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            git_commit: env!("POD_IDENTITY_GIT_COMMIT").to_owned(),
-            rustc: env!("POD_IDENTITY_RUSTC").to_owned(),
-        }
-    }
-}
-
 /// Every metric MIC exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -145,13 +126,7 @@ impl Default for Metrics {
             "Admission reviews answered by the readiness-gate webhook, by outcome (gate_added, skipped, error)",
             m.webhook_requests.clone(),
         );
-        let build_info = Family::<BuildInfoLabels, Gauge>::default();
-        build_info.get_or_create(&BuildInfoLabels::current()).set(1);
-        registry.register(
-            "mic_build_info",
-            "Always 1; its labels say which MIC runs: version, git_commit and rustc",
-            build_info,
-        );
+        build_info::register(&mut registry, "mic", build_info::labels!());
         Self { registry, ..m }
     }
 }

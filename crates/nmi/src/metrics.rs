@@ -35,25 +35,6 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
-/// The labels of `aadpodidentity_nmi_build_info`: which NMI this is.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildInfoLabels {
-    pub version: String,
-    pub git_commit: String,
-    pub rustc: String,
-}
-
-impl BuildInfoLabels {
-    /// This binary's: the crate's version, and the commit and rustc build.rs found.
-    pub fn current() -> Self {
-        Self {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            git_commit: env!("POD_IDENTITY_GIT_COMMIT").to_owned(),
-            rustc: env!("POD_IDENTITY_RUSTC").to_owned(),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyWriteLabels {
     pub status: String,
@@ -121,13 +102,7 @@ impl Metrics {
             "Refusal Events dropped because the queue of Events to write was full",
             events_dropped.clone(),
         );
-        let build_info = Family::<BuildInfoLabels, Gauge>::default();
-        build_info.get_or_create(&BuildInfoLabels::current()).set(1);
-        registry.register(
-            "nmi_build_info",
-            "Always 1; its labels say which NMI runs: version, git_commit and rustc",
-            build_info,
-        );
+        build_info::register(&mut registry, "nmi", build_info::labels!());
         registry.register(
             "nmi_prefetch",
             "Tokens NMI fetched ahead of pods' first requests, by outcome: fetched (from IMDS or \

@@ -173,6 +173,18 @@ pub struct PodName {
     pub uid: Option<String>,
 }
 
+#[cfg(test)]
+impl PodName {
+    /// Pod `name` of namespace `ns`, with no uid: the pod of this crate's unit tests.
+    pub fn in_ns(name: &str) -> Self {
+        Self {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: None,
+        }
+    }
+}
+
 impl From<&PodFacts> for PodName {
     fn from(p: &PodFacts) -> Self {
         Self {

@@ -308,7 +308,9 @@ impl<S: TokenSource> TokenCache<S> {
         {
             return Err(e);
         }
-        Self::store(&slot, fill().await).map(|token| Cached { token, hit: false })
+        // Boxed: only the request that calls upstream holds the call's state (an HTTP client's
+        // future, some KiB); those waiting for the lock above do not carry room for it.
+        Self::store(&slot, Box::pin(fill()).await).map(|token| Cached { token, hit: false })
     }
 
     /// The resources of the entries of `identity` (a key's [`CacheKey::identity`]) that hold a

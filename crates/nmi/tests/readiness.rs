@@ -42,10 +42,13 @@ async fn pod_on(env: &Env, node: &str, name: &str, ip: &str, labels: Value, anno
     }))
     .unwrap();
     api.create(&PostParams::default(), &p).await.unwrap();
+    // A strategic merge patch, as kubelet's: the conditions merge by type. (A JSON merge patch
+    // would replace the list, removing an IdentityReady that NMI wrote as soon as the pod was
+    // created, Pending; NMI writes it again only after its catch-up window.)
     api.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(
+        &Patch::Strategic(
             json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
             "conditions": [{"type": "Ready", "status": "True"}]}}),
         ),

@@ -8,16 +8,6 @@ use serde_json::json;
 
 use super::*;
 
-fn test_config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(256),
-        ..ProptestConfig::default()
-    }
-}
-
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => any::<String>(),
@@ -41,7 +31,7 @@ fn identity_id() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(test_config())]
+    // proptest's default config: 256 cases, or PROPTEST_CASES (the long run).
 
     #[test]
     fn fuzz_arm_error_parse_any_body(status in any::<u16>(), body in text()) {

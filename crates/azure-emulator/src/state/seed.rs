@@ -41,91 +41,66 @@ impl Shared {
                 },
             );
         }
-        let initial =
-            |inner: &Inner, sys: bool, sys_pid: &Option<String>, ua: &[String]| -> Result<IdentityState> {
-                let mut st = IdentityState::default();
-                if sys {
-                    st.system = Some(SystemIdentity {
-                        principal_id: sys_pid.clone().unwrap_or_else(token::guid),
-                        client_id: token::guid(),
-                    });
-                }
-                for u in ua {
-                    let i = inner.resolve_identity(u).ok_or_else(|| {
-                        Error::Config(format!("user_assigned {u} names no declared identity"))
-                    })?;
-                    st.user.insert(ids::key(&i.id), i.id.clone());
-                }
-                Ok(st)
-            };
-        for vm in &world.vms {
-            let sub = vm.subscription.clone().unwrap_or_else(|| default_sub.clone());
-            let id = ids::vm_id(&sub, &vm.resource_group, &vm.name);
-            let st = initial(
-                &inner,
-                vm.system_assigned,
-                &vm.system_principal_id,
-                &vm.user_assigned,
-            )?;
-            inner.computes.insert(
-                ids::key(&id),
-                Compute {
-                    kind: ComputeKind::VirtualMachine,
-                    id,
-                    name: vm.name.clone(),
-                    subscription: sub,
-                    resource_group: vm.resource_group.clone(),
-                    unique_id: token::guid(),
-                    model: st.clone(),
-                    effective: st,
-                    provisioning_state: "Succeeded",
-                    write_seq: 0,
-                    applied_seq: 0,
-                    latency_ms: vm.operation_latency_ms,
-                    instances: vec![Instance {
-                        name: vm.name.clone(),
-                        node: vm.node.clone(),
-                        vm_id: token::guid(),
-                    }],
-                },
-            );
-        }
-        for ss in &world.vmss {
-            let sub = ss.subscription.clone().unwrap_or_else(|| default_sub.clone());
-            let id = ids::vmss_id(&sub, &ss.resource_group, &ss.name);
-            let st = initial(
-                &inner,
-                ss.system_assigned,
-                &ss.system_principal_id,
-                &ss.user_assigned,
-            )?;
-            let instances = ss
-                .instances
-                .iter()
-                .map(|i| Instance {
-                    name: i.name.clone(),
-                    node: i.node.clone(),
-                    vm_id: token::guid(),
-                })
-                .collect();
-            inner.computes.insert(
-                ids::key(&id),
-                Compute {
+        let computes = world
+            .vms
+            .iter()
+            .map(|vm| ComputeSeed {
+                kind: ComputeKind::VirtualMachine,
+                id: ids::vm_id(
+                    vm.subscription.as_ref().unwrap_or(&default_sub),
+                    &vm.resource_group,
+                    &vm.name,
+                ),
+                name: &vm.name,
+                subscription: vm.subscription.as_ref(),
+                resource_group: &vm.resource_group,
+                system_assigned: vm.system_assigned,
+                system_principal_id: vm.system_principal_id.as_ref(),
+                user_assigned: &vm.user_assigned,
+                latency_ms: vm.operation_latency_ms,
+                instances: vec![Instance::new(&vm.name, &vm.node)],
+            })
+            .chain(world.vmss.iter().map(|ss| {
+                ComputeSeed {
                     kind: ComputeKind::ScaleSet,
-                    id,
-                    name: ss.name.clone(),
-                    subscription: sub,
-                    resource_group: ss.resource_group.clone(),
-                    unique_id: token::guid(),
-                    model: st.clone(),
-                    effective: st,
-                    provisioning_state: "Succeeded",
-                    write_seq: 0,
-                    applied_seq: 0,
+                    id: ids::vmss_id(
+                        ss.subscription.as_ref().unwrap_or(&default_sub),
+                        &ss.resource_group,
+                        &ss.name,
+                    ),
+                    name: &ss.name,
+                    subscription: ss.subscription.as_ref(),
+                    resource_group: &ss.resource_group,
+                    system_assigned: ss.system_assigned,
+                    system_principal_id: ss.system_principal_id.as_ref(),
+                    user_assigned: &ss.user_assigned,
                     latency_ms: ss.operation_latency_ms,
-                    instances,
-                },
-            );
+                    instances: ss
+                        .instances
+                        .iter()
+                        .map(|i| Instance::new(&i.name, &i.node))
+                        .collect(),
+                }
+            }))
+            .collect::<Vec<_>>();
+        for c in computes {
+            let st = c.initial_identities(&inner)?;
+            let compute = Compute {
+                kind: c.kind,
+                id: c.id,
+                name: c.name.to_owned(),
+                subscription: c.subscription.unwrap_or(&default_sub).clone(),
+                resource_group: c.resource_group.to_owned(),
+                unique_id: token::guid(),
+                model: st.clone(),
+                effective: st,
+                provisioning_state: "Succeeded",
+                write_seq: 0,
+                applied_seq: 0,
+                latency_ms: c.latency_ms,
+                instances: c.instances,
+            };
+            inner.computes.insert(ids::key(&compute.id), compute);
         }
         for sp in &world.service_principals {
             let mut pem = sp.certificate_pem.clone().unwrap_or_default();
@@ -183,5 +158,51 @@ impl Shared {
             clock: time::Clock::default(),
             world,
         })
+    }
+}
+
+impl Instance {
+    /// A new instance (a fresh vmId) of `name` on Kubernetes node `node`.
+    fn new(name: &str, node: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            node: node.to_owned(),
+            vm_id: token::guid(),
+        }
+    }
+}
+
+/// A VM or scale set as the world declares it, in the terms both share.
+struct ComputeSeed<'a> {
+    kind: ComputeKind,
+    id: String,
+    name: &'a str,
+    subscription: Option<&'a String>,
+    resource_group: &'a str,
+    system_assigned: bool,
+    system_principal_id: Option<&'a String>,
+    user_assigned: &'a [String],
+    latency_ms: Option<u64>,
+    instances: Vec<Instance>,
+}
+
+impl ComputeSeed<'_> {
+    /// The identities it starts with: its system-assigned one, and the declared identities it
+    /// names as user-assigned.
+    fn initial_identities(&self, inner: &Inner) -> Result<IdentityState> {
+        let mut st = IdentityState::default();
+        if self.system_assigned {
+            st.system = Some(SystemIdentity {
+                principal_id: self.system_principal_id.cloned().unwrap_or_else(token::guid),
+                client_id: token::guid(),
+            });
+        }
+        for u in self.user_assigned {
+            let i = inner
+                .resolve_identity(u)
+                .ok_or_else(|| Error::Config(format!("user_assigned {u} names no declared identity")))?;
+            st.user.insert(ids::key(&i.id), i.id.clone());
+        }
+        Ok(st)
     }
 }

@@ -180,15 +180,17 @@ pub fn is_condition_reason(s: &str) -> bool {
 /// terminal would act on) escaped, since parts come from IMDS, Entra, MIC or the pod itself;
 /// cut at a character boundary with `…` when too long.
 pub fn one_line(text: &str, max: usize) -> String {
+    // No allocation per character: a pass computes this for every pod of the node.
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
-        let piece: String =
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}') {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            };
-        if out.len() + piece.len() > max {
+        let escaped = c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}');
+        // `\u{…}` is ASCII: one byte per character.
+        let len = if escaped {
+            c.escape_unicode().len()
+        } else {
+            c.len_utf8()
+        };
+        if out.len() + len > max {
             const MORE: &str = "…";
             while out.len() + MORE.len() > max {
                 out.pop();
@@ -196,7 +198,11 @@ pub fn one_line(text: &str, max: usize) -> String {
             out.push_str(MORE);
             return out;
         }
-        out.push_str(&piece);
+        if escaped {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

@@ -1,5 +1,5 @@
 //! Writing pods' IdentityReady condition: a bounded queue coalesced by pod (a pod queued twice
-//! is written once, with the latest condition), a few workers, retries with back-off.
+//! is written once, with the latest condition; `queue`), a few workers, retries with back-off.
 //!
 //! The write is a **server-side apply** of `status.conditions` on `pods/status`, as field
 //! manager `pod-identity-nmi`, forced. Why this patch:
@@ -13,8 +13,9 @@
 //! - the applied object carries the pod's UID, so a write meant for a pod never lands on a
 //!   namesake created since (the apiserver refuses a UID that is not the object's).
 
+mod queue;
+
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -24,11 +25,13 @@ use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, j
 use kube::{
     Api,
     api::{Patch, PatchParams},
+    core::Request,
 };
 use mirror::{Key, sync};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
+use self::queue::{Offered, Queue};
 use super::{ReadyCondition, desired::Desired};
 use crate::{metrics::Metrics, state::State};
 
@@ -49,15 +52,6 @@ pub(super) struct Job {
     pub desired: Desired,
     /// The condition the pod has now, as the watch last saw it.
     pub current: Option<ReadyCondition>,
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: HashMap<Key, Job>,
-    order: VecDeque<Key>,
-    /// The (status, reason) last written to each pod, until the watch shows it: a pass that
-    /// runs before the watch catches up does not write it again.
-    written: HashMap<Key, (bool, String)>,
 }
 
 pub(super) struct Writer {
@@ -94,46 +88,25 @@ impl Writer {
         this
     }
 
-    /// Queues `job` for pod `key` unless the watch or NMI's own last write already has its
-    /// status and reason.
+    /// Queues `job` for pod `key` unless the watch, or NMI's own write of the last
+    /// [`queue::WATCH_CATCH_UP`], already has its status and reason.
     pub fn offer(&self, key: Key, job: Job) {
-        let mut q = sync::lock(&self.queue);
-        if !job.desired.differs_from(job.current.as_ref()) {
-            // The watch shows it: later changes by others are written over again.
-            q.written.remove(&key);
-            q.jobs.remove(&key);
-            return;
+        let status = job.desired.status();
+        let offered = sync::lock(&self.queue).offer(key, job, Instant::now());
+        match offered {
+            Offered::Queued => self.wake.notify_one(),
+            Offered::Unchanged => {}
+            Offered::Dropped => self.metrics.identity_ready_write(status, "dropped"),
         }
-        let pending = (job.desired.ready, job.desired.reason.clone());
-        if q.written.get(&key) == Some(&pending) {
-            return;
-        }
-        if !q.jobs.contains_key(&key) {
-            if q.order.len() >= MAX_QUEUED {
-                self.metrics.identity_ready_write(job.desired.status(), "dropped");
-                return;
-            }
-            q.order.push_back(key.clone());
-        }
-        q.jobs.insert(key, job);
-        drop(q);
-        self.wake.notify_one();
     }
 
-    /// Forgets pods not in `live` (gone from the node).
-    pub fn sweep(&self, live: &HashSet<Key>) {
-        sync::lock(&self.queue).written.retain(|k, _| live.contains(k));
+    /// Forgets pods for which `live` is false (gone from the node).
+    pub fn sweep(&self, live: impl Fn(&Key) -> bool) {
+        sync::lock(&self.queue).sweep(live);
     }
 
     fn next(&self) -> Option<(Key, Job)> {
-        let mut q = sync::lock(&self.queue);
-        // A key whose job was withdrawn (the watch caught up) is skipped.
-        while let Some(key) = q.order.pop_front() {
-            if let Some(job) = q.jobs.remove(&key) {
-                return Some((key, job));
-            }
-        }
-        None
+        sync::lock(&self.queue).next()
     }
 
     async fn write(&self, key: &Key, job: Job) {
@@ -149,19 +122,32 @@ impl Writer {
             self.metrics.identity_ready_write(job.desired.status(), "gone");
             return;
         }
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let pods = Api::<Pod>::namespaced(self.client.clone(), ns);
         let patch = apply_body(name, ns, &job);
         let params = PatchParams::apply(NMI_FIELD_MANAGER).force();
         let mut wait = FIRST_RETRY;
         for attempt in 1..=TRIES {
-            match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-                Ok(_) => {
+            // `Api::patch_status`'s request, but the pod the apiserver answers with, which nothing
+            // here reads, is dropped as text rather than parsed (with its managed fields, some
+            // hundreds of allocations for every write of a burst: issue 23 §7).
+            let written = match Request::new(pods.resource_url()).patch_subresource(
+                "status",
+                name,
+                &params,
+                &Patch::Apply(&patch),
+            ) {
+                Ok(mut req) => {
+                    req.extensions_mut().insert("patch_status");
+                    self.client.request_text(req).await.map(drop)
+                }
+                Err(e) => Err(kube::Error::BuildRequest(e)),
+            };
+            match written {
+                Ok(()) => {
                     self.metrics.identity_ready_write(job.desired.status(), "ok");
                     tracing::debug!(namespace = %ns, pod = %name, status = job.desired.status(),
                         reason = %job.desired.reason, "IdentityReady condition written");
-                    sync::lock(&self.queue)
-                        .written
-                        .insert(key.clone(), (job.desired.ready, job.desired.reason.clone()));
+                    sync::lock(&self.queue).written(key.clone(), &job, Instant::now());
                     return;
                 }
                 // Gone, or a namesake with another UID: nothing to write to.

@@ -2,14 +2,6 @@ use std::time::Duration;
 
 use super::*;
 
-fn pod(name: &str) -> PodName {
-    PodName {
-        namespace: "ns".into(),
-        name: name.into(),
-        uid: None,
-    }
-}
-
 #[test]
 fn every_reason_has_a_distinct_label_and_a_hint() {
     let all = Reason::ALL;
@@ -33,7 +25,7 @@ fn a_refusal_carries_who_and_what() {
         .identity("ns/id");
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.retry_after, Some(Duration::from_secs(5)));
-    assert_eq!(r.pod, Some(pod("p")));
+    assert_eq!(r.pod, Some(PodName::in_ns("p")));
     assert_eq!(
         r.requested.as_deref(),
         Some("client_id c"),

@@ -40,10 +40,14 @@ pub(super) async fn answer<S: TokenSource>(
         Err(QueryError::ApiVersion) => return Ok(token_query::api_version_refusal(&nmi.metrics)),
         Err(e) => return Err(Refusal::bad_request(e.to_string())),
     };
-    let grant = nmi.authorizer.grant_to_ip(ip, &query).await;
+    // Boxed, so only a request that takes this path pays for its state (pod wait, single flight,
+    // IMDS or Entra calls): hyper allocates a box the size of the request future for every
+    // connection, as it is accepted and for as long as it stays open, and this path inline made
+    // it 6.6 KiB (issue 23 §7). A remembered answer (above) never takes it.
+    let grant = Box::pin(nmi.authorizer.grant_to_ip(ip, &query)).await;
     let issued = match grant.map_err(|r| r.asking(&query.identity))? {
         Grant::Token(issued) => issued,
-        Grant::NodeIdentity => return Ok(pass_through(nmi, req).await),
+        Grant::NodeIdentity => return Ok(Box::pin(pass_through(nmi, req)).await),
     };
     let second = now();
     let (answer, body) = response::token_answer(

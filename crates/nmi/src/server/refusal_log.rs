@@ -108,19 +108,11 @@ mod tests {
 
     const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 5));
 
-    fn pod(name: &str) -> PodName {
-        PodName {
-            namespace: "ns".into(),
-            name: name.into(),
-            uid: None,
-        }
-    }
-
     #[test]
     fn one_line_per_pod_and_reason_per_window_then_the_count_left_out() {
         let log = RefusalLog::new(Duration::from_secs(15));
         let t0 = Instant::now();
-        let p = pod("p");
+        let p = PodName::in_ns("p");
         assert_eq!(log.admit(Some(&p), SOURCE, Reason::Unbound, t0), Some(0));
         for s in 1..=9 {
             assert_eq!(
@@ -146,7 +138,7 @@ mod tests {
     fn another_reason_another_pod_or_an_unknown_pod_each_have_their_own_window() {
         let log = RefusalLog::new(Duration::from_secs(15));
         let t = Instant::now();
-        let (p, q) = (pod("p"), pod("q"));
+        let (p, q) = (PodName::in_ns("p"), PodName::in_ns("q"));
         assert_eq!(log.admit(Some(&p), SOURCE, Reason::Unbound, t), Some(0));
         assert_eq!(log.admit(Some(&p), SOURCE, Reason::NotAssigned, t), Some(0));
         assert_eq!(log.admit(Some(&q), SOURCE, Reason::Unbound, t), Some(0));

@@ -67,7 +67,9 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
                 );
                 refuse(nmi, peer.ip(), refusal)
             }
-            Route::HostToken => host_token::answer(nmi, peer.ip(), req)
+            // Boxed, as pod_token's full path: the rarer routes do not size every connection's
+            // request future.
+            Route::HostToken => Box::pin(host_token::answer(nmi, peer.ip(), req))
                 .await
                 .unwrap_or_else(|r| refuse(nmi, peer.ip(), r)),
             Route::Instance if nmi.config.block_instance_metadata => response::error(
@@ -77,7 +79,7 @@ pub async fn handle<S: TokenSource>(nmi: &Nmi<S>, peer: SocketAddr, req: Request
             ),
             Route::Instance | Route::Other => match metadata_missing(&req) {
                 Some(refusal) => refusal,
-                None => pass_through(nmi, req).await,
+                None => Box::pin(pass_through(nmi, req)).await,
             },
         },
     };

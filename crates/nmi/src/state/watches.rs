@@ -14,6 +14,9 @@ use mirror::sync;
 
 use super::{Mode, State, WatchedPod};
 
+/// Objects per page of the lists of the node's pods and AzureAssignedIdentities.
+const LIST_PAGE: u32 = 50;
+
 impl State {
     pub(super) fn watch_proven(&self, kind: &'static str) {
         if !self.any_failing.load(Ordering::Acquire) {
@@ -47,7 +50,12 @@ impl State {
     pub fn spawn_watches(self: &Arc<Self>, client: kube::Client) {
         let _ = self.client.set(client.clone());
         let node = self.node.clone();
-        let pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        // The node's pods and AzureAssignedIdentities, NMI's largest objects (managed fields,
+        // conditions; a whole identity and binding each), are listed in pages of LIST_PAGE: a
+        // page is held whole, as text and as objects, while the mirror converts it, and at
+        // kube's default of 500 one page set NMI's peak heap (issue 23 §7).
+        let paged = || watcher::Config::default().page_size(LIST_PAGE);
+        let pods = paged().fields(&format!("spec.nodeName={node}"));
         mirror::spawn(
             self.clone(),
             Api::<Pod>::all(client.clone()),
@@ -78,7 +86,7 @@ impl State {
             |e: AzurePodIdentityException| e,
         );
         if self.mode == Mode::Standard {
-            let by_node = all().labels(&format!("{}={node}", api::v1::NODE_NAME_LABEL));
+            let by_node = paged().labels(&format!("{}={node}", api::v1::NODE_NAME_LABEL));
             mirror::spawn(
                 self.clone(),
                 Api::all(client),
