@@ -204,18 +204,11 @@ async fn an_unauthorized_identity_does_not_block_the_batch() {
     )
     .await;
     assert_eq!(c.on_node("b-0"), [resource_id(2)]);
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while tokio::time::Instant::now() < deadline {
-        events = c.events("authz", "web").await;
-        if events
-            .iter()
-            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let events = c
+        .events_until("authz", "web", LIMIT, |e| {
+            e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed")
+        })
+        .await;
     assert!(
         events
             .iter()
@@ -391,7 +384,10 @@ async fn server_errors_are_retried_and_success_is_reported() {
     c.start_mic(settings()).await;
     c.pod("flaky", "web", "c-0", Some("app")).await;
     c.wait_assigned(&[("web-flaky-id1", Assigned)], LIMIT).await;
-    let events = c.events("flaky", "web").await;
+    // Events are published in the background, after MIC's writes: wait for the success to show.
+    let events = c
+        .events_until("flaky", "web", LIMIT, |e| e.starts_with("IdentityAssigned"))
+        .await;
     assert!(
         events.iter().all(|e| !e.starts_with("IdentityAssignmentFailed")),
         "{events:?}"
@@ -448,21 +444,17 @@ async fn arm_timeouts_and_failed_operations_are_retried_until_assigned() {
     // Until the retry (settings: 2 s), the object stays Created and says why.
     c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Created)], LIMIT)
         .await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let events = c.events("lro", "api").await;
-        if events
+    let events = c
+        .events_until("lro", "api", LIMIT, |e| {
+            e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError")
+        })
+        .await;
+    assert!(
+        events
             .iter()
-            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError"))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failure event: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError")),
+        "no failure event: {events:?}"
+    );
     c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Assigned)], LIMIT)
         .await;
     assert_eq!(c.on_node("b-0"), vec![resource_id(2).to_ascii_lowercase()]);
