@@ -204,17 +204,9 @@ async fn an_unauthorized_identity_does_not_block_the_batch() {
     )
     .await;
     assert_eq!(c.on_node("b-0"), [resource_id(2)]);
-    let events = c
-        .events_until("authz", "web", LIMIT, |e| {
-            e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed")
-        })
-        .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("LinkedAuthorizationFailed")),
-        "{events:?}"
-    );
+    let failed = failure_naming("LinkedAuthorizationFailed");
+    let events = c.events_until("authz", "web", LIMIT, &failed).await;
+    assert!(events.iter().any(|e| failed(e)), "{events:?}");
     // The object itself says why, for `kubectl get` (the Reason column) without the Events.
     let aais = Api::<AzureAssignedIdentity>::namespaced(c.client.clone(), "authz");
     let status = |a: AzureAssignedIdentity| a.status.unwrap_or_default();
@@ -364,6 +356,11 @@ async fn an_arm_429_storm_is_ridden_out_as_retry_after_says() {
     c.stop_mic().await;
 }
 
+/// Whether an Event (`reason: note`) is MIC's assignment failure naming ARM's error `code`.
+fn failure_naming(code: &str) -> impl Fn(&str) -> bool + '_ {
+    move |e| e.starts_with("IdentityAssignmentFailed") && e.contains(code)
+}
+
 /// 5xx answers are retried with backoff; the real final outcome (success) is reported.
 #[tokio::test]
 async fn server_errors_are_retried_and_success_is_reported() {
@@ -444,17 +441,9 @@ async fn arm_timeouts_and_failed_operations_are_retried_until_assigned() {
     // Until the retry (settings: 2 s), the object stays Created and says why.
     c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Created)], LIMIT)
         .await;
-    let events = c
-        .events_until("lro", "api", LIMIT, |e| {
-            e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError")
-        })
-        .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("IdentityAssignmentFailed") && e.contains("InternalExecutionError")),
-        "no failure event: {events:?}"
-    );
+    let failed = failure_naming("InternalExecutionError");
+    let events = c.events_until("lro", "api", LIMIT, &failed).await;
+    assert!(events.iter().any(|e| failed(e)), "no failure event: {events:?}");
     c.wait_assigned(&[("web-lro-id1", Assigned), ("api-lro-id2", Assigned)], LIMIT)
         .await;
     assert_eq!(c.on_node("b-0"), vec![resource_id(2).to_ascii_lowercase()]);
