@@ -56,6 +56,12 @@ pub struct Flags {
     #[arg(long = "http-probe-port", default_value_t = 8085)]
     pub probe_port: u16,
 
+    /// A Unix socket, in this pod's own directory, answering whether this NMI is ready: the chart's
+    /// readiness probe (`nmi probe`) asks it. The probe port is shared with the NMI an update
+    /// replaces, so a probe there can reach the other process (server::ready_socket).
+    #[arg(long = "ready-socket")]
+    pub ready_socket: Option<PathBuf>,
+
     /// Address of the probe and metrics listeners (kubelet and Prometheus reach them on the node's IP).
     #[arg(long = "ops-listen-address", default_value = "0.0.0.0")]
     pub ops_listen_address: IpAddr,
@@ -192,6 +198,20 @@ pub enum Command {
     Cleanup,
     /// Ask the IMDS token endpoint as a pod does and say whether NMI answered as it should, on one line; exit 0 or 1 (the chart's `helm test`).
     TestTokenPath(crate::token_path_check::TokenPathCheck),
+    /// Ask this pod's NMI, on its --ready-socket, whether it is ready, on one line; exit 0 or 1 (the chart's readiness probe).
+    Probe(ProbeArgs),
+}
+
+/// The flags of `nmi probe`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// The socket the NMI of this pod was started with (its --ready-socket).
+    #[arg(long = "ready-socket")]
+    pub socket: PathBuf,
+
+    /// Longest wait for the answer, in seconds.
+    #[arg(long, value_parser = parse_secs, default_value = "2")]
+    pub timeout: Duration,
 }
 
 /// A number of seconds, `2`, `2.5` or `2.5s`. (clap takes any error type from a value parser,

@@ -24,6 +24,19 @@ use upstream_flags::{Environment, ParseGo};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_go();
+    // The readiness probe runs every few seconds in NMI's container: it answers before logging
+    // and the checks of NMI's own flags, which it does not use.
+    if let Some(Command::Probe(probe)) = &flags.command {
+        let verdict = server::ready_socket::ask(&probe.socket, probe.timeout);
+        match verdict {
+            server::ready_socket::Verdict::Ready => println!("ready"),
+            server::ready_socket::Verdict::NotReady(why) => {
+                println!("{why}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     let env = Environment::from_process();
     upstream_flags::init_logging(
         flags.log_format == LogFormat::Json,
@@ -192,7 +205,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let (bound, stopped) = (stopped(), stopped());
         async move {
             let listener = tokio::select! {
-                l = server::bind_retrying(addr, name) => l?,
+                l = server::bind_retrying(addr, name, |_| {}) => l?,
                 () = bound => return anyhow::Ok(()),
             };
             axum::serve(listener, router)
@@ -201,8 +214,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 .with_context(|| format!("serving {name}"))
         }
     };
-    // `/readyz` waits for the pod-facing listener too (see probe_router).
-    let serving_pods = Arc::new(AtomicBool::new(false));
+    // Readiness (`/readyz`, the readiness socket) waits for the pod-facing listener too.
+    let pod_port = Arc::new(server::PodPort::default());
     let main = {
         let (addr, bound, stopped) = (
             SocketAddr::new(flags.listen_address, flags.port),
@@ -210,22 +223,32 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             stopped(),
         );
         let limits = flags.connection_limits();
-        let (state, rules, serving) = (state.clone(), rules_in_place.clone(), serving_pods.clone());
+        let (state, rules, port) = (state.clone(), rules_in_place.clone(), pod_port.clone());
         async move {
             // Bound only once this NMI can serve, when it replaces another (see bind_pod_facing).
             let ready = move || server::is_ready(&state, &rules);
             let listener = tokio::select! {
-                l = server::bind_pod_facing(addr, ready) => l?,
+                l = server::bind_pod_facing(addr, ready, &port) => l?,
                 () = bound => return anyhow::Ok(()),
             };
-            serving.store(true, Ordering::Release);
             server::serve_with(listener, nmi, limits, stopped).await;
+            anyhow::Ok(())
+        }
+    };
+    let ready_socket = {
+        let (state, rules, port, stopped) =
+            (state.clone(), rules_in_place.clone(), pod_port.clone(), stopped());
+        let path = flags.ready_socket.clone();
+        async move {
+            let Some(path) = path else { return anyhow::Ok(()) };
+            let ready = move || server::answers_ready(&state, &rules, &port);
+            server::ready_socket::serve(path, ready, stopped).await?;
             anyhow::Ok(())
         }
     };
     let probes = serve(
         SocketAddr::new(flags.ops_listen_address, flags.probe_port),
-        server::probe_router(state, rules_in_place, serving_pods),
+        server::probe_router(state, rules_in_place, pod_port),
         "probes",
     );
     let metrics_srv = serve(
@@ -240,7 +263,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         tracing::info!("shutting down; iptables interception rules are left in place");
         let _ = stop_tx.send(true);
     });
-    tokio::try_join!(main, probes, metrics_srv)?;
+    tokio::try_join!(main, probes, metrics_srv, ready_socket)?;
     Ok(())
 }
 

@@ -16,7 +16,9 @@
 //! - `response`: the bytes of answers and refusals.
 //!
 //! `passthrough` forwards other paths (and excepted pods' token requests) to IMDS; `probes`
-//! serves `/healthz`, `/readyz` and `/metrics` on their own ports and tracks staleness.
+//! serves `/healthz`, `/readyz` and `/metrics` on their own ports and tracks staleness;
+//! [`ready_socket`] answers the readiness of this one process, for the kubelet's probe, on a Unix
+//! socket of its pod (the ports are shared during an update).
 
 use std::{
     sync::{Arc, OnceLock},
@@ -27,8 +29,8 @@ pub use accept::{
     ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_POD, MAX_HEAD_BYTES, serve,
     serve_with,
 };
-pub use listener::{bind_pod_facing, bind_retrying};
-pub use probes::{is_ready, metrics_router, probe_router, track_staleness};
+pub use listener::{PodPort, bind_pod_facing, bind_retrying};
+pub use probes::{answers_ready, is_ready, metrics_router, probe_router, track_staleness};
 pub use refusal_events::RefusalEvents;
 pub use route::{Route, classify, decode_path, handle};
 
@@ -51,6 +53,7 @@ mod passthrough;
 mod pod_token;
 mod probes;
 pub mod rate_limit;
+pub mod ready_socket;
 pub mod refusal_events;
 mod refusal_log;
 pub(crate) mod response;

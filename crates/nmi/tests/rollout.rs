@@ -1,7 +1,9 @@
 //! An update of NMI without a gap (issue 22), with two real `nmi` processes in one node network
 //! namespace, as the DaemonSet's old pod and its surge pod share a node's host network: a pod asks
-//! for a token every 50 ms while NMI-2 starts beside NMI-1 and NMI-1 then gets SIGTERM. Every
-//! ask is answered, with the pod's own identity, and none reaches IMDS directly.
+//! for a token every 50 ms while NMI-2 starts beside NMI-1 and NMI-1 then gets SIGTERM once the
+//! chart's readiness probe (`nmi probe` on the pod's own socket) finds NMI-2 ready, as the
+//! DaemonSet does. Every ask is answered, with the pod's own identity, and none reaches IMDS
+//! directly.
 //!
 //! Needs what tests/netns.rs needs (root, `ip`, `iptables`, `socat`, `curl`); run it under
 //! `flock /tmp/pod-identity-netns.lock`.
@@ -129,8 +131,24 @@ async fn a_second_nmi_takes_over_and_the_first_drains_without_a_refused_ask() {
     assert!(ask(&pod).is_ok(), "without the rules the pod reaches IMDS");
     assert_eq!(marked_imds_calls(), 1);
 
-    let cmd = common::nmi_in(&nn, &node, server.kubeconfig());
-    let mut nmi1 = Supervised::spawn_with("nmi-1", &cmd, &dir.path().join("nmi-1.log")).unwrap();
+    // Each NMI answers its readiness on a socket of its own, as each pod's emptyDir holds one.
+    let socket = |n: u32| dir.path().join(format!("nmi-{n}.sock"));
+    let nmi_cmd = |n: u32| {
+        let mut cmd = common::nmi_in(&nn, &node, server.kubeconfig());
+        cmd.arg(format!("--ready-socket={}", socket(n).display()));
+        cmd
+    };
+    // The chart's readiness probe, run as the kubelet runs it: `nmi probe` in the pod.
+    let kubelet_probe = |n: u32| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nmi"))
+            .arg("probe")
+            .arg(format!("--ready-socket={}", socket(n).display()))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let mut nmi1 = Supervised::spawn_with("nmi-1", &nmi_cmd(1), &dir.path().join("nmi-1.log")).unwrap();
     wait(
         "NMI-1 is ready",
         30,
@@ -138,6 +156,7 @@ async fn a_second_nmi_takes_over_and_the_first_drains_without_a_refused_ask() {
         || log_of(&nmi1),
     );
     wait("NMI-1 serves pods", 10, || serves_pods(&nmi1), || log_of(&nmi1));
+    wait("NMI-1's pod is Ready", 10, || kubelet_probe(1), || log_of(&nmi1));
 
     let stop = AtomicBool::new(false);
     let (asks, joined, stopped) = std::thread::scope(|s| {
@@ -153,9 +172,25 @@ async fn a_second_nmi_takes_over_and_the_first_drains_without_a_refused_ask() {
         });
         std::thread::sleep(Duration::from_secs(1));
 
-        // NMI-2 starts beside NMI-1 and joins the pod-facing group once it is ready.
-        let mut nmi2 = Supervised::spawn_with("nmi-2", &cmd, &dir.path().join("nmi-2.log")).unwrap();
-        wait("NMI-2 serves pods", 30, || serves_pods(&nmi2), || log_of(&nmi2));
+        // The kubelet probes the new pod from its container's start, before its NMI has bound
+        // anything. The probe port, shared by every NMI of the node, still reaches NMI-1 then, and
+        // NMI-1 says ready: a probe there would make the new pod Ready, and the DaemonSet would
+        // stop NMI-1 before NMI-2 serves. The new pod's own socket does not exist yet: not Ready.
+        assert!(
+            common::nmi_ready_in(&nn),
+            "the shared probe port answers ready for NMI-1"
+        );
+        assert!(!kubelet_probe(2), "the new pod is not Ready before its NMI runs");
+
+        // NMI-2 starts beside NMI-1 and joins the pod-facing group once it is ready. NMI-1 is
+        // stopped when the kubelet's probe finds the new pod Ready, as the DaemonSet does.
+        let mut nmi2 = Supervised::spawn_with("nmi-2", &nmi_cmd(2), &dir.path().join("nmi-2.log")).unwrap();
+        wait("NMI-2's pod is Ready", 30, || kubelet_probe(2), || log_of(&nmi2));
+        assert!(
+            serves_pods(&nmi2),
+            "NMI-2 serves pods by the time its pod is Ready:\n{}",
+            log_of(&nmi2)
+        );
         let joined = Instant::now();
         assert!(
             log_of(&nmi2).contains("another NMI serves pods on this port: joining once ready"),

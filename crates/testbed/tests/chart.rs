@@ -183,9 +183,30 @@ fn nmi_runs_on_the_host_network_with_net_admin_only() {
     assert_eq!(sc["privileged"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // Readiness is asked of this pod's own NMI process, on a socket in the pod's own emptyDir: the
+    // probe port is shared with the NMI an update replaces, which would answer for the new pod.
+    let socket = "/run/nmi/ready.sock";
+    assert_eq!(
+        strings(&c["readinessProbe"]["exec"]["command"]),
+        ["/usr/local/bin/nmi", "probe", &format!("--ready-socket={socket}")]
+    );
+    assert!(strings(&c["args"]).contains(&format!("--ready-socket={socket}")));
+    let run = c["volumeMounts"]
+        .as_array()
+        .expect("volume mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/run/nmi")
+        .expect("the socket's directory is mounted");
+    let run_volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == run["name"])
+        .expect("its volume");
     assert!(
-        c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            && c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        run_volume["emptyDir"].is_object(),
+        "the pod's own directory: {run_volume}"
     );
     assert!(strings(&c["args"]).contains(&"--node=$(NODE_NAME)".to_owned()));
     let vol = pod["volumes"]

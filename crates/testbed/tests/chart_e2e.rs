@@ -235,7 +235,7 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
     sb.run("sandbox.sh", &["up"]);
 
     // helm install; chart.sh waits for the NMI pod's Ready condition, which only its readiness
-    // probe (/readyz: rules in place, watches synced) sets.
+    // probe (`nmi probe`: rules in place, watches synced, pod-facing listener bound) sets.
     sb.run("chart.sh", &["install"]);
     let probe = sb.kubectl_ok(&[
         "-n",
@@ -244,12 +244,12 @@ fn the_chart_installs_serves_the_walkthrough_upgrades_nmi_without_a_gap_and_unin
         "daemonset",
         &format!("{RELEASE}-nmi"),
         "-o",
-        "jsonpath={.spec.template.spec.hostNetwork} {.spec.template.spec.containers[0].readinessProbe.httpGet.path}",
+        "jsonpath={.spec.template.spec.hostNetwork} {.spec.template.spec.containers[0].readinessProbe.exec.command[1]}",
     ]);
     assert_eq!(
         probe.trim(),
-        "true /readyz",
-        "NMI runs on the host network with its readiness probe"
+        "true probe",
+        "NMI runs on the host network with its readiness probe (`nmi probe`, on its own socket)"
     );
     let (nmi_before, ready) = nmi_pod(&sb).expect("one NMI pod");
     assert!(ready, "NMI {nmi_before} is Ready");

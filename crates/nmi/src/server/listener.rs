@@ -11,12 +11,14 @@
 //! on the running kernel.
 //!
 //! The pod-facing listener joins the group only once NMI can serve ([`bind_pod_facing`]); the probe
-//! and metrics listeners join at once, so that the kubelet's probes of the new pod reach the new
-//! NMI, not the old one (whose `/readyz` would make the new pod Ready too early).
+//! and metrics listeners join at once. Which NMI a probe port reaches therefore depends on which
+//! processes have bound it so far, so the kubelet's readiness probe does not use it: it asks the
+//! pod's own NMI on a Unix socket ([`super::ready_socket`]).
 
 use std::{
     net::SocketAddr,
     os::fd::AsFd,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -89,18 +91,20 @@ pub fn newest_wins(listener: &impl AsFd) -> std::io::Result<()> {
 }
 
 /// [`bind_shared`], again every 100 ms while the port is held by a socket without `SO_REUSEPORT`:
-/// an NMI of a version before this one, during the first update to it. That one goes away once
-/// this one is Ready (the kubelet's probes reach the old NMI then, which says it is), and this
-/// one binds a moment later: the one update that still has a gap.
-pub async fn bind_retrying(addr: SocketAddr, name: &str) -> Result<TcpListener> {
+/// an NMI of a version before this one, during the first update to it. `held(true)` is called
+/// while it is, `held(false)` once bound. That NMI goes away once this pod is Ready, and this one
+/// binds a moment later: the one update that still has a gap.
+pub async fn bind_retrying(addr: SocketAddr, name: &str, held: impl Fn(bool)) -> Result<TcpListener> {
     let mut warned: Option<Instant> = None;
     loop {
         match bind_shared(addr) {
             Ok(listener) => {
+                held(false);
                 tracing::info!(%addr, name, "listening");
                 return Ok(listener);
             }
             Err(Error::Io { source, what }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                held(true);
                 if warned.is_none_or(|t| t.elapsed() >= REPEAT_WARNING) {
                     tracing::warn!(
                         %addr, name, error = %source,
@@ -116,8 +120,37 @@ pub async fn bind_retrying(addr: SocketAddr, name: &str) -> Result<TcpListener> 
     }
 }
 
-/// The pod-facing listener on `addr`, bound once `ready()` (the `/readyz` condition: rules in
-/// place, every watch synced) when another NMI listens on the port.
+/// Where this NMI's pod-facing port stands, for its readiness ([`super::answers_ready`]).
+#[derive(Debug, Default)]
+pub struct PodPort {
+    serving: AtomicBool,
+    held_by_older: AtomicBool,
+}
+
+impl PodPort {
+    /// The pod-facing listener is bound: this NMI gets pods' new connections.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// The port is held by a listener without `SO_REUSEPORT` (an NMI before issue 22's, during
+    /// the first update from it). This NMI can bind only once that one stops, and the DaemonSet
+    /// stops it only once this pod is Ready: so here readiness cannot wait for the bind.
+    pub fn held_by_older(&self) -> bool {
+        self.held_by_older.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_serving(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn set_held_by_older(&self, held: bool) {
+        self.held_by_older.store(held, Ordering::Release);
+    }
+}
+
+/// The pod-facing listener on `addr`, bound once `ready()` (rules in place, every watch synced)
+/// when another NMI listens on the port; `port` follows the bind.
 ///
 /// Under the newest-wins program, the moment this NMI binds it gets every new connection; bound
 /// while still starting, it would keep pods waiting on its sync (or refuse them) while the old NMI
@@ -128,14 +161,20 @@ pub async fn bind_retrying(addr: SocketAddr, name: &str) -> Result<TcpListener> 
 /// `authorize` does) beats a refused one: some SDKs take a refused IMDS as "no managed identity
 /// here" and do not ask again. At first boot the CNI gate keeps pods off the network until the
 /// rules exist anyway, and the rules' DNAT leads only to this NMI.
-pub async fn bind_pod_facing(addr: SocketAddr, ready: impl Fn() -> bool) -> Result<TcpListener> {
+pub async fn bind_pod_facing(
+    addr: SocketAddr,
+    ready: impl Fn() -> bool,
+    port: &PodPort,
+) -> Result<TcpListener> {
     if another_listens(addr.port()) {
         tracing::info!(%addr, "another NMI serves pods on this port: joining once ready");
         while !ready() {
             tokio::time::sleep(RETRY).await;
         }
     }
-    bind_retrying(addr, "nmi").await
+    let listener = bind_retrying(addr, "nmi", |held| port.set_held_by_older(held)).await?;
+    port.set_serving();
+    Ok(listener)
 }
 
 /// Whether a TCP socket of this network namespace listens on `port` (any address), from
@@ -208,7 +247,8 @@ pub(super) fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+/// An I/O error of `what` ("binding the listener on …") as NMI's error.
+pub(super) fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 

@@ -15,6 +15,7 @@ use axum::{
     routing::get,
 };
 
+use super::listener::PodPort;
 use crate::{metrics::Metrics, state::State};
 
 /// Keeps `aadpodidentity_nmi_state_stale` current (every second), requests or not, and logs each
@@ -45,16 +46,20 @@ pub fn is_ready(state: &State, rules_in_place: &AtomicBool) -> bool {
     rules_in_place.load(Ordering::Acquire) && state.is_synced()
 }
 
+/// What `/readyz` and the readiness socket (`--ready-socket`) answer: NMI [`is_ready`], and its
+/// pod-facing listener is bound (or cannot be until an older NMI without `SO_REUSEPORT` stops,
+/// which the DaemonSet does only once this pod is Ready: [`PodPort::held_by_older`]).
+pub fn answers_ready(state: &State, rules_in_place: &AtomicBool, pod_port: &PodPort) -> bool {
+    is_ready(state, rules_in_place) && (pod_port.serving() || pod_port.held_by_older())
+}
+
 /// Liveness and readiness. `/healthz` says `Active` once the rules are in place (as upstream);
-/// `/readyz` is 200 only when NMI [`is_ready`] and its pod-facing listener is bound
-/// (`serving_pods`). The last matters in an update: the DaemonSet stops the old NMI once the new
-/// pod is Ready, and the new NMI binds only once ready; a Ready before the bind would leave a
-/// moment with neither listening.
-pub fn probe_router(
-    state: Arc<State>,
-    rules_in_place: Arc<AtomicBool>,
-    serving_pods: Arc<AtomicBool>,
-) -> Router {
+/// `/readyz` is 200 only when NMI [`answers_ready`]. The pod-facing listener matters in an update:
+/// the DaemonSet stops the old NMI once the new pod is Ready, and the new NMI binds only once
+/// ready; a Ready before the bind would leave a moment with neither listening. For the same reason
+/// the chart's readiness probe asks `--ready-socket`, not this port, which the old NMI shares
+/// ([`super::ready_socket`]).
+pub fn probe_router(state: Arc<State>, rules_in_place: Arc<AtomicBool>, pod_port: Arc<PodPort>) -> Router {
     let rules = rules_in_place.clone();
     Router::new()
         .route(
@@ -67,7 +72,7 @@ pub fn probe_router(
         .route(
             "/readyz",
             get(move || {
-                let ready = is_ready(&state, &rules_in_place) && serving_pods.load(Ordering::Acquire);
+                let ready = answers_ready(&state, &rules_in_place, &pod_port);
                 async move {
                     if ready {
                         (StatusCode::OK, "ready")

@@ -916,9 +916,9 @@ async fn other_routes() {
 async fn probes_report_rules_and_sync() {
     let state = Arc::new(State::new(NODE, Mode::Managed, matching::Policy::default()));
     let rules = Arc::new(AtomicBool::new(false));
-    let serving = Arc::new(AtomicBool::new(false));
-    let probe = |uri: &'static str| {
-        let r = probe_router(state.clone(), rules.clone(), serving.clone());
+    let port = Arc::new(PodPort::default());
+    let probe = |uri: &'static str, port: &Arc<PodPort>| {
+        let r = probe_router(state.clone(), rules.clone(), port.clone());
         async move {
             let res = r
                 .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -929,23 +929,38 @@ async fn probes_report_rules_and_sync() {
             (status, String::from_utf8(body.to_vec()).unwrap())
         }
     };
-    assert_eq!(probe("/healthz").await, (StatusCode::OK, "Not Active".into()));
-    assert_eq!(probe("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
-    rules.store(true, Ordering::Release);
-    assert_eq!(probe("/healthz").await, (StatusCode::OK, "Active".into()));
     assert_eq!(
-        probe("/readyz").await.0,
+        probe("/healthz", &port).await,
+        (StatusCode::OK, "Not Active".into())
+    );
+    assert_eq!(probe("/readyz", &port).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    rules.store(true, Ordering::Release);
+    assert_eq!(probe("/healthz", &port).await, (StatusCode::OK, "Active".into()));
+    assert_eq!(
+        probe("/readyz", &port).await.0,
         StatusCode::SERVICE_UNAVAILABLE,
         "watches not synced"
     );
     state.replace_all(vec![], vec![], vec![], vec![], vec![]);
     assert_eq!(
-        probe("/readyz").await.0,
+        probe("/readyz", &port).await.0,
         StatusCode::SERVICE_UNAVAILABLE,
         "the pod-facing listener not bound yet"
     );
-    serving.store(true, Ordering::Release);
-    assert_eq!(probe("/readyz").await.0, StatusCode::OK);
+    port.set_serving();
+    assert_eq!(probe("/readyz", &port).await.0, StatusCode::OK);
+
+    // The first update from an NMI that holds the port without SO_REUSEPORT: this one can bind
+    // only after the DaemonSet stops that one, which it does once this pod is Ready.
+    let held = Arc::new(PodPort::default());
+    held.set_held_by_older(true);
+    assert_eq!(probe("/readyz", &held).await.0, StatusCode::OK);
+    held.set_held_by_older(false);
+    assert_eq!(
+        probe("/readyz", &held).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "neither bound nor held"
+    );
 }
 
 #[tokio::test]

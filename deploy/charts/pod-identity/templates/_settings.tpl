@@ -133,6 +133,10 @@ mic.cloudConfig is ours ({hostPath, secretName}) or upstream's (a path on the no
 
 {{- define "pod-identity.mic.probePort" -}}{{ .Values.mic.probePort | default 8080 }}{{- end }}
 {{- define "pod-identity.mic.prometheusPort" -}}{{ .Values.mic.prometheusPort | default 8888 }}{{- end }}
+{{/* NMI's readiness socket, in the pod's emptyDir `ready` (templates/nmi.yaml); not under the
+node's /run/pod-identity, the CNI gate's hostPath, which the old and the new NMI share. */}}
+{{- define "pod-identity.nmi.readySocket" -}}/run/nmi/ready.sock{{- end }}
+
 {{- define "pod-identity.nmi.probePort" -}}{{ .Values.nmi.probePort | default 8085 }}{{- end }}
 {{- define "pod-identity.nmi.prometheusPort" -}}{{ .Values.nmi.prometheusPort | default 9090 }}{{- end }}
 
@@ -158,6 +162,7 @@ at most that long.
 {{- $args := list "--node=$(NODE_NAME)" }}
 {{- $args = append $args (printf "--operation-mode=%s" .Values.operationMode) }}
 {{- $args = append $args (printf "--http-probe-port=%d" (include "pod-identity.nmi.probePort" . | int)) }}
+{{- $args = append $args (printf "--ready-socket=%s" (include "pod-identity.nmi.readySocket" .)) }}
 {{- $args = append $args (printf "--prometheus-port=%d" (include "pod-identity.nmi.prometheusPort" . | int)) }}
 {{- $args = append $args (printf "--metadata-header-required=%t" (ne (toString $n.metadataHeaderRequired) "false")) }}
 {{- $args = append $args (printf "--ipt-update-interval-sec=%d" ($n.ipTableUpdateTimeIntervalInSeconds | default $n.iptUpdateIntervalSec | default 60 | int)) }}

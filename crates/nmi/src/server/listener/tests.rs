@@ -96,6 +96,33 @@ fn a_listener_without_so_reuseport_keeps_the_port_from_the_group() {
     );
 }
 
+// Two workers: the check below sleeps on its thread while the bind runs on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_by_an_older_nmi_the_port_is_reported_until_it_is_free_then_served() {
+    // The first update from an NMI whose listener lacks SO_REUSEPORT: this one cannot bind until
+    // that one stops, and says so (readiness must not wait for the bind, or the update would stall).
+    let old = std::net::TcpListener::bind(any_port()).unwrap();
+    let addr = old.local_addr().unwrap();
+    let port = std::sync::Arc::new(PodPort::default());
+    let binding = tokio::spawn({
+        let port = port.clone();
+        async move { bind_pod_facing(addr, || true, &port).await }
+    });
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    until("the port is reported held", &|| port.held_by_older());
+    assert!(!port.serving());
+    drop(old);
+    let listener = binding.await.unwrap().unwrap();
+    assert!(port.serving() && !port.held_by_older());
+    assert_eq!(listener.local_addr().unwrap(), addr);
+}
+
 #[tokio::test]
 async fn closing_a_listener_resets_its_queue_and_draining_it_first_does_not() {
     // The kernel's side (net.ipv4.tcp_migrate_req is off by default): queued connections are reset.
