@@ -86,24 +86,53 @@ impl Occurrence {
     }
 }
 
+/// A write waiting in the queue. It holds what its Event needs, not the Event: an `Event` is 1,000
+/// bytes of mostly unset fields before its dozen strings, about twice a [`Pending`], and a queue
+/// holds thousands (MIC's 4,096 while 10,000 pods are assigned: issue 23 §7). The worker that
+/// writes it builds the Event.
 #[derive(Debug)]
 enum Write {
-    Create(Box<Event>),
+    Create(Box<Pending>),
     /// A new count for the Event `name`; when it is gone (its create was dropped, or it
     /// was deleted), `fallback` is created in its place.
     Series {
         namespace: String,
         name: String,
         series: EventSeries,
-        fallback: Option<Box<Event>>,
+        fallback: Option<Box<Pending>>,
     },
+}
+
+/// An Event to create: its occurrence, its name, when it happened, and its series if it has one.
+#[derive(Debug)]
+struct Pending {
+    occurrence: Occurrence,
+    name: String,
+    at: Timestamp,
+    series: Option<EventSeries>,
+}
+
+impl Pending {
+    fn new(occurrence: Occurrence, name: String, series: Option<EventSeries>) -> Box<Self> {
+        Box::new(Self {
+            occurrence,
+            name,
+            at: Timestamp::now(),
+            series,
+        })
+    }
+}
+
+/// Who reports the Events (`reportingController`, `reportingInstance`).
+#[derive(Clone)]
+struct Reporter {
+    controller: String,
+    instance: String,
 }
 
 struct Inner {
     tx: mpsc::Sender<Write>,
     book: Mutex<SeriesBook>,
-    controller: String,
-    instance: String,
     on_drop: Dropped,
 }
 
@@ -120,29 +149,33 @@ impl Publisher {
         let inner = Arc::new(Inner {
             tx,
             book: Mutex::new(SeriesBook::new(config.series, fastrand::u64(..))),
-            controller: config.controller.clone(),
-            instance: note::truncate(&config.instance, 128),
             on_drop: config.on_drop.clone(),
         });
-        tokio::spawn(drain(client, rx, config.clone()));
+        let reporter = Reporter {
+            controller: config.controller.clone(),
+            instance: note::truncate(&config.instance, 128),
+        };
+        tokio::spawn(drain(client, rx, config.clone(), reporter));
         tokio::spawn(flush(Arc::downgrade(&inner), config.series.write_every));
         Self { inner }
     }
 
     /// Publishes `o` through the series book: a new Event, a series update, or only a count.
     pub fn publish(&self, o: Occurrence) {
-        let now = Instant::now();
-        let decision = self.book().observe(&o.key(), now);
+        let decision = self.book().observe(&o.key(), Instant::now());
         let name = |id| event_name(o.regarding.name.as_deref().unwrap_or_default(), id);
         let write = match decision {
             Decision::Suppress => return,
-            Decision::Create { id } => Write::Create(Box::new(self.inner.event(&o, name(id), None))),
+            Decision::Create { id } => {
+                let name = name(id);
+                Write::Create(Pending::new(o, name, None))
+            }
             Decision::UpdateSeries { id, count } => {
-                let series = series(count);
+                let (name, series) = (name(id), series(count));
                 Write::Series {
                     namespace: o.regarding.namespace.clone().unwrap_or_default(),
-                    name: name(id),
-                    fallback: Some(Box::new(self.inner.event(&o, name(id), Some(series.clone())))),
+                    name: name.clone(),
+                    fallback: Some(Pending::new(o, name, Some(series.clone()))),
                     series,
                 }
             }
@@ -151,15 +184,30 @@ impl Publisher {
     }
 
     /// Publishes `o` as an Event of its own, outside any series (a success worth one line each).
+    /// Successes fill at most a quarter of the queue ([`admits_success`]).
     pub fn publish_once(&self, o: Occurrence) {
+        let (free, max) = (self.inner.tx.capacity(), self.inner.tx.max_capacity());
+        if !admits_success(free, max) {
+            (self.inner.on_drop)();
+            return;
+        }
         let name = event_name(o.regarding.name.as_deref().unwrap_or_default(), fastrand::u64(..));
-        self.inner
-            .send(Write::Create(Box::new(self.inner.event(&o, name, None))));
+        self.inner.send(Write::Create(Pending::new(o, name, None)));
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, SeriesBook> {
         self.inner.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether a success may join a queue with `free` of its `max` places left: only while fewer than a
+/// quarter are taken. A burst of successes (MIC assigning 10,000 pods at once, one Event each)
+/// then neither crowds out the warnings a user needs to see why something failed, nor holds
+/// thousands of Events in memory: a queue full of them was some 7 MiB of MIC's 64 (issue 23 §7).
+/// Dropped successes are counted as any dropped write.
+fn admits_success(free: usize, max: usize) -> bool {
+    let taken = max.saturating_sub(free);
+    taken < max.div_ceil(4)
 }
 
 impl Inner {
@@ -169,22 +217,25 @@ impl Inner {
             tracing::debug!(error = %e, "event queue full; dropping an event");
         }
     }
+}
 
-    fn event(&self, o: &Occurrence, name: String, series: Option<EventSeries>) -> Event {
+impl Reporter {
+    fn event(&self, p: &Pending) -> Event {
+        let o = &p.occurrence;
         Event {
             metadata: ObjectMeta {
-                name: Some(name),
+                name: Some(p.name.clone()),
                 namespace: o.regarding.namespace.clone(),
                 ..Default::default()
             },
             action: Some(note::truncate(&o.action, 128)),
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(p.at)),
             note: Some(note::one_line(&o.note)),
             reason: Some(note::truncate(&o.reason, 128)),
             regarding: Some(o.regarding.clone()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
-            series,
+            series: p.series.clone(),
             type_: Some(
                 match o.kind {
                     Kind::Normal => "Normal",
@@ -204,19 +255,19 @@ fn series(count: u32) -> EventSeries {
     }
 }
 
-async fn drain(client: Client, mut rx: mpsc::Receiver<Write>, config: Config) {
+async fn drain(client: Client, mut rx: mpsc::Receiver<Write>, config: Config, reporter: Reporter) {
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     stream
         .for_each_concurrent(config.workers.max(1), |w| {
             let client = client.clone();
-            let config = &config;
+            let (config, reporter) = (&config, &reporter);
             async move {
                 if let Some(ready) = &config.ready {
                     while !ready() {
                         tokio::time::sleep(YIELD).await;
                     }
                 }
-                if let Err(e) = write(client, w, &config.controller).await {
+                if let Err(e) = write(client, w, reporter).await {
                     tracing::debug!(error = %e, "publishing an event failed");
                 }
             }
@@ -224,13 +275,14 @@ async fn drain(client: Client, mut rx: mpsc::Receiver<Write>, config: Config) {
         .await;
 }
 
-async fn write(client: Client, w: Write, manager: &str) -> Result<(), kube::Error> {
+async fn write(client: Client, w: Write, reporter: &Reporter) -> Result<(), kube::Error> {
     let post = PostParams {
-        field_manager: Some(manager.to_owned()),
+        field_manager: Some(reporter.controller.clone()),
         ..Default::default()
     };
     match w {
-        Write::Create(e) => {
+        Write::Create(p) => {
+            let e = reporter.event(&p);
             let ns = e.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             Api::<Event>::namespaced(client, &ns).create(&post, &e).await?;
         }
@@ -243,12 +295,12 @@ async fn write(client: Client, w: Write, manager: &str) -> Result<(), kube::Erro
             let api = Api::<Event>::namespaced(client, &namespace);
             let patch = serde_json::json!({ "series": series });
             let params = PatchParams {
-                field_manager: Some(manager.to_owned()),
+                field_manager: Some(reporter.controller.clone()),
                 ..Default::default()
             };
             match (api.patch(&name, &params, &Patch::Merge(&patch)).await, fallback) {
-                (Err(kube::Error::Api(s)), Some(e)) if s.code == 404 => {
-                    api.create(&post, &e).await?;
+                (Err(kube::Error::Api(s)), Some(p)) if s.code == 404 => {
+                    api.create(&post, &reporter.event(&p)).await?;
                 }
                 (r, _) => {
                     r?;
@@ -279,5 +331,21 @@ async fn flush(inner: Weak<Inner>, every: Duration) {
                 fallback: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admits_success;
+
+    #[test]
+    fn successes_take_at_most_a_quarter_of_the_queue() {
+        assert!(admits_success(4096, 4096), "an empty queue");
+        assert!(admits_success(4096 - 1023, 4096), "1,023 taken");
+        assert!(!admits_success(4096 - 1024, 4096), "a quarter taken");
+        assert!(!admits_success(0, 4096), "a full queue");
+        // A queue of one still takes a success when empty, so Events are never off.
+        assert!(admits_success(1, 1));
+        assert!(!admits_success(0, 1));
     }
 }
