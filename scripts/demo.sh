@@ -161,6 +161,8 @@ fi
 # not pass its own flags to a plugin, so the kubeconfig goes in $KUBECONFIG; --cloud-config (MIC's
 # azure.json, and the emulator's endpoints) lets it ask ARM what the scale set carries.
 PLUGIN_DIR="$ROOT/target/debug"
+[ -x "$PLUGIN_DIR/kubectl-pod_identity" ] ||
+  echo "[demo] building kubectl-pod_identity (debug; first time only, about a minute)..."
 (cd "$ROOT" && cargo build --locked -q -p plugin) || echo "building kubectl-pod_identity failed"
 explain() { # explain NS POD
   ip netns exec pi-cp env PATH="$PLUGIN_DIR:$PATH" KUBECONFIG="$STATE/kubeconfig" "$KUBECTL" pod-identity explain "$2" -n "$1" \

@@ -21,14 +21,13 @@ use nmi::{
 };
 use upstream_flags::{Environment, ParseGo};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_go();
-    // The readiness probe runs every few seconds in NMI's container: it answers before logging
-    // and the checks of NMI's own flags, which it does not use.
+    // The readiness probe runs every few seconds in NMI's container: it answers before the async
+    // runtime (a thread per core) is started, the logging, and the checks of NMI's own flags,
+    // none of which it uses.
     if let Some(Command::Probe(probe)) = &flags.command {
-        let verdict = server::ready_socket::ask(&probe.socket, probe.timeout);
-        match verdict {
+        match server::ready_socket::ask(&probe.socket, probe.timeout) {
             server::ready_socket::Verdict::Ready => println!("ready"),
             server::ready_socket::Verdict::NotReady(why) => {
                 println!("{why}");
@@ -37,6 +36,14 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve_or_run_command(flags))
+}
+
+async fn serve_or_run_command(flags: Flags) -> anyhow::Result<()> {
     let env = Environment::from_process();
     upstream_flags::init_logging(
         flags.log_format == LogFormat::Json,
