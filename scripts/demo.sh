@@ -2,7 +2,8 @@
 # `make demo`: the seed walkthrough on the local sandbox, step by step.
 # Each step prints `DEMO STEP <n> PASS <what>` or `DEMO STEP <n> FAIL <what> <why>`; the last line
 # is `DEMO PASSED` or `DEMO FAILED`, and the exit status is 0 only when every step passed.
-# The sandbox stays up for exploring; `make demo CLEAN=1` tears it down afterwards.
+# The sandbox stays up for exploring; `make demo CLEAN=1` tears it down afterwards. A sandbox an
+# earlier demo left up is torn down and started afresh first.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +35,14 @@ finish() {
   exit "$FAILED"
 }
 
+# A sandbox an earlier `make demo` left up is not the walkthrough's starting point: the chart has
+# taken the place of the sandbox's MIC process, and the walkthrough's objects exist. Start afresh.
+if [ -f "$STATE/demo-ran" ]; then
+  echo "[demo] the sandbox is up from an earlier make demo, which changed it: starting it afresh"
+  "$SB" down
+fi
 "$SB" up || { echo "DEMO STEP 0 FAIL sandbox could not start (see $STATE/logs)"; FAILED=1; finish; }
+touch "$STATE/demo-ran"
 # shellcheck source=/dev/null  # written by `sandbox.sh up`
 . "$STATE/env"
 PYTHON=$PY
